@@ -1,0 +1,441 @@
+"""The server's configuration file: QuickFIX's INI format, QuickFIX's setting names.
+
+Theory of operation
+-------------------
+A file holds one ``[DEFAULT]`` section and one ``[SESSION]`` section per counterparty, each a
+list of ``Key=Value`` lines (``#`` or ``;`` starts a comment line). Every ``[SESSION]`` inherits
+the ``[DEFAULT]`` values and may override them. Server-wide settings (listen addresses, TLS,
+HTTP, stores, services) are read from ``[DEFAULT]`` only.
+
+Unlike QuickFIX, a key this server does not know is an error, not silently ignored: a mistyped
+``Starttime`` must stop start-up rather than leave a session open around the clock. Every error
+is a ``ConfigError`` naming the setting, the section and the line. ``ops/README.md`` is the
+reference of every key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import os
+from typing import Callable
+
+import attr
+
+from fixserver.settings import LogonAuth, SessionRole, SessionSettings
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the setting and where it is."""
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class TlsSettings:
+    """The optional TLS listening port."""
+
+    port: int
+    certificate_file: str
+    key_file: str
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class ServerConfig:
+    """Everything the composition root needs to start the server."""
+
+    sessions: tuple[SessionSettings, ...]
+    accept_address: str = "0.0.0.0"
+    accept_port: int = 0
+    tls: TlsSettings | None = None
+    http_address: str = "127.0.0.1"
+    #: None = no HTTP side
+    http_port: int | None = None
+    #: directory of the durable message stores; None = in-memory stores (not durable)
+    file_store_path: str | None = None
+    #: seconds between group commits (fsync) of the message stores
+    store_sync_interval: float = 0.005
+    postgres_dsn: str | None = None
+    redis_url: str | None = None
+    #: seconds a clean shutdown waits for the Logout replies
+    shutdown_timeout: float = 2.0
+    #: largest FIX message accepted, bytes
+    max_message_size: int = 64 * 1024
+    socket_nodelay: bool = True
+    #: path the file was read from (relative paths inside it are resolved against its folder)
+    source: str | None = None
+
+
+# --- value parsers: each raises ValueError with a short description of what was expected ---
+
+
+def _parse_bool(value: str) -> bool:
+    upper = value.upper()
+    if upper in ("Y", "YES", "TRUE", "1"):
+        return True
+    if upper in ("N", "NO", "FALSE", "0"):
+        return False
+    raise ValueError("expected Y or N")
+
+
+def _parse_non_negative_int(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError("expected a whole number >= 0")
+    return int(value)
+
+
+def _parse_positive_int(value: str) -> int:
+    number = _parse_non_negative_int(value)
+    if number == 0:
+        raise ValueError("expected a whole number > 0")
+    return number
+
+
+def _parse_port(value: str) -> int:
+    number = _parse_non_negative_int(value)
+    if number > 65535:
+        raise ValueError("expected a TCP port 0..65535")
+    return number
+
+
+def _parse_positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number > 0") from None
+    if not number > 0:
+        raise ValueError("expected a number > 0")
+    return number
+
+
+def _parse_time(value: str) -> datetime.time:
+    parts = value.split(":")
+    if len(parts) != 3 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        raise ValueError("expected HH:MM:SS (UTC)")
+    hour, minute, second = (int(p) for p in parts)
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError("expected HH:MM:SS (UTC)")
+    return datetime.time(hour, minute, second)
+
+
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _parse_day(value: str) -> int:
+    lower = value.lower()
+    # QuickFIX accepts a day name or any prefix of at least two letters ("mo", "tu", ...).
+    matches = [i for i, name in enumerate(_DAYS) if len(lower) >= 2 and name.startswith(lower)]
+    if len(matches) != 1:
+        raise ValueError("expected a day name such as Monday or Mo")
+    return matches[0]
+
+
+def _parse_role(value: str) -> SessionRole:
+    for role in SessionRole:
+        if role.value == value.lower():
+            return role
+    raise ValueError("expected one of " + ", ".join(r.value for r in SessionRole))
+
+
+def _parse_hex_key(value: str) -> bytes:
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        raise ValueError("expected the key as hexadecimal digits") from None
+    if len(key) < 16:
+        raise ValueError("expected at least 16 bytes (32 hex digits)")
+    return key
+
+
+def _parse_begin_string(value: str) -> str:
+    if value not in ("FIX.4.0", "FIX.4.1", "FIX.4.2", "FIX.4.3", "FIX.4.4"):
+        raise ValueError("expected FIX.4.0 .. FIX.4.4")
+    return value
+
+
+def _parse_comp_id(value: str) -> str:
+    if not value or "\x01" in value or "=" in value:
+        raise ValueError("expected a non-empty CompID without '=' or SOH")
+    return value
+
+
+def _parse_text(value: str) -> str:
+    if not value:
+        raise ValueError("expected a value")
+    return value
+
+
+def _parse_acceptor(value: str) -> str:
+    if value.lower() != "acceptor":
+        raise ValueError("this server is an acceptor: expected acceptor")
+    return value
+
+
+# Per-session keys: QuickFIX name -> (SessionSettings field, parser). ``None`` as the field
+# means the key is accepted and checked but has no SessionSettings counterpart.
+_SESSION_KEYS: dict[str, tuple[str | None, Callable[[str], object]]] = {
+    "BeginString": ("begin_string", _parse_begin_string),
+    "SenderCompID": ("sender_comp_id", _parse_comp_id),
+    "TargetCompID": ("target_comp_id", _parse_comp_id),
+    "SenderSubID": ("sender_sub_id", _parse_text),
+    "TargetSubID": ("target_sub_id", _parse_text),
+    "SessionQualifier": ("session_qualifier", _parse_text),
+    "ConnectionType": (None, _parse_acceptor),
+    "SessionRole": ("role", _parse_role),
+    "Firm": ("firm", _parse_text),
+    "DataDictionary": ("data_dictionary", _parse_text),
+    "UseDataDictionary": ("use_data_dictionary", _parse_bool),
+    "ValidateFieldsOutOfOrder": ("validate_fields_out_of_order", _parse_bool),
+    "ValidateFieldsHaveValues": ("validate_fields_have_values", _parse_bool),
+    "ValidateUserDefinedFields": ("validate_user_defined_fields", _parse_bool),
+    "AllowUnknownMsgFields": ("allow_unknown_msg_fields", _parse_bool),
+    "HeartBtInt": ("heart_bt_int", _parse_positive_int),
+    "ResetOnLogon": ("reset_on_logon", _parse_bool),
+    "ResetOnLogout": ("reset_on_logout", _parse_bool),
+    "ResetOnDisconnect": ("reset_on_disconnect", _parse_bool),
+    "RefreshOnLogon": ("refresh_on_logon", _parse_bool),
+    "StartTime": ("start_time", _parse_time),
+    "EndTime": ("end_time", _parse_time),
+    "StartDay": ("start_day", _parse_day),
+    "EndDay": ("end_day", _parse_day),
+    "CheckLatency": ("check_latency", _parse_bool),
+    "MaxLatency": ("max_latency", _parse_positive_int),
+    "CheckCompID": ("check_comp_id", _parse_bool),
+    "LogonTimeout": ("logon_timeout", _parse_positive_int),
+    "LogoutTimeout": ("logout_timeout", _parse_positive_int),
+    "TestRequestDelayMultiplier": ("test_request_delay_multiplier", _parse_positive_float),
+    "HeartBeatTimeoutMultiplier": ("heartbeat_timeout_multiplier", _parse_positive_float),
+    "Username": ("username", _parse_text),
+    "Password": ("password", _parse_text),
+    "HmacKey": ("hmac_key", _parse_hex_key),
+    "HmacWindow": ("hmac_window", _parse_positive_int),
+    "CancelOnDisconnect": ("cancel_on_disconnect", _parse_bool),
+    "ThrottleRate": ("throttle_rate", _parse_positive_int),
+    "DefaultSTP": ("default_stp", _parse_text),
+    "MaxOutputBuffer": ("max_output_buffer", _parse_positive_int),
+}
+
+# Server-wide keys, read from [DEFAULT]: QuickFIX name -> (ServerConfig field, parser).
+_SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "SocketAcceptAddress": ("accept_address", _parse_text),
+    "SocketAcceptPort": ("accept_port", _parse_port),
+    "SocketNodelay": ("socket_nodelay", _parse_bool),
+    "SocketAcceptPortTLS": ("tls_port", _parse_port),
+    "ServerCertificateFile": ("certificate_file", _parse_text),
+    "ServerCertificateKeyFile": ("key_file", _parse_text),
+    "HttpAddress": ("http_address", _parse_text),
+    "HttpPort": ("http_port", _parse_port),
+    "FileStorePath": ("file_store_path", _parse_text),
+    "StoreSyncInterval": ("store_sync_interval", _parse_positive_float),
+    "PostgresDSN": ("postgres_dsn", _parse_text),
+    "RedisURL": ("redis_url", _parse_text),
+    "ShutdownTimeout": ("shutdown_timeout", _parse_positive_float),
+    "MaxMessageSize": ("max_message_size", _parse_positive_int),
+}
+
+_PATH_SERVER_FIELDS = ("certificate_file", "key_file", "file_store_path")
+_ALL_KEYS = {k.lower(): k for k in (*_SESSION_KEYS, *_SERVER_KEYS)}
+
+
+@attr.s(slots=True, auto_attribs=True)
+class _Section:
+    name: str  # "DEFAULT" or "SESSION"
+    line: int
+    ordinal: int  # 1-based number of this [SESSION]; 0 for [DEFAULT]
+    #: canonical key -> (value, line)
+    values: dict[str, tuple[str, int]] = attr.Factory(dict)
+
+    def where(self) -> str:
+        if self.name == "DEFAULT":
+            return f"[DEFAULT] (line {self.line})"
+        return f"[SESSION] #{self.ordinal} (line {self.line})"
+
+
+def _split_sections(text: str, source: str) -> tuple[_Section, list[_Section]]:
+    default = _Section("DEFAULT", 0, 0)
+    sessions: list[_Section] = []
+    current: _Section | None = None
+    seen_default = False
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise ConfigError(f"{source}:{number}: section header {line!r} lacks ']'")
+            name = line[1:-1].strip().upper()
+            if name == "DEFAULT":
+                if seen_default:
+                    raise ConfigError(f"{source}:{number}: a second [DEFAULT] section")
+                if sessions:
+                    raise ConfigError(f"{source}:{number}: [DEFAULT] must come before [SESSION]")
+                seen_default = True
+                default.line = number
+                current = default
+            elif name == "SESSION":
+                current = _Section("SESSION", number, len(sessions) + 1)
+                sessions.append(current)
+            else:
+                raise ConfigError(
+                    f"{source}:{number}: unknown section [{line[1:-1]}]; "
+                    "expected [DEFAULT] or [SESSION]"
+                )
+            continue
+        if current is None:
+            raise ConfigError(f"{source}:{number}: setting before any [DEFAULT] or [SESSION]")
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError(f"{source}:{number}: expected Key=Value, got {line!r}")
+        canonical = _ALL_KEYS.get(key.lower())
+        if canonical is None:
+            close = difflib.get_close_matches(key, list(_ALL_KEYS.values()), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"{source}:{number}: unknown setting {key} in {current.where()}{hint}"
+            )
+        if canonical in current.values:
+            raise ConfigError(
+                f"{source}:{number}: {canonical} set twice in {current.where()} "
+                f"(first on line {current.values[canonical][1]})"
+            )
+        current.values[canonical] = (value, number)
+    return default, sessions
+
+
+def _resolve_path(path: str, base_dir: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def _parse_value(
+    source: str, section: _Section, key: str, parser: Callable[[str], object]
+) -> object:
+    value, line = section.values[key]
+    try:
+        return parser(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}:{line}: {key}={value!r} in {section.where()}: {exc}") from None
+
+
+def _build_session(
+    source: str, base_dir: str, default: _Section, section: _Section
+) -> SessionSettings:
+    merged = _Section(section.name, section.line, section.ordinal)
+    merged.values = {**default.values, **section.values}
+    kwargs: dict[str, object] = {}
+    for key in merged.values:
+        spec = _SESSION_KEYS.get(key)
+        if spec is None:
+            if key in section.values:
+                raise ConfigError(
+                    f"{source}:{section.values[key][1]}: {key} is server-wide: "
+                    f"set it in [DEFAULT], not in {section.where()}"
+                )
+            continue
+        field, parser = spec
+        parsed = _parse_value(source, merged, key, parser)
+        if field is not None:
+            kwargs[field] = parsed
+
+    for required in ("BeginString", "SenderCompID", "TargetCompID"):
+        if required not in merged.values:
+            raise ConfigError(f"{source}: {required} is missing in {section.where()}")
+
+    def fail(key: str, message: str) -> ConfigError:
+        line = merged.values[key][1] if key in merged.values else section.line
+        return ConfigError(f"{source}:{line}: {key} in {section.where()}: {message}")
+
+    if ("StartTime" in merged.values) != ("EndTime" in merged.values):
+        missing = "EndTime" if "StartTime" in merged.values else "StartTime"
+        raise ConfigError(
+            f"{source}: {missing} is missing in {section.where()} "
+            "(StartTime and EndTime go together)"
+        )
+    if ("StartDay" in merged.values) != ("EndDay" in merged.values):
+        raise fail("StartDay", "StartDay and EndDay go together")
+    if "StartDay" in merged.values and "StartTime" not in merged.values:
+        raise fail("StartDay", "a weekly window needs StartTime and EndTime")
+
+    if "hmac_key" in kwargs and "password" in kwargs:
+        raise fail("HmacKey", "set either HmacKey or Password, not both")
+    if "hmac_key" in kwargs:
+        kwargs["auth"] = LogonAuth.HMAC
+    elif "password" in kwargs:
+        kwargs["auth"] = LogonAuth.PASSWORD
+    elif "username" in kwargs:
+        raise fail("Username", "a Username needs a Password")
+
+    if "data_dictionary" in kwargs:
+        path = _resolve_path(str(kwargs["data_dictionary"]), base_dir)
+        if not os.path.isfile(path):
+            raise fail("DataDictionary", f"no such file {path}")
+        kwargs["data_dictionary"] = path
+
+    return SessionSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> ServerConfig:
+    """Build a ServerConfig from the text of a config file; raises ConfigError."""
+    default, session_sections = _split_sections(text, source)
+    if not session_sections:
+        raise ConfigError(f"{source}: no [SESSION] section: the server would serve nobody")
+
+    sessions: list[SessionSettings] = []
+    seen: dict[str, _Section] = {}
+    for section in session_sections:
+        settings = _build_session(source, base_dir, default, section)
+        first = seen.get(settings.session_id)
+        if first is not None:
+            raise ConfigError(
+                f"{source}: {section.where()} repeats session {settings.session_id} "
+                f"of {first.where()}"
+            )
+        seen[settings.session_id] = section
+        sessions.append(settings)
+
+    server: dict[str, object] = {}
+    for key in default.values:
+        spec = _SERVER_KEYS.get(key)
+        if spec is not None:
+            server[spec[0]] = _parse_value(source, default, key, spec[1])
+    for field in _PATH_SERVER_FIELDS:
+        if field in server:
+            server[field] = _resolve_path(str(server[field]), base_dir)
+
+    if "accept_port" not in server:
+        raise ConfigError(f"{source}: SocketAcceptPort is missing in [DEFAULT]")
+
+    tls_port = server.pop("tls_port", None)
+    certificate = server.pop("certificate_file", None)
+    key_file = server.pop("key_file", None)
+    if tls_port is not None:
+        for name, value in (
+            ("ServerCertificateFile", certificate),
+            ("ServerCertificateKeyFile", key_file),
+        ):
+            if value is None:
+                raise ConfigError(
+                    f"{source}: {name} is missing in [DEFAULT] (SocketAcceptPortTLS needs it)"
+                )
+            if not os.path.isfile(str(value)):
+                line = default.values[name][1]
+                raise ConfigError(f"{source}:{line}: {name}: no such file {value}")
+        server["tls"] = TlsSettings(int(tls_port), str(certificate), str(key_file))  # type: ignore[call-overload]
+    elif certificate is not None or key_file is not None:
+        raise ConfigError(
+            f"{source}: ServerCertificateFile/ServerCertificateKeyFile are set "
+            "but SocketAcceptPortTLS is not"
+        )
+
+    return ServerConfig(sessions=tuple(sessions), source=source, **server)  # type: ignore[arg-type]
+
+
+def load_config(path: str) -> ServerConfig:
+    """Read and check a config file; raises ConfigError (also for an unreadable file)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    base_dir = os.path.dirname(os.path.abspath(path))
+    return parse_config(text, source=path, base_dir=base_dir)

@@ -1,0 +1,258 @@
+"""A durable FIX message store: one append-only file per session.
+
+Theory of operation
+-------------------
+Every change (next sequence numbers, a sent message kept for resend) is one record appended
+with a single ``os.write``. Once ``os.write`` returns the bytes are in the kernel's page cache,
+which outlives the process: a SIGKILL right after loses nothing. Surviving power loss needs
+``fsync``, which can take milliseconds, so it never runs on the reactor thread: the glue calls
+``sync()`` from a worker thread (a group commit covering every record written since the last
+one).
+
+Record layout (little-endian)::
+
+    u32 length of (kind + payload) | u32 crc32 of (kind + payload) | u8 kind | payload
+
+Kinds: ``CREATED`` (u64 creation time in ns; always the first record), ``SENDER`` (u64 next
+sender sequence number), ``TARGET`` (u64 next target sequence number), ``SENT`` (u64 seq then
+the raw message).
+
+Loading replays the records. A record that is cut short or fails its checksum at the end of the
+file (a crash in the middle of a write, or zeros a power loss left behind) is a torn tail: it is
+dropped and the file truncated to the last good record. A bad record followed by good data is
+real corruption and raises ``StoreCorruptError`` rather than silently losing messages.
+
+``reset`` starts a new file (written beside the old one, then renamed over it: the rename is
+atomic, so a crash leaves either the old state or the new one). Sent messages are not kept in
+memory; the store remembers where each one lies in the file and reads it back on a resend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+
+_HEADER = struct.Struct("<II")
+_U64 = struct.Struct("<Q")
+_KIND_CREATED = 1
+_KIND_SENDER = 2
+_KIND_TARGET = 3
+_KIND_SENT = 4
+# The largest record the loader believes; a larger length field is garbage.
+_MAX_RECORD = 64 * 1024 * 1024
+
+
+class StoreCorruptError(Exception):
+    """The store file is damaged somewhere other than its last record."""
+
+
+def store_file_name(session_id: str) -> str:
+    """A file name for a session id such as ``FIX.4.4:EXCH->CLIENT1``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", session_id.replace("->", "-")) + ".store"
+
+
+def _record(kind: int, payload: bytes) -> bytes:
+    body = bytes((kind,)) + payload
+    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+class FileMessageStore:
+    """MessageStore kept in ``<path_dir>/<session id>.store``."""
+
+    def __init__(self, path_dir: str, session_id: str, now_ns: int | None = None) -> None:
+        os.makedirs(path_dir, exist_ok=True)
+        self.path = os.path.join(path_dir, store_file_name(session_id))
+        self._dir = path_dir
+        self._lock = threading.Lock()
+        #: file descriptors replaced by a reset; closed by the next sync (which may be using them)
+        self._retired: list[int] = []
+        self._dirty = False
+        self._dir_dirty = False
+        self._next_sender = 1
+        self._next_target = 1
+        self._created = 0
+        #: seq -> (offset of the raw message in the file, its length)
+        self._sent: dict[int, tuple[int, int]] = {}
+        self.dropped_tail_bytes = 0
+        if os.path.exists(self.path):
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            self._size = self._load()
+            if self._size == 0:  # nothing good survived (e.g. a power loss at creation)
+                self._start_new_file(time.time_ns() if now_ns is None else now_ns)
+        else:
+            self._fd = -1
+            self._size = 0
+            self._start_new_file(time.time_ns() if now_ns is None else now_ns)
+
+    # --- MessageStore ---
+
+    def next_sender_seq(self) -> int:
+        return self._next_sender
+
+    def next_target_seq(self) -> int:
+        return self._next_target
+
+    def set_next_sender_seq(self, seq: int) -> None:
+        self._next_sender = seq
+        self._append(_KIND_SENDER, _U64.pack(seq))
+
+    def set_next_target_seq(self, seq: int) -> None:
+        self._next_target = seq
+        self._append(_KIND_TARGET, _U64.pack(seq))
+
+    def save_sent(self, seq: int, raw: bytes) -> None:
+        # The raw message starts after header, kind and the u64 seq.
+        offset = self._size + _HEADER.size + 1 + _U64.size
+        self._append(_KIND_SENT, _U64.pack(seq) + raw)
+        self._sent[seq] = (offset, len(raw))
+        if seq >= self._next_sender:
+            self._next_sender = seq + 1
+
+    def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        sent = self._sent
+        if end - begin > len(sent):
+            seqs = sorted(s for s in sent if begin <= s <= end)
+        else:
+            seqs = [s for s in range(begin, end + 1) if s in sent]
+        result = []
+        for seq in seqs:
+            offset, length = sent[seq]
+            result.append((seq, os.pread(self._fd, length, offset)))
+        return result
+
+    def reset(self, now_ns: int) -> None:
+        self._next_sender = 1
+        self._next_target = 1
+        self._sent.clear()
+        self._start_new_file(now_ns)
+
+    def creation_time_ns(self) -> int:
+        return self._created
+
+    # --- durability ---
+
+    @property
+    def needs_sync(self) -> bool:
+        """True when records were written since the last ``sync``."""
+        return self._dirty or self._dir_dirty
+
+    def sync(self) -> None:
+        """fsync what was written so far. Blocking: call it from a worker thread.
+
+        Safe to run while the reactor thread keeps appending (those records are covered by
+        the next sync) or resets the store (the old descriptor is closed here, not there).
+        """
+        with self._lock:
+            fd = self._fd
+            retired, self._retired = self._retired, []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+            self._dirty = False
+        if fd >= 0:
+            os.fsync(fd)
+        if dir_dirty:
+            dir_fd = os.open(self._dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        for old in retired:
+            os.close(old)
+
+    def close(self) -> None:
+        """fsync and close the file (at shutdown, after the last write)."""
+        self.sync()
+        with self._lock:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    # --- internals ---
+
+    def _append(self, kind: int, payload: bytes) -> None:
+        record = _record(kind, payload)
+        written = os.write(self._fd, record)
+        if written != len(record):  # a regular file only writes short when the disk is full
+            raise OSError(f"short write to {self.path}: {written} of {len(record)} bytes")
+        self._size += written
+        self._dirty = True
+
+    def _start_new_file(self, now_ns: int) -> None:
+        tmp = self.path + ".new"
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        record = _record(_KIND_CREATED, _U64.pack(now_ns))
+        os.write(fd, record)
+        os.rename(tmp, self.path)
+        with self._lock:
+            if self._fd >= 0:
+                self._retired.append(self._fd)
+            self._fd = fd
+            self._dirty = True
+            self._dir_dirty = True
+        self._size = len(record)
+        self._created = now_ns
+
+    def _load(self) -> int:
+        """Replay the file; truncate a torn tail. Returns the size of the good part."""
+        size = os.fstat(self._fd).st_size
+        data = os.pread(self._fd, size, 0)
+        pos = 0
+        header_size = _HEADER.size
+        while pos < size:
+            bad = None
+            if size - pos < header_size:
+                bad = "record header cut short"
+            else:
+                length, crc = _HEADER.unpack_from(data, pos)
+                end = pos + header_size + length
+                if length == 0 or length > _MAX_RECORD or end > size:
+                    bad = "record cut short"
+                else:
+                    body = data[pos + header_size : end]
+                    if zlib.crc32(body) != crc:
+                        bad = "checksum mismatch"
+                    elif not self._apply(body, pos + header_size):
+                        bad = f"unknown record kind {body[0]}"
+            if bad is not None:
+                if data[pos:].strip(b"\x00") and self._valid_record_after(data, pos):
+                    raise StoreCorruptError(f"{self.path}: {bad} at offset {pos}")
+                # A torn tail: drop it so later appends follow the last good record.
+                self.dropped_tail_bytes = size - pos
+                os.ftruncate(self._fd, pos)
+                self._dirty = True
+                return pos
+            pos = end
+        return pos
+
+    @staticmethod
+    def _valid_record_after(data: bytes, bad_pos: int) -> bool:
+        """True if a checksummed record starts anywhere after a bad one (real corruption)."""
+        size = len(data)
+        for pos in range(bad_pos + 1, size - _HEADER.size):
+            length, crc = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            if 0 < length <= size and end <= size:
+                if zlib.crc32(data[pos + _HEADER.size : end]) == crc:
+                    return True
+        return False
+
+    def _apply(self, body: bytes, body_offset: int) -> bool:
+        kind = body[0]
+        if kind == _KIND_SENT:
+            (seq,) = _U64.unpack_from(body, 1)
+            raw_offset = body_offset + 1 + _U64.size
+            self._sent[seq] = (raw_offset, len(body) - 1 - _U64.size)
+            if seq >= self._next_sender:
+                self._next_sender = seq + 1
+        elif kind == _KIND_TARGET:
+            (self._next_target,) = _U64.unpack_from(body, 1)
+        elif kind == _KIND_SENDER:
+            (self._next_sender,) = _U64.unpack_from(body, 1)
+        elif kind == _KIND_CREATED:
+            (self._created,) = _U64.unpack_from(body, 1)
+        else:
+            return False
+        return True
