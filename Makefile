@@ -1,0 +1,30 @@
+# Set-up and everyday commands. `make run` starts the exchange; `make test` runs the tests.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: install run test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+
+install: $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+
+run: install
+	$(VENV)/bin/fixserver serve --config ops/fixserver.cfg
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check fixserver engine feeds tests bench
+	$(VENV)/bin/mypy fixserver engine feeds
+
+bench: install
+	$(PY) bench/bench_codec.py
+	$(PY) bench/bench_engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info var

@@ -1,0 +1,77 @@
+"""FIX message store: the next sequence numbers and the sent messages kept for resend.
+
+The session core talks to a store synchronously; implementations keep their state in memory
+and make it durable in their own way (``fixserver.filestore.FileMessageStore`` appends each
+change to a file and fsyncs off the reactor thread). ``MemoryMessageStore`` is the reference
+implementation used by the session's unit tests.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class MessageStore(Protocol):
+    """What a session needs from its store."""
+
+    def next_sender_seq(self) -> int: ...
+
+    def next_target_seq(self) -> int: ...
+
+    def set_next_sender_seq(self, seq: int) -> None: ...
+
+    def set_next_target_seq(self, seq: int) -> None: ...
+
+    def save_sent(self, seq: int, raw: bytes) -> None:
+        """Keep an application message we sent (for ResendRequest); also advances
+        next_sender_seq past ``seq``."""
+
+    def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        """The stored messages with begin <= seq <= end, in order (gaps where none was kept)."""
+
+    def reset(self, now_ns: int) -> None:
+        """Both sequence numbers back to 1, sent messages dropped, creation time = now."""
+
+    def creation_time_ns(self) -> int: ...
+
+
+class MemoryMessageStore:
+    """An in-memory store (lost with the process)."""
+
+    def __init__(self, now_ns: int = 0) -> None:
+        self._next_sender = 1
+        self._next_target = 1
+        self._sent: dict[int, bytes] = {}
+        self._created = now_ns
+
+    def next_sender_seq(self) -> int:
+        return self._next_sender
+
+    def next_target_seq(self) -> int:
+        return self._next_target
+
+    def set_next_sender_seq(self, seq: int) -> None:
+        self._next_sender = seq
+
+    def set_next_target_seq(self, seq: int) -> None:
+        self._next_target = seq
+
+    def save_sent(self, seq: int, raw: bytes) -> None:
+        self._sent[seq] = raw
+        if seq >= self._next_sender:
+            self._next_sender = seq + 1
+
+    def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        sent = self._sent
+        if end - begin > len(sent):
+            return sorted((s, m) for s, m in sent.items() if begin <= s <= end)
+        return [(s, sent[s]) for s in range(begin, end + 1) if s in sent]
+
+    def reset(self, now_ns: int) -> None:
+        self._next_sender = 1
+        self._next_target = 1
+        self._sent.clear()
+        self._created = now_ns
+
+    def creation_time_ns(self) -> int:
+        return self._created
