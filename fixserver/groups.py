@@ -1,0 +1,449 @@
+"""Message structure: scopes, repeating groups, and the validating walk over ``msg.fields``.
+
+Theory of operation
+-------------------
+A ``Scope`` is what may appear at one level of a message: the header, the trailer, a message
+body, or one entry of a repeating group. A group is announced by its NumInGroup count field;
+its entries follow immediately, each starting with the group's delimiter (its first field),
+and the group ends at the first field that its entry scope does not contain. Groups nest.
+
+``validate_message`` walks the fields once in wire order, classifying each top-level field as
+header, trailer or body, descending into groups as their count fields appear, and checking
+every field as it passes. Problems are not raised where they are found: the first of each kind
+is kept in a slot and, at the end, the slot that QuickFIX's ``DataDictionary::validate`` would
+have reported first is raised (order in ``fixserver.dictionary``'s docstring). A valid message
+allocates only the per-level ``seen`` sets.
+
+``read_group_entries`` reads a group the same way, without checks, for the application layer.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fixserver.codec import FixMessage
+    from fixserver.dictionary import DataDictionary
+
+#: Tags from this number up are user-defined (FIX 4.4 Volume 1: 5000-9999 user, 10000+ internal).
+USER_DEFINED_TAG_MIN = 5000
+
+FieldList = Sequence[tuple[int, bytes]]
+
+
+class RejectReason(enum.IntEnum):
+    """SessionRejectReason (373) values, FIX 4.4."""
+
+    INVALID_TAG_NUMBER = 0
+    REQUIRED_TAG_MISSING = 1
+    TAG_NOT_DEFINED_FOR_THIS_MESSAGE_TYPE = 2
+    UNDEFINED_TAG = 3
+    TAG_SPECIFIED_WITHOUT_A_VALUE = 4
+    VALUE_IS_INCORRECT = 5
+    INCORRECT_DATA_FORMAT_FOR_VALUE = 6
+    DECRYPTION_PROBLEM = 7
+    SIGNATURE_PROBLEM = 8
+    COMPID_PROBLEM = 9
+    SENDING_TIME_ACCURACY_PROBLEM = 10
+    INVALID_MSG_TYPE = 11
+    XML_VALIDATION_ERROR = 12
+    TAG_APPEARS_MORE_THAN_ONCE = 13
+    TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER = 14
+    REPEATING_GROUP_FIELDS_OUT_OF_ORDER = 15
+    INCORRECT_NUM_IN_GROUP_COUNT_FOR_REPEATING_GROUP = 16
+    NON_DATA_VALUE_INCLUDES_FIELD_DELIMITER = 17
+    OTHER = 99
+
+
+class ValidationError(Exception):
+    """A message the dictionary forbids; answered with a session-level Reject (35=3)."""
+
+    def __init__(self, reason: int, ref_tag: int | None, text: str) -> None:
+        super().__init__(reason, ref_tag, text)
+        self.reason = RejectReason(reason)
+        self.ref_tag = ref_tag
+        self.text = text
+
+    def __str__(self) -> str:
+        ref = "" if self.ref_tag is None else f" (tag {self.ref_tag})"
+        return f"{self.reason.name}{ref}: {self.text}"
+
+
+class UnsupportedBeginString(ValidationError):
+    """BeginString (8) is not the dictionary's version (reason 5, ref tag 8). The FIX session
+    protocol answers this with Logout and disconnect, not a Reject (QuickFIX's
+    UnsupportedVersion), so it has its own class."""
+
+
+class Scope:
+    """The fields allowed at one level: a header, trailer, message body or group entry."""
+
+    __slots__ = ("groups", "order", "required", "tags")
+
+    def __init__(self) -> None:
+        #: every tag that may appear directly at this level (group count tags included)
+        self.tags: set[int] = set()
+        #: tags this level requires, in definition order
+        self.required: list[int] = []
+        #: count tag -> group starting at this level
+        self.groups: dict[int, GroupDef] = {}
+        #: tags in definition order
+        self.order: list[int] = []
+
+    def add(self, tag: int, required: bool) -> None:
+        if tag not in self.tags:
+            self.tags.add(tag)
+            self.order.append(tag)
+        if required and tag not in self.required:
+            self.required.append(tag)
+
+
+class GroupDef:
+    """A repeating group: its NumInGroup count tag, delimiter (first field) and entry scope."""
+
+    __slots__ = ("count_tag", "delimiter", "name", "scope")
+
+    def __init__(self, count_tag: int, name: str, delimiter: int, scope: Scope) -> None:
+        self.count_tag = count_tag
+        self.name = name
+        self.delimiter = delimiter
+        self.scope = scope
+
+
+# Error slots, in the order they are reported when a message breaks several rules.
+_STRUCTURE = 0  # header/body/trailer order (14), group delimiter not first (15)
+_GROUP_REQUIRED = 1  # a required field missing from a group entry (1)
+_HEADER = 2  # per-field problems, by section
+_TRAILER = 3
+_BODY = 4
+
+_SECTION_NAMES = ("header", "body", "trailer")
+_IN_HEADER, _IN_BODY, _IN_TRAILER = 0, 1, 2
+
+_FIRST_TAGS = ((8, "BeginString"), (9, "BodyLength"), (35, "MsgType"))
+
+
+class _Walk:
+    """The state of one validation: the dictionary's options and the error slots."""
+
+    __slots__ = ("dd", "fields", "have_values", "slots")
+
+    def __init__(self, dd: DataDictionary, fields: FieldList) -> None:
+        self.dd = dd
+        self.fields = fields
+        self.have_values = dd.validate_fields_have_values
+        self.slots: list[ValidationError | None] = [None, None, None, None, None]
+
+    def record(self, slot: int, reason: RejectReason, tag: int | None, text: str) -> None:
+        if self.slots[slot] is None:
+            self.slots[slot] = ValidationError(reason, tag, text)
+
+    def check_value(self, slot: int, tag: int, value: bytes) -> None:
+        """Empty value (4), format (6) and enum value (5) of one field."""
+        if not value:
+            if self.have_values:
+                self.record(
+                    slot,
+                    RejectReason.TAG_SPECIFIED_WITHOUT_A_VALUE,
+                    tag,
+                    "Tag specified without a value",
+                )
+            return
+        field = self.dd.fields.get(tag)
+        if field is None:
+            return
+        check = field.check
+        if check is not None and not check(value):
+            self.record(
+                slot,
+                RejectReason.INCORRECT_DATA_FORMAT_FOR_VALUE,
+                tag,
+                f"Incorrect data format for value: {field.name} ({field.type})",
+            )
+            return
+        values = field.values
+        if values is not None:
+            if field.multiple:
+                ok = all(item in values for item in value.split(b" "))
+            else:
+                ok = value in values
+            if not ok:
+                self.record(
+                    slot,
+                    RejectReason.VALUE_IS_INCORRECT,
+                    tag,
+                    f"Value is incorrect (out of range) for this tag: {field.name}",
+                )
+
+    def walk_group(self, index: int, group: GroupDef, slot: int) -> int:
+        """Check a group whose count field is at ``index``; return the index after it."""
+        fields = self.fields
+        count_value = fields[index][1]
+        scope = group.scope
+        tags = scope.tags
+        subgroups = scope.groups
+        delimiter = group.delimiter
+        entries = 0
+        seen: set[int] | None = None
+        end = len(fields)
+        j = index + 1
+        while j < end:
+            tag, value = fields[j]
+            if tag not in tags:
+                break
+            if tag == delimiter:
+                if seen is not None:
+                    self.check_entry(scope, seen, group)
+                entries += 1
+                seen = {tag}
+            elif seen is None:
+                self.record(
+                    _STRUCTURE,
+                    RejectReason.REPEATING_GROUP_FIELDS_OUT_OF_ORDER,
+                    tag,
+                    f"Repeating group {group.name} ({group.count_tag}) entry must "
+                    f"start with its delimiter field {delimiter}",
+                )
+                entries += 1
+                seen = {tag}
+            elif tag in seen:
+                self.record(
+                    slot,
+                    RejectReason.TAG_APPEARS_MORE_THAN_ONCE,
+                    tag,
+                    f"Tag appears more than once in an entry of group {group.name}",
+                )
+            else:
+                seen.add(tag)
+            self.check_value(slot, tag, value)
+            subgroup = subgroups.get(tag)
+            if subgroup is not None:
+                j = self.walk_group(j, subgroup, slot)
+            else:
+                j += 1
+        if seen is not None:
+            self.check_entry(scope, seen, group)
+        if count_value.isdigit() and int(count_value) != entries:
+            self.record(
+                slot,
+                RejectReason.INCORRECT_NUM_IN_GROUP_COUNT_FOR_REPEATING_GROUP,
+                group.count_tag,
+                f"Incorrect NumInGroup count for repeating group {group.name}: "
+                f"{count_value.decode('latin-1')} declared, {entries} present",
+            )
+        return j
+
+    def check_entry(self, scope: Scope, seen: set[int], group: GroupDef) -> None:
+        for tag in scope.required:
+            if tag not in seen:
+                self.record(
+                    _GROUP_REQUIRED,
+                    RejectReason.REQUIRED_TAG_MISSING,
+                    tag,
+                    f"Required tag missing in an entry of group {group.name}",
+                )
+                return
+
+
+def validate_message(dd: DataDictionary, msg: FixMessage) -> None:
+    """Raise ValidationError for the first problem, in QuickFIX's order (see the module doc)."""
+    fields = msg.fields
+    end = len(fields)
+    for position, (expected, name) in enumerate(_FIRST_TAGS):
+        if position >= end:
+            raise ValidationError(
+                RejectReason.REQUIRED_TAG_MISSING, expected, f"Required tag missing: {name}"
+            )
+        if fields[position][0] != expected:
+            raise ValidationError(
+                RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
+                fields[position][0],
+                f"{name} ({expected}) must be field {position + 1}",
+            )
+    if fields[0][1] != dd._begin_string_bytes:
+        raise UnsupportedBeginString(
+            RejectReason.VALUE_IS_INCORRECT, 8, f"BeginString must be {dd.begin_string}"
+        )
+    msg_type = fields[2][1]
+    message = dd.messages.get(msg_type)
+
+    walk = _Walk(dd, fields)
+    header_scope = dd.header
+    trailer_scope = dd.trailer
+    header_tags = header_scope.tags
+    trailer_tags = trailer_scope.tags
+    body_scope = message.body if message is not None else None
+    body_tags = body_scope.tags if body_scope is not None else None
+    check_order = dd.validate_fields_out_of_order
+    check_unknown = not dd.allow_unknown_msg_fields
+    check_user_defined = dd.validate_user_defined_fields
+    known_fields = dd.fields
+    header_seen: set[int] = set()
+    body_seen: set[int] = set()
+    trailer_seen: set[int] = set()
+    section = _IN_HEADER
+    scope: Scope | None
+    i = 0
+    while i < end:
+        tag, value = fields[i]
+        if tag in header_tags:
+            if section != _IN_HEADER and check_order:
+                walk.record(
+                    _STRUCTURE,
+                    RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
+                    tag,
+                    f"Header field after the {_SECTION_NAMES[section]}",
+                )
+            seen, scope, slot = header_seen, header_scope, _HEADER
+            undefined = False
+        elif tag in trailer_tags:
+            section = _IN_TRAILER
+            if tag == 10 and i != end - 1 and check_order:
+                walk.record(
+                    _STRUCTURE,
+                    RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
+                    10,
+                    "CheckSum (10) must be the last field",
+                )
+            seen, scope, slot = trailer_seen, trailer_scope, _TRAILER
+            undefined = False
+        else:
+            if section == _IN_TRAILER and check_order:
+                walk.record(
+                    _STRUCTURE,
+                    RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
+                    tag,
+                    "Body field after the trailer",
+                )
+            section = _IN_BODY
+            seen, slot = body_seen, _BODY
+            scope = body_scope
+            undefined = (
+                body_tags is not None
+                and tag not in body_tags
+                and (check_unknown if tag < USER_DEFINED_TAG_MIN else check_user_defined)
+            )
+        if tag in seen:
+            walk.record(
+                slot, RejectReason.TAG_APPEARS_MORE_THAN_ONCE, tag, "Tag appears more than once"
+            )
+        else:
+            seen.add(tag)
+        walk.check_value(slot, tag, value)
+        if undefined:
+            # After the value checks: QuickFIX checks a field's value before its tag.
+            if tag not in known_fields:
+                walk.record(slot, RejectReason.INVALID_TAG_NUMBER, tag, "Invalid tag number")
+            else:
+                walk.record(
+                    slot,
+                    RejectReason.TAG_NOT_DEFINED_FOR_THIS_MESSAGE_TYPE,
+                    tag,
+                    "Tag not defined for this message type",
+                )
+        elif scope is not None:
+            group = scope.groups.get(tag)
+            if group is not None:
+                i = walk.walk_group(i, group, slot)
+                continue
+        i += 1
+
+    slots = walk.slots
+    structure_error = slots[_STRUCTURE]
+    if structure_error is not None:
+        raise structure_error
+    if message is None:
+        raise ValidationError(
+            RejectReason.INVALID_MSG_TYPE, 35, f"Invalid MsgType: {msg_type.decode('latin-1')}"
+        )
+    for scope_, seen_ in (
+        (header_scope, header_seen),
+        (trailer_scope, trailer_seen),
+        (message.body, body_seen),
+    ):
+        for tag in scope_.required:
+            if tag not in seen_:
+                raise ValidationError(
+                    RejectReason.REQUIRED_TAG_MISSING,
+                    tag,
+                    f"Required tag missing: {dd.field_name(tag)}",
+                )
+    for error in slots[_GROUP_REQUIRED:]:
+        if error is not None:
+            raise error
+
+
+def group_end(fields: FieldList, index: int, group: GroupDef) -> int:
+    """The index after the group whose count field is at ``index`` (no checks)."""
+    tags = group.scope.tags
+    subgroups = group.scope.groups
+    end = len(fields)
+    j = index + 1
+    while j < end:
+        tag = fields[j][0]
+        if tag not in tags:
+            break
+        subgroup = subgroups.get(tag)
+        j = group_end(fields, j, subgroup) if subgroup is not None else j + 1
+    return j
+
+
+def read_group_entries(
+    dd: DataDictionary,
+    msg: FixMessage,
+    count_tag: int,
+    entry: FieldList | None = None,
+    parents: Sequence[int] = (),
+) -> list[list[tuple[int, bytes]]]:
+    """Entries of a group in ``msg`` (or in ``entry`` of the group path ``parents``)."""
+    if entry is None:
+        message = dd.messages.get(msg.msg_type)
+        if message is None:
+            return []
+        fields: FieldList = msg.fields
+        scope_groups = dict(dd.header.groups)
+        scope_groups.update(message.body.groups)
+    else:
+        outer = dd.group(msg.msg_type, parents[-1], parents[:-1]) if parents else None
+        if outer is None:
+            return []
+        fields = entry
+        scope_groups = outer.scope.groups
+    group = scope_groups.get(count_tag)
+    if group is None:
+        return []
+    end = len(fields)
+    i = 0
+    # Find the count field at this level, skipping over other groups' entries.
+    while i < end:
+        tag = fields[i][0]
+        if tag == count_tag:
+            break
+        other = scope_groups.get(tag)
+        i = group_end(fields, i, other) if other is not None else i + 1
+    else:
+        return []
+    entries: list[list[tuple[int, bytes]]] = []
+    tags = group.scope.tags
+    subgroups = group.scope.groups
+    current: list[tuple[int, bytes]] | None = None
+    j = i + 1
+    while j < end:
+        field = fields[j]
+        tag = field[0]
+        if tag not in tags:
+            break
+        if tag == group.delimiter or current is None:
+            current = []
+            entries.append(current)
+        subgroup = subgroups.get(tag)
+        if subgroup is not None:
+            stop = group_end(fields, j, subgroup)
+            current.extend(fields[j:stop])
+            j = stop
+        else:
+            current.append(field)
+            j += 1
+    return entries
