@@ -1,0 +1,82 @@
+"""The ``fixserver`` command.
+
+``fixserver serve --config FILE`` runs the server until SIGTERM/SIGINT (a clean shutdown:
+every session is logged out first). ``fixserver check-config --config FILE`` only reads and
+checks the file. A bad config file prints one line naming the setting and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+
+from fixserver.config import ConfigError, ServerConfig, load_config
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _start_logging(stream: TextIO) -> None:
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    observer: Any = textFileLogObserver(stream)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def serve(config: ServerConfig) -> int:
+    """Run the server on the global reactor until it is stopped."""
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
+    from fixserver.server import FixServer
+
+    _start_logging(sys.stdout)
+    try:
+        server = FixServer(config, reactor)
+        server.start()
+    except Exception as exc:  # a damaged store, a bad dictionary, a taken port: say so plainly
+        print(f"fixserver: cannot start: {exc}", file=sys.stderr)
+        return 1
+    reactor.run()
+    return 0
+
+
+def check_config(config: ServerConfig) -> int:
+    """Print what the config file configures."""
+    print(f"FIX port {config.accept_address}:{config.accept_port}")
+    if config.tls is not None:
+        print(f"TLS port {config.accept_address}:{config.tls.port}")
+    if config.http_port is not None:
+        print(f"HTTP port {config.http_address}:{config.http_port}")
+    print(f"store {config.file_store_path or 'memory (not durable)'}")
+    for settings in config.sessions:
+        print(
+            f"session {settings.session_id} role={settings.role.value} auth={settings.auth.value}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fixserver", description="FIX 4.4 exchange server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the server")
+    serve_cmd.add_argument("--config", required=True, metavar="FILE", help="config file")
+    check_cmd = commands.add_parser("check-config", help="check a config file and summarise it")
+    check_cmd.add_argument("--config", required=True, metavar="FILE", help="config file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fixserver: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.command == "serve":
+        return serve(config)
+    return check_config(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The HTTP side (twisted.web): ``/metrics`` for Prometheus and ``/health``.
+
+``/health`` answers 200 with a small JSON document while the reactor runs: the server's
+status and, per configured session, whether it is logged on and its next sequence numbers.
+The admin API will hang further resources off ``build_site``'s root.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.twisted import MetricsResource
+from twisted.web import pages
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+if TYPE_CHECKING:
+    from fixserver.session import Session
+
+
+def session_health(session: Session) -> dict[str, object]:
+    """The health entry of one configured session."""
+    store = session.store
+    return {
+        "id": session.settings.session_id,
+        "role": session.settings.role.value,
+        "logged_on": session.connection is not None,
+        "next_sender_seq": store.next_sender_seq(),
+        "next_target_seq": store.next_target_seq(),
+    }
+
+
+class HealthResource(Resource):
+    """GET /health: ``{"status": ..., "sessions": [...]}``."""
+
+    isLeaf = True
+
+    def __init__(
+        self, sessions: Iterable[Session], status: Callable[[], str] = lambda: "ok"
+    ) -> None:
+        super().__init__()
+        self._sessions = sessions
+        self._status = status
+
+    def render_GET(self, request: Request) -> bytes:
+        body = {
+            "status": self._status(),
+            "sessions": [session_health(s) for s in self._sessions],
+        }
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class _Root(Resource):
+    """The site root: known children, and an escaped 404 page for everything else."""
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return pages.notFound()
+
+
+def build_site(
+    sessions: Iterable[Session],
+    status: Callable[[], str] = lambda: "ok",
+    registry: CollectorRegistry = REGISTRY,
+) -> Site:
+    """The HTTP site: ``/metrics`` and ``/health``."""
+    root = _Root()
+    metrics_page: Any = MetricsResource(registry=registry)
+    health_page: Any = HealthResource(sessions, status)
+    root.putChild(b"metrics", metrics_page)
+    root.putChild(b"health", health_page)
+    site = Site(root)
+    site.displayTracebacks = False
+    return site

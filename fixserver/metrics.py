@@ -1,0 +1,99 @@
+"""Prometheus metrics of the FIX acceptor, and the cheap wire scan that feeds the counters.
+
+The metric objects live in prometheus-client's default registry (served by ``/metrics``).
+Message counters are labelled by session id and MsgType. The MsgType label is clipped to
+what a real MsgType looks like (one or two letters or digits) so that a client sending
+junk cannot grow the label set without bound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SESSIONS_LOGGED_ON = Gauge("fix_sessions_logged_on", "FIX sessions currently logged on")
+CONNECTIONS_OPEN = Gauge("fix_connections_open", "TCP connections open on the FIX ports")
+MESSAGES_RECEIVED = Counter(
+    "fix_messages_received_total", "FIX messages received", ["session", "msg_type"]
+)
+MESSAGES_SENT = Counter("fix_messages_sent_total", "FIX messages sent", ["session", "msg_type"])
+GARBLED_MESSAGES = Counter(
+    "fix_garbled_messages_total", "Garbled FIX frames ignored (bad length, checksum, framing)"
+)
+REJECTS_SENT = Counter(
+    "fix_rejects_total",
+    "Rejects sent: kind=session (35=3, reason 373) or business (35=j, reason 380)",
+    ["kind", "reason"],
+)
+LOGONS = Counter("fix_logons_total", "Successful FIX logons", ["session"])
+LOGOUTS = Counter("fix_logouts_total", "FIX sessions logged out", ["session"])
+DISCONNECTS = Counter(
+    "fix_disconnects_total",
+    "Connections closed by the server, by cause",
+    ["cause"],
+)
+STORE_SYNC_SECONDS = Histogram(
+    "fix_store_sync_seconds",
+    "Time of one group commit (fsync) of the message stores",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+STORE_SYNC_FAILURES = Counter("fix_store_sync_failures_total", "Failed message store fsyncs")
+
+UNBOUND_SESSION = "-"  # label for traffic of a connection not (yet) bound to a session
+
+_MSG_TYPE = re.compile(rb"\x0135=([^\x01]*)\x01")
+_REJECT_REASON = {b"3": (b"\x01373=", "session"), b"j": (b"\x01380=", "business")}
+
+
+def _label(msg_type: bytes) -> str:
+    if 0 < len(msg_type) <= 2 and msg_type.isalnum():
+        return msg_type.decode("ascii")
+    return "other"
+
+
+def scan_msg_types(data: bytes) -> Iterator[tuple[bytes, int]]:
+    """(MsgType, offset after the field) of every ``35=`` field in a run of whole messages."""
+    for match in _MSG_TYPE.finditer(data):
+        yield match.group(1), match.end()
+
+
+def count_sent(session: str, data: bytes) -> None:
+    """Count outbound messages (``data`` is whole messages) and the rejects among them."""
+    for msg_type, end in scan_msg_types(data):
+        MESSAGES_SENT.labels(session, _label(msg_type)).inc()
+        reject = _REJECT_REASON.get(msg_type)
+        if reject is not None:
+            tag, kind = reject
+            stop = data.find(b"\x0110=", end)
+            start = data.find(tag, end - 1, stop if stop >= 0 else len(data))
+            reason = "none"
+            if start >= 0:
+                value_start = start + len(tag)
+                reason = _label(data[value_start : data.find(b"\x01", value_start)])
+            REJECTS_SENT.labels(kind, reason).inc()
+
+
+class InboundCounter:
+    """Counts inbound messages by MsgType across arbitrary TCP chunk boundaries.
+
+    A ``35=`` field may be split between two reads, so the bytes from the last SOH on are
+    carried over to the next chunk; a field is only counted once its closing SOH arrived.
+    """
+
+    __slots__ = ("_carry",)
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def feed(self, session: str, data: bytes) -> None:
+        buffer = self._carry + data if self._carry else data
+        last_soh = buffer.rfind(b"\x01")
+        if last_soh < 0:
+            # No SOH, so no ``35=`` field can start here (its leading SOH would be in it).
+            self._carry = b""
+            return
+        for msg_type, _ in scan_msg_types(buffer):
+            MESSAGES_RECEIVED.labels(session, _label(msg_type)).inc()
+        self._carry = buffer[last_soh:][:16]

@@ -1,0 +1,45 @@
+"""The fixserver command: config errors go to stderr with exit code 2; check-config summarises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from fixserver.cli import EXIT_CONFIG_ERROR, main
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_config_error_exits_2_naming_the_setting(tmp_path, capsys):
+    """A wrong setting prints one line naming it to stderr and exits 2."""
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(
+        "[DEFAULT]\nSocketAcceptPort=1\n[SESSION]\nBeginString=FIX.4.4\n"
+        "SenderCompID=A\nTargetCompID=B\nHeartBtInt=often\n"
+    )
+    assert main(["serve", "--config", str(cfg)]) == EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert "HeartBtInt='often'" in err and ":7:" in err
+
+
+def test_check_config_lists_sessions(capsys):
+    """check-config prints the ports and every session of the demo config."""
+    assert main(["check-config", "--config", os.path.join(REPO, "ops", "fixserver.cfg")]) == 0
+    out = capsys.readouterr().out
+    assert "FIX port 127.0.0.1:9878" in out
+    assert "session FIX.4.4:EXCH->GAMMAHMAC role=order-entry auth=hmac" in out
+
+
+def test_module_entry_point_runs(tmp_path):
+    """``python -m fixserver.cli`` is the same command (used by the restart tests)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fixserver.cli", "serve", "--config", str(tmp_path / "none.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == EXIT_CONFIG_ERROR
+    assert "cannot read the config file" in proc.stderr
