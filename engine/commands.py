@@ -1,0 +1,132 @@
+"""Commands: the engine's only input, one small frozen attrs class per kind.
+
+Every command carries the sequencer's ``seq`` (unique, increasing) and ``ts`` (integer ns).
+A NewOrder's order id *is* its ``seq``. Prices are integer ticks, quantities integer lots.
+``cl_ord_id`` is an opaque string carried through to events for the FIX layer.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import attr
+
+from engine.enums import InstrumentStatus, OrdType, Side, StpMode, TimeInForce
+
+_frozen = attr.s(slots=True, frozen=True, auto_attribs=True)
+
+
+@_frozen
+class NewOrder:
+    """Enter an order; its order id is ``seq``.
+
+    ``price`` is the limit price (limit and *_LIMIT types), ``stop_price`` the trigger price
+    (STOP*, TAKE_PROFIT*). ``expire_ts`` is used by GTD. ``display_qty`` > 0 makes an iceberg.
+    ``min_qty`` > 0 requires that much to be executable on entry. ``stp`` None means the
+    account default.
+    """
+
+    seq: int
+    ts: int
+    account: str
+    symbol: str
+    side: Side
+    qty: int
+    price: int = 0
+    ord_type: OrdType = OrdType.LIMIT
+    tif: TimeInForce = TimeInForce.GTC
+    cl_ord_id: str = ""
+    stop_price: int = 0
+    expire_ts: int = 0
+    post_only: bool = False
+    reduce_only: bool = False
+    display_qty: int = 0
+    min_qty: int = 0
+    stp: Optional[StpMode] = None
+
+
+@_frozen
+class CancelOrder:
+    """Cancel a live order of ``account``; ``cl_ord_id`` is the cancel request's own id."""
+
+    seq: int
+    ts: int
+    account: str
+    order_id: int
+    cl_ord_id: str = ""
+
+
+@_frozen
+class ReplaceOrder:
+    """Change a live order's quantity and/or price (stop price too, for untriggered stops).
+
+    A price change or a quantity increase loses time priority; a decrease keeps it; a new
+    quantity at or below the filled quantity ends the order (leaves 0). ``stop_price`` 0 keeps
+    the current one. ``cl_ord_id`` becomes the order's client id.
+    """
+
+    seq: int
+    ts: int
+    account: str
+    order_id: int
+    qty: int
+    price: int
+    cl_ord_id: str = ""
+    stop_price: int = 0
+
+
+@_frozen
+class MassCancel:
+    """Cancel every live order matching all the given filters (None matches anything)."""
+
+    seq: int
+    ts: int
+    account: Optional[str] = None
+    symbol: Optional[str] = None
+    side: Optional[Side] = None
+    cl_ord_id: str = ""
+
+
+@_frozen
+class SetInstrumentStatus:
+    """Change an instrument's trading status."""
+
+    seq: int
+    ts: int
+    symbol: str
+    status: InstrumentStatus
+
+
+@_frozen
+class SetPosition:
+    """Set an account's signed position (lots) in an instrument, e.g. from the risk system."""
+
+    seq: int
+    ts: int
+    account: str
+    symbol: str
+    position: int
+
+
+@_frozen
+class SetAccountStp:
+    """Set an account's default self-trade-prevention mode."""
+
+    seq: int
+    ts: int
+    account: str
+    mode: StpMode
+
+
+@_frozen
+class Tick:
+    """The sequencer's time tick: expires GTD and DAY orders whose time is at or before ``ts``."""
+
+    seq: int
+    ts: int
+
+
+Command = Union[
+    NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
+    SetAccountStp, Tick,
+]

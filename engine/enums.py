@@ -1,0 +1,118 @@
+"""Enumerations shared by commands, events and the matcher.
+
+Integer values follow FIX 4.4 where FIX has the concept (Side, OrdType, TimeInForce), so the
+order-entry layer can map them one to one. All are ``IntEnum`` so they pack into msgpack and
+the state hash as plain integers.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Side(IntEnum):
+    """Order side (FIX tag 54)."""
+
+    BUY = 1
+    SELL = 2
+
+
+class OrdType(IntEnum):
+    """Order type (FIX tag 40; take-profit types have no FIX 4.4 code and use letters' ords)."""
+
+    MARKET = 1
+    LIMIT = 2
+    STOP = 3  # stop-market: triggered by the last trade price, enters as a market order
+    STOP_LIMIT = 4  # triggered, enters as a limit order
+    TAKE_PROFIT = 5  # triggered in the opposite direction to a stop, enters as market
+    TAKE_PROFIT_LIMIT = 6  # triggered like TAKE_PROFIT, enters as a limit order
+
+
+class TimeInForce(IntEnum):
+    """Time in force (FIX tag 59)."""
+
+    DAY = 0
+    GTC = 1
+    IOC = 3
+    FOK = 4
+    GTD = 6
+
+
+class StpMode(IntEnum):
+    """Self-trade prevention: what happens when an order would trade with its own account."""
+
+    CANCEL_NEWEST = 1  # cancel the incoming (taker) remainder
+    CANCEL_OLDEST = 2  # cancel the resting (maker) order, keep matching
+    CANCEL_BOTH = 3  # cancel both
+    DECREMENT_AND_CANCEL = 4  # reduce both by the smaller quantity; the smaller one is canceled
+
+
+class InstrumentStatus(IntEnum):
+    """Trading status of an instrument.
+
+    TRADING: everything allowed. HALTED: new orders, replaces and cancels are rejected (the book
+    is frozen; only mass cancel and expiry still remove orders). CANCEL_ONLY: cancels and mass
+    cancels only. POST_ONLY: new orders and replaces are accepted only if they do not take
+    liquidity (market orders are rejected, crossing limit orders are rejected).
+    """
+
+    TRADING = 1
+    HALTED = 2
+    CANCEL_ONLY = 3
+    POST_ONLY = 4
+
+
+class RejectReason(IntEnum):
+    """Why a command was rejected; each names the rule it broke."""
+
+    UNKNOWN_SYMBOL = 1
+    INSTRUMENT_HALTED = 2
+    INSTRUMENT_CANCEL_ONLY = 3
+    INSTRUMENT_POST_ONLY = 4
+    INVALID_SIDE = 5
+    INVALID_ORDER_TYPE = 6
+    INVALID_QTY = 7  # zero or negative
+    QTY_BELOW_MIN = 8
+    QTY_ABOVE_MAX = 9
+    INVALID_PRICE = 10  # zero or negative limit price
+    PRICE_OUTSIDE_BAND = 11
+    INVALID_STOP_PRICE = 12
+    INVALID_TIF = 13
+    INVALID_EXPIRE_TIME = 14  # GTD without an expiry, or one already past
+    POST_ONLY_WOULD_TAKE = 15
+    POST_ONLY_INVALID = 16  # post-only on a market, stop, IOC or FOK order
+    REDUCE_ONLY_WOULD_INCREASE = 17
+    INVALID_DISPLAY_QTY = 18
+    INVALID_MIN_QTY = 19
+    UNKNOWN_ORDER = 20  # no such live order for this account
+    NO_REFERENCE_PRICE = 21  # a market order with no last trade, no mid and no configured one
+    PRICE_NOT_ON_TICK = 22  # used by the decimal edge (Instrument.price_to_ticks)
+    QTY_NOT_ON_LOT = 23  # used by the decimal edge (Instrument.qty_to_lots)
+    INVALID_STP_MODE = 24
+    DUPLICATE_ORDER_ID = 25  # a NewOrder whose seq is already a live order id
+    INVALID_STATUS = 26  # SetInstrumentStatus with an unknown status
+
+
+class CancelReason(IntEnum):
+    """Why a live order ended without being filled (or was reduced, for restatements)."""
+
+    USER = 1
+    IOC_REMAINDER = 2  # IOC remainder, or a market order that exhausted the book
+    STP = 3
+    REDUCE_ONLY = 4
+    EXPIRY = 5
+    MASS_CANCEL = 6
+    MARKET_PROTECTION = 7  # a market order stopped by the price band
+    FOK_UNFILLED = 8  # a fill-or-kill order that could not fill completely
+    MIN_QTY_UNFILLED = 9  # the minimum quantity was not available on entry
+    PRICE_BAND = 10  # a triggered stop-limit whose limit price is outside the band
+    POST_ONLY = 11  # a triggered order in a post-only instrument that would take
+
+
+class RequestKind(IntEnum):
+    """Which request a RequestRejected answers."""
+
+    CANCEL = 1
+    REPLACE = 2
+    MASS_CANCEL = 3
+    ADMIN = 4  # SetInstrumentStatus, SetPosition, SetAccountStp

@@ -1,0 +1,278 @@
+"""Events: the engine's only output, one immutable class per kind.
+
+Events are ``typing.NamedTuple`` classes rather than frozen attrs classes. Measured on
+CPython 3.11 for a 16-field event: attrs frozen/slots ~1010 ns to construct, a __slots__
+class ~275 ns, a NamedTuple ~325 ns through its constructor and ~190 ns through
+``tuple.__new__(Cls, (...))``, which is what the matcher's hot path uses. They are still
+immutable, typed, compare by value and pack into msgpack as arrays. Note that two events of
+different classes with the same field values compare equal as tuples: compare ``type()``
+too when that matters.
+
+Order events share a head of fields carrying what an ExecutionReport needs:
+
+- ``seq``/``ts``: the command that caused the event; ``exec_id``: the engine's execution
+  sequence (strictly increasing, one per ExecutionReport-worthy event; a Trade has one id,
+  the FIX layer derives the maker's and taker's ExecIDs from it).
+- ``order_id`` (the NewOrder's seq), ``cl_ord_id``, ``account``, ``symbol``, ``side``,
+  ``ord_type``, ``tif``, ``price`` (ticks; 0 for market), ``stop_price`` (0 if none),
+  ``qty`` (order quantity, lots), ``filled`` (CumQty), ``leaves`` (LeavesQty),
+  ``notional`` (sum of price*qty over fills: AvgPx = notional / filled * tick_size exactly).
+
+Fees are integers in fee units (see engine.instruments): negative is a rebate. Liquidity is
+given by the role: the maker added liquidity, the taker removed it. OrdStatus follows from
+the event: Trade -> FILLED if leaves == 0 else PARTIALLY_FILLED; Canceled/Expired/... as named.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from engine.enums import (
+    CancelReason,
+    InstrumentStatus,
+    OrdType,
+    RejectReason,
+    RequestKind,
+    Side,
+    TimeInForce,
+)
+
+
+class OrderAccepted(NamedTuple):
+    """A new order was accepted (ExecType NEW; for stops: accepted, waiting for the trigger)."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    order_id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int
+    filled: int
+    leaves: int
+    notional: int
+
+
+class OrderRejected(NamedTuple):
+    """A NewOrder was rejected (ExecType REJECTED); ``order_id`` is the seq it would have had."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    order_id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int
+    reason: RejectReason
+
+
+class RequestRejected(NamedTuple):
+    """A cancel, replace, mass cancel or admin request was rejected (FIX OrderCancelReject)."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    request: RequestKind
+    order_id: int
+    cl_ord_id: str
+    account: str
+    reason: RejectReason
+
+
+class Trade(NamedTuple):
+    """A fill between a resting maker and an incoming taker, at the maker's price."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    symbol: str
+    price: int
+    qty: int
+    aggressor_side: Side
+    maker_order_id: int
+    maker_cl_ord_id: str
+    maker_account: str
+    maker_filled: int
+    maker_leaves: int
+    maker_notional: int
+    maker_fee: int
+    taker_order_id: int
+    taker_cl_ord_id: str
+    taker_account: str
+    taker_filled: int
+    taker_leaves: int
+    taker_notional: int
+    taker_fee: int
+    taker_ord_type: OrdType
+    taker_price: int
+
+
+class OrderCanceled(NamedTuple):
+    """A live order ended unfilled (partly or wholly); ``leaves`` is 0, ``reason`` says why."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    order_id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int
+    filled: int
+    leaves: int
+    notional: int
+    reason: CancelReason
+    request_id: str  # the cancel request's cl_ord_id ("" when the engine canceled)
+
+
+class OrderReplaced(NamedTuple):
+    """An order's quantity/price changed; ``leaves`` 0 means the replace ended the order."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    order_id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int
+    filled: int
+    leaves: int
+    notional: int
+    orig_cl_ord_id: str
+    priority_kept: bool
+
+
+class OrderExpired(NamedTuple):
+    """A GTD or DAY order reached its expiry time (reason is always EXPIRY)."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    order_id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int
+    filled: int
+    leaves: int
+    notional: int
+    reason: CancelReason
+
+
+class OrderTriggered(NamedTuple):
+    """A stop or take-profit order was triggered by the last trade price and now works."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    order_id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int
+    filled: int
+    leaves: int
+    notional: int
+    trigger_price: int
+
+
+class OrderRestated(NamedTuple):
+    """The engine reduced a live order's quantity (reduce-only shrink, STP decrement)."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    order_id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    ord_type: OrdType
+    tif: TimeInForce
+    price: int
+    stop_price: int
+    qty: int
+    filled: int
+    leaves: int
+    notional: int
+    reason: CancelReason
+
+
+class MassCancelDone(NamedTuple):
+    """A mass cancel finished; ``canceled`` orders were canceled (each also has its event)."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    cl_ord_id: str
+    account: object  # str or None
+    symbol: object  # str or None
+    side: object  # Side or None
+    canceled: int
+
+
+class InstrumentStatusChanged(NamedTuple):
+    """An instrument's trading status changed."""
+
+    seq: int
+    ts: int
+    symbol: str
+    status: InstrumentStatus
+
+
+class LevelChanged(NamedTuple):
+    """L2: the level's new aggregate visible quantity and order count (0, 0: level gone).
+
+    Emitted at the end of each command for every level the command touched, in the order the
+    levels were first touched (a touched level whose aggregates did not change still appears).
+    """
+
+    seq: int
+    symbol: str
+    side: Side
+    price: int
+    qty: int
+    count: int
+
+
+ORDER_EVENTS = (
+    OrderAccepted,
+    OrderCanceled,
+    OrderReplaced,
+    OrderExpired,
+    OrderTriggered,
+    OrderRestated,
+)

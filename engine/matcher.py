@@ -1,0 +1,647 @@
+"""MatchingEngine: the deterministic command processor.
+
+Theory of operation
+-------------------
+``process(command)`` runs one command to completion and returns its events; nothing else
+changes state. There is no clock (time is the command's ``ts``), no randomness, no I/O, and
+every iteration is over ordered containers, so one command stream always yields the same
+events and the same :meth:`state_hash`.
+
+A new order is validated (first failing rule wins, in the order of :meth:`_check_new`),
+accepted (order id = command seq), then either parked in the trigger index (stops and
+take-profits) or executed: it matches against the opposite side while it crosses its limit
+(a market order's limit is the price-band edge, fixed on entry), then rests (GTC/GTD/DAY) or
+has its remainder canceled (IOC, FOK, market). FOK and minimum quantity are decided before
+any trade by :func:`engine.dry_run.executable_qty`, which replays exactly what matching
+would do without changing anything, so FOK is all or nothing.
+
+Each trade is at the maker's price, updates both accounts' positions and the last price, and
+then re-checks the affected accounts' resting reduce-only orders (shrink or cancel). Self-
+trade prevention uses the taker's mode (order, else account default, else engine default).
+After a command trades, triggered stops run one at a time in order-id order until none is
+triggered. Finally every level the command touched is reported as a LevelChanged.
+
+The book is pluggable (``book_factory``): :class:`engine.book.FastBook` or
+:class:`engine.reference_book.ReferenceBook`; the matcher uses only their shared interface.
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+from typing import Any, Callable, Iterable, Optional
+
+from engine import snapshot as _snapshot
+from engine.book import NO_ASK, FastBook
+from engine.commands import (
+    CancelOrder,
+    MassCancel,
+    NewOrder,
+    ReplaceOrder,
+    SetAccountStp,
+    SetInstrumentStatus,
+    SetPosition,
+    Tick,
+)
+from engine.dry_run import executable_qty
+from engine.enums import (
+    CancelReason,
+    InstrumentStatus,
+    OrdType,
+    RejectReason,
+    RequestKind,
+    Side,
+    StpMode,
+    TimeInForce,
+)
+from engine.events import (
+    InstrumentStatusChanged,
+    MassCancelDone,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    OrderReplaced,
+    OrderRestated,
+    OrderTriggered,
+    RequestRejected,
+    Trade,
+)
+from engine.instruments import Instrument
+from engine.market import Market
+from engine.order import Order, OrderSpec
+from engine.replace import replace_order
+
+_tn = tuple.__new__
+BUY, SELL = Side.BUY, Side.SELL
+MARKET, LIMIT = OrdType.MARKET, OrdType.LIMIT
+STOP, STOP_LIMIT = OrdType.STOP, OrdType.STOP_LIMIT
+TAKE_PROFIT, TAKE_PROFIT_LIMIT = OrdType.TAKE_PROFIT, OrdType.TAKE_PROFIT_LIMIT
+GTC, IOC, FOK, GTD, DAY = (
+    TimeInForce.GTC,
+    TimeInForce.IOC,
+    TimeInForce.FOK,
+    TimeInForce.GTD,
+    TimeInForce.DAY,
+)
+TRADING, HALTED = InstrumentStatus.TRADING, InstrumentStatus.HALTED
+CANCEL_ONLY, POST_ONLY = InstrumentStatus.CANCEL_ONLY, InstrumentStatus.POST_ONLY
+R = RejectReason
+C = CancelReason
+CANCEL_NEWEST, CANCEL_OLDEST = StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST
+CANCEL_BOTH, DECREMENT_AND_CANCEL = StpMode.CANCEL_BOTH, StpMode.DECREMENT_AND_CANCEL
+
+_MARKET_TYPES = (MARKET, STOP, TAKE_PROFIT)  # enter (or trigger into) a market order
+_STOP_TYPES = (STOP, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT)
+DAY_NS = 86_400 * 1_000_000_000
+_SPEC_CACHE_MAX = 4096
+
+
+def _as_enum(enum: Any, value: Any) -> Any:
+    """The enum member for ``value``, or None if it is not one."""
+    try:
+        return enum(value)
+    except (ValueError, TypeError):
+        return None
+
+
+class MatchingEngine:
+    """Deterministic matching engine over a set of instruments (see module docstring)."""
+
+    def __init__(
+        self,
+        instruments: Iterable[Instrument],
+        *,
+        book_factory: Callable[[str], Any] = FastBook,
+        default_stp: StpMode = CANCEL_NEWEST,
+        account_stp: Optional[dict[str, StpMode]] = None,
+        day_offset_ns: int = 0,
+    ) -> None:
+        self.instruments = list(instruments)
+        self.book_factory = book_factory
+        self.default_stp = StpMode(default_stp)
+        self.day_offset_ns = day_offset_ns
+        self.account_stp: dict[str, StpMode] = {
+            a: StpMode(m) for a, m in (account_stp or {}).items()
+        }
+        self.markets: dict[str, Market] = {
+            i.symbol: Market(i, book_factory(i.symbol)) for i in self.instruments
+        }
+        self.orders: dict[int, Order] = {}  # every live order (resting, working, untriggered)
+        self.exec_id = 0
+        self._expiry: list[tuple[int, int]] = []  # heap of (expire_ts, order id), lazy
+        self._specs: dict[OrderSpec, OrderSpec] = {}
+        self._plain = self._intern(OrderSpec(LIMIT, GTC, 0, 0, 0, None, False, False, 0, False))
+        self._dispatch: dict[type, Callable[[Any, list], None]] = {
+            NewOrder: self._on_new,
+            CancelOrder: self._on_cancel,
+            ReplaceOrder: self._on_replace,
+            MassCancel: self._on_mass_cancel,
+            SetInstrumentStatus: self._on_status,
+            SetPosition: self._on_set_position,
+            SetAccountStp: self._on_account_stp,
+            Tick: self._on_tick,
+        }
+
+    # -- public API -----------------------------------------------------------------------
+
+    def process(self, command: Any) -> list:
+        """Apply one command; return its events in order."""
+        events: list = []
+        self._dispatch[type(command)](command, events)
+        return events
+
+    def state_hash(self) -> str:
+        """SHA-256 hex digest of the canonical state (equal state <=> equal hash)."""
+        return _snapshot.state_hash(self)
+
+    def snapshot(self) -> bytes:
+        """The whole state as compact msgpack bytes."""
+        return _snapshot.dump(self)
+
+    @classmethod
+    def restore(
+        cls, data: bytes, *, book_factory: Callable[[str], Any] = FastBook
+    ) -> MatchingEngine:
+        """A new engine in exactly the state a snapshot was taken in."""
+        return _snapshot.load(cls, data, book_factory)
+
+    def position(self, account: str, symbol: str) -> int:
+        """An account's signed position in lots."""
+        return self.markets[symbol].positions.get(account, 0)
+
+    def book(self, symbol: str) -> Any:
+        """The order book of one instrument (read it; do not change it)."""
+        return self.markets[symbol].book
+
+    def status(self, symbol: str) -> InstrumentStatus:
+        """An instrument's current trading status."""
+        return self.markets[symbol].status
+
+    def last_price(self, symbol: str) -> int:
+        """Last trade price in ticks (0 before the first trade)."""
+        return self.markets[symbol].last_price
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _intern(self, spec: OrderSpec) -> OrderSpec:
+        if spec.expire_ts or spec.stop_price:
+            return spec  # unique-ish: do not grow the cache
+        got = self._specs.get(spec)
+        if got is None:
+            if len(self._specs) >= _SPEC_CACHE_MAX:
+                return spec
+            self._specs[spec] = got = spec
+        return got
+
+    def _oev(self, cls: Any, seq: int, ts: int, o: Order, *extra: Any) -> Any:
+        self.exec_id += 1
+        s = o.spec
+        return _tn(
+            cls,
+            (seq, ts, self.exec_id, o.id, o.cl_ord_id, o.account, o.symbol, o.side,
+             s.ord_type, s.tif, o.price, s.stop_price, o.qty, o.filled, o.leaves, o.notional)
+            + extra,
+        )
+
+    def _request_reject(
+        self, c: Any, kind: RequestKind, order_id: int, account: Any, reason: RejectReason,
+        ev: list,
+    ) -> None:
+        self.exec_id += 1
+        ev.append(
+            RequestRejected(c.seq, c.ts, self.exec_id, kind, order_id,
+                            getattr(c, "cl_ord_id", ""), account or "", reason)
+        )
+
+    def _stp_mode(self, o: Order) -> StpMode:
+        mode = o.spec.stp
+        if mode is None:
+            mode = self.account_stp.get(o.account, self.default_stp)
+        return mode
+
+    def _remove_live(self, m: Market, o: Order) -> None:
+        """Drop a live order from the book or trigger index and from the indexes."""
+        if o.visible:
+            m.book.remove(o)
+        elif o.spec.pending:
+            m.remove_stop(o)
+        if o.spec.reduce_only:
+            m.unindex_reduce_only(o)
+        del self.orders[o.id]
+
+    def _cancel(
+        self, m: Market, o: Order, reason: CancelReason, seq: int, ts: int, ev: list,
+        request_id: str = "",
+    ) -> None:
+        self._remove_live(m, o)
+        o.leaves = 0
+        ev.append(self._oev(OrderCanceled, seq, ts, o, reason, request_id))
+
+    def _finish(self, m: Market, seq: int, ts: int, ev: list) -> None:
+        """End of a command on one market: run triggers, then report touched levels."""
+        if (m.stops_up or m.stops_down) and m.last_price:
+            self._run_triggers(m, seq, ts, ev)
+        m.book.drain_levels(seq, ev)
+
+    def _finish_all(self, seq: int, ts: int, ev: list) -> None:
+        for m in self.markets.values():
+            self._finish(m, seq, ts, ev)
+
+    # -- new orders -----------------------------------------------------------------------
+
+    def _check_new(self, m: Market, c: NewOrder) -> tuple[int, Any, Any, Any, Any]:
+        """Validate a NewOrder: (reason or 0, side, ord_type, tif, stp) with enums coerced."""
+        side = c.side
+        if side is not BUY and side is not SELL:
+            side = _as_enum(Side, side)
+            if side is None:
+                return R.INVALID_SIDE, side, None, None, None
+        ot = c.ord_type
+        if ot is not LIMIT:
+            ot = _as_enum(OrdType, ot)
+            if ot is None:
+                return R.INVALID_ORDER_TYPE, side, ot, None, None
+        tif = c.tif
+        if tif is not GTC:
+            tif = _as_enum(TimeInForce, tif)
+            if tif is None:
+                return R.INVALID_TIF, side, ot, tif, None
+        stp = c.stp
+        if stp is not None:
+            stp = _as_enum(StpMode, stp)
+            if stp is None:
+                return R.INVALID_STP_MODE, side, ot, tif, stp
+        if c.seq in self.orders:
+            return R.DUPLICATE_ORDER_ID, side, ot, tif, stp
+        status = m.status
+        if status is not TRADING:
+            if status is HALTED:
+                return R.INSTRUMENT_HALTED, side, ot, tif, stp
+            if status is CANCEL_ONLY:
+                return R.INSTRUMENT_CANCEL_ONLY, side, ot, tif, stp
+            if ot in _MARKET_TYPES:
+                return R.INSTRUMENT_POST_ONLY, side, ot, tif, stp
+        inst = m.instrument
+        qty = c.qty
+        if qty <= 0:
+            return R.INVALID_QTY, side, ot, tif, stp
+        if qty < inst.min_qty:
+            return R.QTY_BELOW_MIN, side, ot, tif, stp
+        if qty > inst.max_qty:
+            return R.QTY_ABOVE_MAX, side, ot, tif, stp
+        is_stop = ot in _STOP_TYPES
+        has_limit = not (ot in _MARKET_TYPES)
+        if has_limit and c.price <= 0:
+            return R.INVALID_PRICE, side, ot, tif, stp
+        if is_stop and c.stop_price <= 0:
+            return R.INVALID_STOP_PRICE, side, ot, tif, stp
+        if tif is GTD and c.expire_ts <= c.ts:
+            return R.INVALID_EXPIRE_TIME, side, ot, tif, stp
+        if c.post_only and (not has_limit or is_stop or tif is IOC or tif is FOK):
+            return R.POST_ONLY_INVALID, side, ot, tif, stp
+        if c.display_qty and (
+            c.display_qty < 0 or c.display_qty > qty or not has_limit or tif is IOC
+            or tif is FOK
+        ):
+            return R.INVALID_DISPLAY_QTY, side, ot, tif, stp
+        if c.min_qty and (c.min_qty < 0 or c.min_qty > qty):
+            return R.INVALID_MIN_QTY, side, ot, tif, stp
+        if not is_stop:
+            lo, hi = m.band()
+            if has_limit:
+                if not lo <= c.price <= hi:
+                    return R.PRICE_OUTSIDE_BAND, side, ot, tif, stp
+                crosses = (
+                    c.price >= m.book.best_ask if side is BUY else c.price <= m.book.best_bid
+                )
+                if crosses and c.post_only:
+                    return R.POST_ONLY_WOULD_TAKE, side, ot, tif, stp
+                if crosses and status is POST_ONLY:
+                    return R.INSTRUMENT_POST_ONLY, side, ot, tif, stp
+            elif not m.reference_price():
+                return R.NO_REFERENCE_PRICE, side, ot, tif, stp
+        if c.reduce_only:
+            pos = m.positions.get(c.account, 0)
+            if (pos >= 0) if side is BUY else (pos <= 0):
+                return R.REDUCE_ONLY_WOULD_INCREASE, side, ot, tif, stp
+        return 0, side, ot, tif, stp
+
+    def _on_new(self, c: NewOrder, ev: list) -> None:
+        m = self.markets.get(c.symbol)
+        if m is None:
+            reason, side, ot, tif = R.UNKNOWN_SYMBOL, c.side, c.ord_type, c.tif
+        else:
+            reason, side, ot, tif, stp = self._check_new(m, c)
+        if reason:
+            self.exec_id += 1
+            ev.append(
+                OrderRejected(c.seq, c.ts, self.exec_id, c.seq, c.cl_ord_id, c.account,
+                              c.symbol, side if side is not None else c.side,
+                              ot if ot is not None else c.ord_type,
+                              tif if tif is not None else c.tif, c.price, c.stop_price, c.qty,
+                              reason)
+            )
+            return
+        assert m is not None
+        qty = c.qty
+        if c.reduce_only:  # clamp to the position it may close
+            pos = m.positions.get(c.account, 0)
+            room = -pos if side is BUY else pos
+            if qty > room:
+                qty = room
+        is_stop = ot in _STOP_TYPES
+        expire = 0
+        if tif is GTD:
+            expire = c.expire_ts
+        elif tif is DAY:
+            off = self.day_offset_ns
+            expire = ((c.ts - off) // DAY_NS + 1) * DAY_NS + off
+        if (
+            ot is LIMIT and tif is GTC and stp is None and not c.display_qty
+            and not c.min_qty and not c.post_only and not c.reduce_only
+        ):
+            spec = self._plain
+        else:
+            spec = self._intern(
+                OrderSpec(ot, tif, c.stop_price if is_stop else 0, c.display_qty, c.min_qty,
+                          stp, bool(c.reduce_only), bool(c.post_only), expire, is_stop)
+            )
+        price = c.price if not (ot in _MARKET_TYPES) else 0
+        oid = c.seq
+        o = Order(oid, c.cl_ord_id, c.account, m.symbol, side, price, qty, qty, 0, 0, 0, spec)
+        self.orders[oid] = o
+        self.exec_id += 1
+        ev.append(
+            _tn(OrderAccepted, (c.seq, c.ts, self.exec_id, oid, c.cl_ord_id, c.account, m.symbol,
+                                side, ot, tif, price, spec.stop_price, qty, 0, qty, 0))
+        )
+        if expire:
+            heappush(self._expiry, (expire, oid))
+        if is_stop:
+            m.add_stop(o)
+        else:
+            self._execute(m, o, c.seq, c.ts, ev, True)
+        self._finish(m, c.seq, c.ts, ev)
+
+    def _execute(self, m: Market, o: Order, seq: int, ts: int, ev: list, entry: bool) -> None:
+        """Match a working order, then rest it or cancel its remainder."""
+        spec = o.spec
+        book = m.book
+        is_market = spec.ord_type in _MARKET_TYPES
+        if is_market:
+            lo, hi = m.band()
+            limit = hi if o.side is BUY else lo
+            crosses = limit >= book.best_ask if o.side is BUY else limit <= book.best_bid
+        else:
+            limit = o.price
+            crosses = limit >= book.best_ask if o.side is BUY else limit <= book.best_bid
+        tif = spec.tif
+        if entry and (tif is FOK or spec.min_qty):
+            need = o.leaves if tif is FOK else spec.min_qty
+            if not crosses or executable_qty(self, m, o, limit, need) < need:
+                reason = C.FOK_UNFILLED if tif is FOK else C.MIN_QTY_UNFILLED
+                self._cancel(m, o, reason, seq, ts, ev)
+                return
+        if crosses:
+            self._match(m, o, limit, seq, ts, ev)
+            if not o.leaves:
+                self.orders.pop(o.id, None)  # filled (an STP-canceled taker is gone already)
+                return
+        if is_market:
+            opp_left = book.best_bid != 0 if o.side is SELL else book.best_ask != NO_ASK
+            reason = C.MARKET_PROTECTION if opp_left else C.IOC_REMAINDER
+            self._cancel(m, o, reason, seq, ts, ev)
+        elif tif is IOC or tif is FOK:
+            self._cancel(m, o, C.IOC_REMAINDER, seq, ts, ev)
+        else:
+            d = spec.display
+            o.visible = d if d and d < o.leaves else o.leaves
+            book.add(o)
+            if spec.reduce_only:
+                m.index_reduce_only(o)
+
+    def _match(self, m: Market, t: Order, limit: int, seq: int, ts: int, ev: list) -> None:
+        """Trade taker ``t`` against the opposite side while it crosses ``limit``."""
+        book = m.book
+        inst = m.instrument
+        mult = inst.multiplier
+        mrate = inst.maker_fee_ppm * mult
+        trate = inst.taker_fee_ppm * mult
+        symbol = m.symbol
+        acct = t.account
+        positions = m.positions
+        ro_index = m.reduce_only
+        orders = self.orders
+        t_side = t.side
+        t_type = t.spec.ord_type
+        t_price = t.price
+        buy = t_side is BUY
+        opp = SELL if buy else BUY
+        sq = 0
+        while t.leaves:
+            if buy:
+                if book.best_ask > limit:
+                    break
+            elif book.best_bid < limit:
+                break
+            mk = book.best_order(opp)
+            mka = mk.account
+            if mka == acct:
+                if not self._self_trade(m, t, mk, seq, ts, ev):
+                    return
+                continue
+            q = t.leaves
+            if q > mk.visible:
+                q = mk.visible
+            px = mk.price
+            book.fill(mk, q)
+            t.leaves -= q
+            t.filled += q
+            n = px * q
+            t.notional += n
+            self.exec_id += 1
+            ev.append(
+                _tn(Trade, (seq, ts, self.exec_id, symbol, px, q, t_side, mk.id, mk.cl_ord_id,
+                            mka, mk.filled, mk.leaves, mk.notional, n * mrate, t.id, t.cl_ord_id,
+                            acct, t.filled, t.leaves, t.notional, n * trate, t_type, t_price))
+            )
+            sq = q if buy else -q
+            positions[acct] = positions.get(acct, 0) + sq
+            positions[mka] = positions.get(mka, 0) - sq
+            m.last_price = px
+            if not mk.leaves:
+                del orders[mk.id]
+                if mk.spec.reduce_only:
+                    m.unindex_reduce_only(mk)
+            if ro_index:
+                if mka in ro_index:
+                    self._enforce_reduce_only(m, mka, seq, ts, ev)
+                if acct in ro_index:
+                    self._enforce_reduce_only(m, acct, seq, ts, ev)
+
+    def _self_trade(self, m: Market, t: Order, mk: Order, seq: int, ts: int, ev: list) -> bool:
+        """Apply the taker's STP mode against its own resting ``mk``; False if t ended."""
+        mode = self._stp_mode(t)
+        if mode is CANCEL_OLDEST:
+            self._cancel(m, mk, C.STP, seq, ts, ev)
+            return True
+        if mode is CANCEL_NEWEST:
+            self._cancel(m, t, C.STP, seq, ts, ev)
+            return False
+        if mode is CANCEL_BOTH:
+            self._cancel(m, mk, C.STP, seq, ts, ev)
+            self._cancel(m, t, C.STP, seq, ts, ev)
+            return False
+        d = t.leaves if t.leaves < mk.leaves else mk.leaves  # DECREMENT_AND_CANCEL
+        if mk.leaves == d:
+            self._cancel(m, mk, C.STP, seq, ts, ev)
+        else:
+            m.book.restate(mk, mk.leaves - d)
+            ev.append(self._oev(OrderRestated, seq, ts, mk, C.STP))
+        if t.leaves == d:
+            self._cancel(m, t, C.STP, seq, ts, ev)
+            return False
+        t.leaves -= d
+        t.qty -= d
+        ev.append(self._oev(OrderRestated, seq, ts, t, C.STP))
+        return True
+
+    def _enforce_reduce_only(self, m: Market, account: str, seq: int, ts: int, ev: list) -> None:
+        """Shrink or cancel an account's resting reduce-only orders to fit its position."""
+        index = m.reduce_only.get(account)
+        if not index:
+            return
+        pos = m.positions.get(account, 0)
+        for oid in sorted(index):
+            o = index[oid]
+            room = -pos if o.side is BUY else pos
+            if room <= 0:
+                self._cancel(m, o, C.REDUCE_ONLY, seq, ts, ev)
+            elif o.leaves > room:
+                m.book.restate(o, room)
+                ev.append(self._oev(OrderRestated, seq, ts, o, C.REDUCE_ONLY))
+
+    def _run_triggers(self, m: Market, seq: int, ts: int, ev: list) -> None:
+        """Trigger stops/take-profits one at a time (lowest order id first) until none holds."""
+        while True:
+            oid = m.next_triggered()
+            if not oid:
+                return
+            o = self.orders[oid]
+            m.remove_stop(o)
+            s = o.spec
+            o.spec = s = s._replace(pending=False)
+            if s.reduce_only:
+                pos = m.positions.get(o.account, 0)
+                room = -pos if o.side is BUY else pos
+                if room > 0 and o.leaves > room:
+                    o.qty -= o.leaves - room
+                    o.leaves = room
+            ev.append(self._oev(OrderTriggered, seq, ts, o, m.last_price))
+            if s.reduce_only and o.leaves > 0:
+                pos = m.positions.get(o.account, 0)
+                if (pos >= 0) if o.side is BUY else (pos <= 0):
+                    self._cancel(m, o, C.REDUCE_ONLY, seq, ts, ev)
+                    continue
+            is_market = s.ord_type in _MARKET_TYPES
+            if not is_market:
+                lo, hi = m.band()
+                if not lo <= o.price <= hi:
+                    self._cancel(m, o, C.PRICE_BAND, seq, ts, ev)
+                    continue
+            if m.status is POST_ONLY:
+                book = m.book
+                if is_market or (
+                    o.price >= book.best_ask if o.side is BUY else o.price <= book.best_bid
+                ):
+                    self._cancel(m, o, C.POST_ONLY, seq, ts, ev)
+                    continue
+            self._execute(m, o, seq, ts, ev, True)
+
+    # -- cancel, replace, mass cancel -----------------------------------------------------
+
+    def _on_cancel(self, c: CancelOrder, ev: list) -> None:
+        o = self.orders.get(c.order_id)
+        if o is None or o.account != c.account:
+            self._request_reject(c, RequestKind.CANCEL, c.order_id, c.account,
+                                 R.UNKNOWN_ORDER, ev)
+            return
+        m = self.markets[o.symbol]
+        if m.status is HALTED:
+            self._request_reject(c, RequestKind.CANCEL, c.order_id, c.account,
+                                 R.INSTRUMENT_HALTED, ev)
+            return
+        self._cancel(m, o, C.USER, c.seq, c.ts, ev, c.cl_ord_id)
+        m.book.drain_levels(c.seq, ev)
+
+    def _on_replace(self, c: ReplaceOrder, ev: list) -> None:
+        replace_order(self, c, ev)
+
+    def _on_mass_cancel(self, c: MassCancel, ev: list) -> None:
+        side = c.side
+        if c.symbol is not None and c.symbol not in self.markets:
+            reason = R.UNKNOWN_SYMBOL
+        elif side is not None and _as_enum(Side, side) is None:
+            reason = R.INVALID_SIDE
+        else:
+            reason = 0
+        if reason:
+            self._request_reject(c, RequestKind.MASS_CANCEL, 0, c.account, R(reason), ev)
+            return
+        if side is not None:
+            side = Side(side)
+        victims = [
+            o
+            for o in self.orders.values()
+            if (c.account is None or o.account == c.account)
+            and (c.symbol is None or o.symbol == c.symbol)
+            and (side is None or o.side is side)
+        ]
+        victims.sort(key=lambda o: o.id)
+        for o in victims:
+            self._cancel(self.markets[o.symbol], o, C.MASS_CANCEL, c.seq, c.ts, ev, c.cl_ord_id)
+        self.exec_id += 1
+        ev.append(MassCancelDone(c.seq, c.ts, self.exec_id, c.cl_ord_id, c.account, c.symbol,
+                                 side, len(victims)))
+        self._finish_all(c.seq, c.ts, ev)
+
+    # -- admin and time -------------------------------------------------------------------
+
+    def _on_status(self, c: SetInstrumentStatus, ev: list) -> None:
+        m = self.markets.get(c.symbol)
+        status = _as_enum(InstrumentStatus, c.status)
+        if m is None or status is None:
+            reason = R.UNKNOWN_SYMBOL if m is None else R.INVALID_STATUS
+            self._request_reject(c, RequestKind.ADMIN, 0, None, reason, ev)
+            return
+        m.status = status
+        ev.append(InstrumentStatusChanged(c.seq, c.ts, m.symbol, status))
+        self._finish(m, c.seq, c.ts, ev)
+
+    def _on_set_position(self, c: SetPosition, ev: list) -> None:
+        m = self.markets.get(c.symbol)
+        if m is None:
+            self._request_reject(c, RequestKind.ADMIN, 0, c.account, R.UNKNOWN_SYMBOL, ev)
+            return
+        m.positions[c.account] = c.position
+        self._enforce_reduce_only(m, c.account, c.seq, c.ts, ev)
+        self._finish(m, c.seq, c.ts, ev)
+
+    def _on_account_stp(self, c: SetAccountStp, ev: list) -> None:
+        mode = _as_enum(StpMode, c.mode)
+        if mode is None:
+            self._request_reject(c, RequestKind.ADMIN, 0, c.account, R.INVALID_STP_MODE, ev)
+            return
+        self.account_stp[c.account] = mode
+
+    def _on_tick(self, c: Tick, ev: list) -> None:
+        heap = self._expiry
+        while heap and heap[0][0] <= c.ts:
+            exp, oid = heappop(heap)
+            o = self.orders.get(oid)
+            if o is None or o.spec.expire_ts != exp:
+                continue  # already gone
+            self._remove_live(self.markets[o.symbol], o)
+            o.leaves = 0
+            ev.append(self._oev(OrderExpired, c.seq, c.ts, o, C.EXPIRY))
+        self._finish_all(c.seq, c.ts, ev)
