@@ -39,6 +39,7 @@ from fixserver.codec import FixMessage
 from fixserver.groups import (
     FieldList,
     GroupDef,
+    Layout,
     RejectReason,
     Scope,
     UnsupportedBeginString,
@@ -63,7 +64,8 @@ __all__ = [
 
 SPEC_FILE_NAME = "FIX44-exchange.xml"
 
-FormatCheck = Callable[[bytes], bool]
+#: a format check returns a truthy value for a well-formed value (regex fullmatch included)
+FormatCheck = Callable[[bytes], object]
 
 
 class DictionaryError(Exception):
@@ -108,10 +110,6 @@ def _is_day_of_month(value: bytes) -> bool:
     return value.isdigit() and len(value) <= 2 and 1 <= int(value) <= 31
 
 
-def _matches(match: Callable[[bytes], object]) -> FormatCheck:
-    return lambda value: match(value) is not None
-
-
 #: QuickFIX XML type name -> format check; None means any value is well formed.
 FORMAT_CHECKS: dict[str, FormatCheck | None] = {
     "INT": is_int,
@@ -128,15 +126,15 @@ FORMAT_CHECKS: dict[str, FormatCheck | None] = {
     "PERCENTAGE": is_decimal,
     "CHAR": lambda value: len(value) == 1,
     "BOOLEAN": lambda value: value == b"Y" or value == b"N",
-    "UTCTIMESTAMP": _matches(_match_utc_timestamp),
-    "TIME": _matches(_match_utc_timestamp),
-    "UTCTIMEONLY": _matches(_match_utc_time_only),
-    "UTCDATEONLY": _matches(_match_date),
-    "UTCDATE": _matches(_match_date),
-    "LOCALMKTDATE": _matches(_match_date),
-    "MONTHYEAR": _matches(_match_month_year),
-    "TZTIMEONLY": _matches(_match_tz_time_only),
-    "TZTIMESTAMP": _matches(_match_tz_timestamp),
+    "UTCTIMESTAMP": _match_utc_timestamp,
+    "TIME": _match_utc_timestamp,
+    "UTCTIMEONLY": _match_utc_time_only,
+    "UTCDATEONLY": _match_date,
+    "UTCDATE": _match_date,
+    "LOCALMKTDATE": _match_date,
+    "MONTHYEAR": _match_month_year,
+    "TZTIMEONLY": _match_tz_time_only,
+    "TZTIMESTAMP": _match_tz_timestamp,
     "STRING": None,
     "MULTIPLEVALUESTRING": None,
     "MULTIPLESTRINGVALUE": None,
@@ -164,7 +162,16 @@ MULTIPLE_VALUE_TYPES = frozenset(
 class FieldDef:
     """One ``<field>`` of the dictionary: number, name, XML type and enum values (if any)."""
 
-    __slots__ = ("check", "multiple", "name", "number", "type", "value_names", "values")
+    __slots__ = (
+        "accepts",
+        "check",
+        "multiple",
+        "name",
+        "number",
+        "type",
+        "value_names",
+        "values",
+    )
 
     def __init__(self, number: int, name: str, type_: str, value_names: dict[str, str]) -> None:
         self.number = number
@@ -177,6 +184,20 @@ class FieldDef:
         )
         self.check: FormatCheck | None = FORMAT_CHECKS.get(type_)
         self.multiple = type_ in MULTIPLE_VALUE_TYPES
+        #: one call answering "format and enum both fine?" for validation's fast path (None:
+        #: anything non-empty is); on False the slow path works out which rule failed.
+        self.accepts: FormatCheck | None = self._fast_check()
+
+    def _fast_check(self) -> FormatCheck | None:
+        values, check = self.values, self.check
+        if values is None:
+            return check
+        if self.multiple:
+            return lambda value: all(item in values for item in value.split(b" "))
+        if check is None or all(check(v) for v in values):
+            # Every enum value is well formed, so membership alone decides (a C call).
+            return values.__contains__
+        return lambda value: value in values and check(value)
 
     def __repr__(self) -> str:
         return f"FieldDef({self.number}, {self.name!r}, {self.type!r})"
@@ -207,6 +228,11 @@ class _Tables:
         self.components: dict[str, ET.Element] = {}
         #: length tag -> data tag, for the codec's length-prefixed fields
         self.data_tags: dict[int, int] = {}
+        #: tag -> FieldDef.accepts, for the tags that have one
+        self.accepts: dict[int, FormatCheck] = {}
+        #: MsgType -> its precomputed top-level layout; and the layout for undefined types
+        self.layouts: dict[bytes, Layout] = {}
+        self.unknown_type_layout = Layout(self.header, self.trailer, None, {})
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -321,6 +347,12 @@ def _load_tables(path: str) -> _Tables:
                 length_tag = lengths.get(field.name + suffix)
                 if length_tag is not None:
                     tables.data_tags[length_tag] = field.number
+    tables.accepts = {t: f.accepts for t, f in tables.fields.items() if f.accepts is not None}
+    tables.layouts = {
+        msg_type: Layout(tables.header, tables.trailer, message.body, tables.accepts)
+        for msg_type, message in tables.messages.items()
+    }
+    tables.unknown_type_layout = Layout(tables.header, tables.trailer, None, tables.accepts)
     tables.components = {}  # only needed while loading
     return tables
 
@@ -380,6 +412,9 @@ class DataDictionary:
         self.trailer = tables.trailer
         self.messages = tables.messages
         self.data_tags = tables.data_tags
+        self._accepts = tables.accepts
+        self._layouts = tables.layouts
+        self._unknown_type_layout = tables.unknown_type_layout
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **options: bool) -> DataDictionary:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from fixserver.codec import FixMessage
@@ -177,6 +177,43 @@ class _Walk:
                     f"Value is incorrect (out of range) for this tag: {field.name}",
                 )
 
+    def stray_field(
+        self, tag: int, value: bytes, section: int, seen: set[int], check_membership: bool
+    ) -> None:
+        """A top-level field outside the header, the trailer and the message type's body."""
+        dd = self.dd
+        if section == _IN_TRAILER and dd.validate_fields_out_of_order:
+            self.record(
+                _STRUCTURE,
+                RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
+                tag,
+                "Body field after the trailer",
+            )
+        if tag in seen:
+            self.record(
+                _BODY, RejectReason.TAG_APPEARS_MORE_THAN_ONCE, tag, "Tag appears more than once"
+            )
+        else:
+            seen.add(tag)
+        self.check_value(_BODY, tag, value)
+        if not check_membership:
+            return  # an unknown MsgType is reported instead
+        if tag < USER_DEFINED_TAG_MIN:
+            if dd.allow_unknown_msg_fields:
+                return
+        elif not dd.validate_user_defined_fields:
+            return
+        # After the value checks: QuickFIX checks a field's value before its tag.
+        if tag not in dd.fields:
+            self.record(_BODY, RejectReason.INVALID_TAG_NUMBER, tag, "Invalid tag number")
+        else:
+            self.record(
+                _BODY,
+                RejectReason.TAG_NOT_DEFINED_FOR_THIS_MESSAGE_TYPE,
+                tag,
+                "Tag not defined for this message type",
+            )
+
     def walk_group(self, index: int, group: GroupDef, slot: int) -> int:
         """Check a group whose count field is at ``index``; return the index after it."""
         fields = self.fields
@@ -185,6 +222,7 @@ class _Walk:
         tags = scope.tags
         subgroups = scope.groups
         delimiter = group.delimiter
+        accept_rules = self.dd._accepts
         entries = 0
         seen: set[int] | None = None
         end = len(fields)
@@ -217,7 +255,9 @@ class _Walk:
                 )
             else:
                 seen.add(tag)
-            self.check_value(slot, tag, value)
+            accepts = accept_rules.get(tag)
+            if not value or (accepts is not None and not accepts(value)):
+                self.check_value(slot, tag, value)
             subgroup = subgroups.get(tag)
             if subgroup is not None:
                 j = self.walk_group(j, subgroup, slot)
@@ -247,12 +287,150 @@ class _Walk:
                 return
 
 
+class Layout:
+    """One message type's top-level fields precomputed for the validation loop.
+
+    ``fields`` maps every header, trailer and body tag to ``(section, accepts, group)``:
+    where it belongs, its fast value check (``FieldDef.accepts``) and the group it counts.
+    """
+
+    __slots__ = ("fields", "required", "required_order")
+
+    def __init__(
+        self,
+        header: Scope,
+        trailer: Scope,
+        body: Scope | None,
+        accepts: dict[int, Callable[[bytes], object]],
+    ) -> None:
+        self.fields: dict[int, tuple[int, Callable[[bytes], object] | None, GroupDef | None]]
+        self.fields = {}
+        scopes = [(_IN_HEADER, header), (_IN_TRAILER, trailer)]
+        if body is not None:
+            scopes.insert(1, (_IN_BODY, body))
+        for section, scope in scopes:
+            for tag in scope.tags:
+                # A tag in both the header and a body belongs to the header, as in QuickFIX.
+                self.fields.setdefault(tag, (section, accepts.get(tag), scope.groups.get(tag)))
+        #: required top-level tags in report order: the header's, the trailer's, the body's
+        self.required_order = (
+            tuple(header.required)
+            + tuple(trailer.required)
+            + (tuple(body.required) if body is not None else ())
+        )
+        self.required = frozenset(self.required_order)
+
+
+_SLOT_OF_SECTION = (_HEADER, _BODY, _TRAILER)
+
+
 def validate_message(dd: DataDictionary, msg: FixMessage) -> None:
     """Raise ValidationError for the first problem, in QuickFIX's order (see the module doc)."""
     fields = msg.fields
     end = len(fields)
+    if end < 3 or fields[0][0] != 8 or fields[1][0] != 9 or fields[2][0] != 35:
+        _raise_first_tags_error(fields)
+    if fields[0][1] != dd._begin_string_bytes:
+        raise UnsupportedBeginString(
+            RejectReason.VALUE_IS_INCORRECT, 8, f"BeginString must be {dd.begin_string}"
+        )
+    msg_type = fields[2][1]
+    message = dd.messages.get(msg_type)
+    layout = dd._layouts.get(msg_type) or dd._unknown_type_layout
+    layout_get = layout.fields.get
+    check_order = dd.validate_fields_out_of_order
+    walk: _Walk | None = None
+    seen: set[int] = set()
+    section = _IN_HEADER
+    i = 0
+    while i < end:
+        tag, value = fields[i]
+        info = layout_get(tag)
+        if info is None:
+            # Not in the header, the trailer or this message's body: QuickFIX files it in the
+            # body; it is misplaced or unknown unless the options say otherwise.
+            if walk is None:
+                walk = _Walk(dd, fields)
+            walk.stray_field(tag, value, section, seen, message is not None)
+            section = _IN_BODY
+            i += 1
+            continue
+        field_section, accepts, group = info
+        if field_section != section:
+            if field_section > section:
+                section = field_section
+            else:
+                if check_order:
+                    if walk is None:
+                        walk = _Walk(dd, fields)
+                    walk.record(
+                        _STRUCTURE,
+                        RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
+                        tag,
+                        f"{_SECTION_NAMES[field_section].capitalize()} field after the "
+                        f"{_SECTION_NAMES[section]}",
+                    )
+                if field_section == _IN_BODY:
+                    section = _IN_BODY
+        if tag in seen:
+            if walk is None:
+                walk = _Walk(dd, fields)
+            walk.record(
+                _SLOT_OF_SECTION[field_section],
+                RejectReason.TAG_APPEARS_MORE_THAN_ONCE,
+                tag,
+                "Tag appears more than once",
+            )
+        else:
+            seen.add(tag)
+        if not value or (accepts is not None and not accepts(value)):
+            if walk is None:
+                walk = _Walk(dd, fields)
+            walk.check_value(_SLOT_OF_SECTION[field_section], tag, value)
+        if group is not None:
+            if walk is None:
+                walk = _Walk(dd, fields)
+            i = walk.walk_group(i, group, _SLOT_OF_SECTION[field_section])
+            continue
+        i += 1
+
+    if check_order and fields[-1][0] != 10 and 10 in seen:
+        if walk is None:
+            walk = _Walk(dd, fields)
+        walk.record(
+            _STRUCTURE,
+            RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
+            10,
+            "CheckSum (10) must be the last field",
+        )
+    slots = walk.slots if walk is not None else _NO_ERRORS
+    structure_error = slots[_STRUCTURE]
+    if structure_error is not None:
+        raise structure_error
+    if message is None:
+        raise ValidationError(
+            RejectReason.INVALID_MSG_TYPE, 35, f"Invalid MsgType: {msg_type.decode('latin-1')}"
+        )
+    if not layout.required <= seen:
+        for tag in layout.required_order:
+            if tag not in seen:
+                raise ValidationError(
+                    RejectReason.REQUIRED_TAG_MISSING,
+                    tag,
+                    f"Required tag missing: {dd.field_name(tag)}",
+                )
+    for error in slots[_GROUP_REQUIRED:]:
+        if error is not None:
+            raise error
+
+
+_NO_ERRORS: list[ValidationError | None] = [None, None, None, None, None]
+
+
+def _raise_first_tags_error(fields: FieldList) -> None:
+    """8, 9 and 35 must be the first three fields (QuickFIX: "Header fields out of order")."""
     for position, (expected, name) in enumerate(_FIRST_TAGS):
-        if position >= end:
+        if position >= len(fields):
             raise ValidationError(
                 RejectReason.REQUIRED_TAG_MISSING, expected, f"Required tag missing: {name}"
             )
@@ -262,117 +440,6 @@ def validate_message(dd: DataDictionary, msg: FixMessage) -> None:
                 fields[position][0],
                 f"{name} ({expected}) must be field {position + 1}",
             )
-    if fields[0][1] != dd._begin_string_bytes:
-        raise UnsupportedBeginString(
-            RejectReason.VALUE_IS_INCORRECT, 8, f"BeginString must be {dd.begin_string}"
-        )
-    msg_type = fields[2][1]
-    message = dd.messages.get(msg_type)
-
-    walk = _Walk(dd, fields)
-    header_scope = dd.header
-    trailer_scope = dd.trailer
-    header_tags = header_scope.tags
-    trailer_tags = trailer_scope.tags
-    body_scope = message.body if message is not None else None
-    body_tags = body_scope.tags if body_scope is not None else None
-    check_order = dd.validate_fields_out_of_order
-    check_unknown = not dd.allow_unknown_msg_fields
-    check_user_defined = dd.validate_user_defined_fields
-    known_fields = dd.fields
-    header_seen: set[int] = set()
-    body_seen: set[int] = set()
-    trailer_seen: set[int] = set()
-    section = _IN_HEADER
-    scope: Scope | None
-    i = 0
-    while i < end:
-        tag, value = fields[i]
-        if tag in header_tags:
-            if section != _IN_HEADER and check_order:
-                walk.record(
-                    _STRUCTURE,
-                    RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
-                    tag,
-                    f"Header field after the {_SECTION_NAMES[section]}",
-                )
-            seen, scope, slot = header_seen, header_scope, _HEADER
-            undefined = False
-        elif tag in trailer_tags:
-            section = _IN_TRAILER
-            if tag == 10 and i != end - 1 and check_order:
-                walk.record(
-                    _STRUCTURE,
-                    RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
-                    10,
-                    "CheckSum (10) must be the last field",
-                )
-            seen, scope, slot = trailer_seen, trailer_scope, _TRAILER
-            undefined = False
-        else:
-            if section == _IN_TRAILER and check_order:
-                walk.record(
-                    _STRUCTURE,
-                    RejectReason.TAG_SPECIFIED_OUT_OF_REQUIRED_ORDER,
-                    tag,
-                    "Body field after the trailer",
-                )
-            section = _IN_BODY
-            seen, slot = body_seen, _BODY
-            scope = body_scope
-            undefined = (
-                body_tags is not None
-                and tag not in body_tags
-                and (check_unknown if tag < USER_DEFINED_TAG_MIN else check_user_defined)
-            )
-        if tag in seen:
-            walk.record(
-                slot, RejectReason.TAG_APPEARS_MORE_THAN_ONCE, tag, "Tag appears more than once"
-            )
-        else:
-            seen.add(tag)
-        walk.check_value(slot, tag, value)
-        if undefined:
-            # After the value checks: QuickFIX checks a field's value before its tag.
-            if tag not in known_fields:
-                walk.record(slot, RejectReason.INVALID_TAG_NUMBER, tag, "Invalid tag number")
-            else:
-                walk.record(
-                    slot,
-                    RejectReason.TAG_NOT_DEFINED_FOR_THIS_MESSAGE_TYPE,
-                    tag,
-                    "Tag not defined for this message type",
-                )
-        elif scope is not None:
-            group = scope.groups.get(tag)
-            if group is not None:
-                i = walk.walk_group(i, group, slot)
-                continue
-        i += 1
-
-    slots = walk.slots
-    structure_error = slots[_STRUCTURE]
-    if structure_error is not None:
-        raise structure_error
-    if message is None:
-        raise ValidationError(
-            RejectReason.INVALID_MSG_TYPE, 35, f"Invalid MsgType: {msg_type.decode('latin-1')}"
-        )
-    for scope_, seen_ in (
-        (header_scope, header_seen),
-        (trailer_scope, trailer_seen),
-        (message.body, body_seen),
-    ):
-        for tag in scope_.required:
-            if tag not in seen_:
-                raise ValidationError(
-                    RejectReason.REQUIRED_TAG_MISSING,
-                    tag,
-                    f"Required tag missing: {dd.field_name(tag)}",
-                )
-    for error in slots[_GROUP_REQUIRED:]:
-        if error is not None:
-            raise error
 
 
 def group_end(fields: FieldList, index: int, group: GroupDef) -> int:
