@@ -1,0 +1,221 @@
+"""FIX codec throughput against simplefix, in the same run.
+
+Parse = what the server does per inbound message: frame it out of a stream buffer fed in 16 KiB
+reads (BodyLength and CheckSum verified), split its fields into a FixMessage. A second parse
+line also reads four header fields from each message (the tag index is built lazily, so this is
+the cost once the session looks at it). simplefix's parser does not verify the CheckSum.
+
+Encode = fields in, complete message bytes out (BodyLength and CheckSum computed). Ours is
+measured with bytes values (the fast path) and with str/int values.
+
+Prints the median messages/s over several repetitions and our ratio to simplefix.
+Usage: python bench/bench_codec.py [--reps N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from typing import Callable
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import simplefix  # noqa: E402
+
+from fixserver.codec import FrameDecoder, encode  # noqa: E402
+
+PARSE_TARGET_RATE = 400_000
+PARSE_TARGET_RATIO = 15.0
+READ_SIZE = 16 * 1024
+DISTINCT = 256  # distinct messages per stream, so nothing is parsed from one cached object
+
+
+def new_order_single(seq: int) -> list[tuple[int, str | int]]:
+    """A FIX 4.4 NewOrderSingle (35=D) as a client sends it: 20 fields."""
+    return [
+        (35, "D"),
+        (49, "CLIENT1"),
+        (56, "EXCH"),
+        (34, 1000 + seq),
+        (52, "20240315-09:30:00.%03d" % (seq % 1000)),
+        (1, "ACC-0001"),
+        (11, "CL-%08d" % seq),
+        (21, "1"),
+        (55, "BTC-PERP"),
+        (460, "12"),
+        (54, "1" if seq % 2 else "2"),
+        (60, "20240315-09:30:00.%03d" % (seq % 1000)),
+        (38, "0.%03d" % (seq % 900 + 100)),
+        (40, "2"),
+        (44, "6%04d.5" % (seq % 10000)),
+        (59, "1"),
+        (18, "6"),
+        (15, "USD"),
+        (581, "1"),
+        (528, "A"),
+    ]
+
+
+def execution_report(seq: int) -> list[tuple[int, str | int]]:
+    """A FIX 4.4 ExecutionReport (35=8) for a partial fill: 26 fields."""
+    return [
+        (35, "8"),
+        (49, "EXCH"),
+        (56, "CLIENT1"),
+        (34, 2000 + seq),
+        (52, "20240315-09:30:00.%03d" % (seq % 1000)),
+        (1, "ACC-0001"),
+        (6, "6%04d.5" % (seq % 10000)),
+        (11, "CL-%08d" % seq),
+        (14, "0.050"),
+        (17, "E-%012d" % seq),
+        (31, "6%04d.5" % (seq % 10000)),
+        (32, "0.050"),
+        (37, "O-%012d" % seq),
+        (38, "0.100"),
+        (39, "1"),
+        (40, "2"),
+        (44, "6%04d.5" % (seq % 10000)),
+        (54, "1"),
+        (55, "BTC-PERP"),
+        (59, "1"),
+        (60, "20240315-09:30:00.%03d" % (seq % 1000)),
+        (150, "F"),
+        (151, "0.050"),
+        (460, "12"),
+        (851, "1"),
+        (1057, "Y"),
+    ]
+
+
+def stream_reads(messages: list[bytes], count: int) -> list[bytes]:
+    """``count`` messages back to back, cut into socket-sized reads (splitting messages)."""
+    stream = b"".join(messages[i % len(messages)] for i in range(count))
+    return [stream[i : i + READ_SIZE] for i in range(0, len(stream), READ_SIZE)]
+
+
+def parse_ours(reads: list[bytes]) -> int:
+    decoder = FrameDecoder()
+    feed = decoder.feed
+    next_message = decoder.next_message
+    count = 0
+    for data in reads:
+        feed(data)
+        while next_message() is not None:
+            count += 1
+    return count
+
+
+def parse_ours_and_read_header(reads: list[bytes]) -> int:
+    decoder = FrameDecoder()
+    feed = decoder.feed
+    next_message = decoder.next_message
+    count = 0
+    for data in reads:
+        feed(data)
+        while (msg := next_message()) is not None:
+            msg.get(35), msg.get(34), msg.get(49), msg.get(56)
+            count += 1
+    return count
+
+
+def parse_simplefix(reads: list[bytes]) -> int:
+    parser = simplefix.FixParser()
+    count = 0
+    for data in reads:
+        parser.append_buffer(data)
+        while parser.get_message() is not None:
+            count += 1
+    return count
+
+
+def encode_ours(bodies: list[list], count: int) -> int:
+    size = len(bodies)
+    for i in range(count):
+        encode(bodies[i % size])
+    return count
+
+
+def encode_simplefix(bodies: list[list], count: int) -> int:
+    size = len(bodies)
+    for i in range(count):
+        msg = simplefix.FixMessage()
+        msg.append_pair(8, b"FIX.4.4")
+        for tag, value in bodies[i % size]:
+            msg.append_pair(tag, value)
+        msg.encode()
+    return count
+
+
+def median_rate(run: Callable[[], int], reps: int) -> float:
+    """Median messages/s over ``reps`` runs (after one warm-up), GC off while timing."""
+    run()
+    rates = []
+    for _ in range(reps):
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            done = run()
+            elapsed = time.perf_counter() - start
+        finally:
+            gc.enable()
+        rates.append(done / elapsed)
+    return statistics.median(rates)
+
+
+def report(label: str, ours: float, theirs: float) -> float:
+    ratio = ours / theirs
+    print(f"{label:<34} ours {ours:>11,.0f}/s  simplefix {theirs:>9,.0f}/s  ratio {ratio:6.1f}x")
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer messages per repetition")
+    args = parser.parse_args()
+    ours_n, theirs_n = (20_000, 2_000) if args.quick else (100_000, 10_000)
+
+    print(
+        f"python {sys.version.split()[0]}, simplefix {version('simplefix')}, "
+        f"median of {args.reps} repetitions"
+    )
+    targets_met = True
+    for name, build in (
+        ("NewOrderSingle", new_order_single),
+        ("ExecutionReport", execution_report),
+    ):
+        bodies = [build(seq) for seq in range(DISTINCT)]
+        wire = [encode(body) for body in bodies]
+        print(f"\n{name}: {len(bodies[0]) + 3} fields, {len(wire[0])} bytes")
+        ours_reads = stream_reads(wire, ours_n)
+        theirs_reads = stream_reads(wire, theirs_n)
+        theirs = median_rate(lambda: parse_simplefix(theirs_reads), args.reps)
+        ours = median_rate(lambda: parse_ours(ours_reads), args.reps)
+        ratio = report("parse (frame+checksum+split)", ours, theirs)
+        met = ours >= PARSE_TARGET_RATE and ratio >= PARSE_TARGET_RATIO
+        targets_met = targets_met and met
+        print(
+            f"{'':<34} target >= {PARSE_TARGET_RATE:,}/s and >= {PARSE_TARGET_RATIO:.0f}x: "
+            f"{'met' if met else 'NOT met'}"
+        )
+        ours = median_rate(lambda: parse_ours_and_read_header(ours_reads), args.reps)
+        report("parse + get(35, 34, 49, 56)", ours, theirs)
+
+        bytes_bodies = [[(tag, str(value).encode()) for tag, value in body] for body in bodies]
+        theirs = median_rate(lambda: encode_simplefix(bodies, theirs_n), args.reps)
+        ours = median_rate(lambda: encode_ours(bytes_bodies, ours_n), args.reps)
+        report("encode (bytes values)", ours, theirs)
+        ours = median_rate(lambda: encode_ours(bodies, ours_n), args.reps)
+        report("encode (str/int values)", ours, theirs)
+    print(f"\nparse targets {'met' if targets_met else 'NOT met'} for both messages")
+
+
+if __name__ == "__main__":
+    main()
