@@ -21,13 +21,13 @@ import statistics
 import sys
 import time
 from importlib.metadata import version
-from typing import Callable
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import simplefix  # noqa: E402
+import simplefix
 
-from fixserver.codec import FrameDecoder, encode  # noqa: E402
+from fixserver.codec import FrameDecoder, encode
 
 PARSE_TARGET_RATE = 400_000
 PARSE_TARGET_RATIO = 15.0
@@ -42,17 +42,17 @@ def new_order_single(seq: int) -> list[tuple[int, str | int]]:
         (49, "CLIENT1"),
         (56, "EXCH"),
         (34, 1000 + seq),
-        (52, "20240315-09:30:00.%03d" % (seq % 1000)),
+        (52, f"20240315-09:30:00.{seq % 1000:03d}"),
         (1, "ACC-0001"),
-        (11, "CL-%08d" % seq),
+        (11, f"CL-{seq:08d}"),
         (21, "1"),
         (55, "BTC-PERP"),
         (460, "12"),
         (54, "1" if seq % 2 else "2"),
-        (60, "20240315-09:30:00.%03d" % (seq % 1000)),
-        (38, "0.%03d" % (seq % 900 + 100)),
+        (60, f"20240315-09:30:00.{seq % 1000:03d}"),
+        (38, f"0.{seq % 900 + 100:03d}"),
         (40, "2"),
-        (44, "6%04d.5" % (seq % 10000)),
+        (44, f"6{seq % 10000:04d}.5"),
         (59, "1"),
         (18, "6"),
         (15, "USD"),
@@ -68,23 +68,23 @@ def execution_report(seq: int) -> list[tuple[int, str | int]]:
         (49, "EXCH"),
         (56, "CLIENT1"),
         (34, 2000 + seq),
-        (52, "20240315-09:30:00.%03d" % (seq % 1000)),
+        (52, f"20240315-09:30:00.{seq % 1000:03d}"),
         (1, "ACC-0001"),
-        (6, "6%04d.5" % (seq % 10000)),
-        (11, "CL-%08d" % seq),
+        (6, f"6{seq % 10000:04d}.5"),
+        (11, f"CL-{seq:08d}"),
         (14, "0.050"),
-        (17, "E-%012d" % seq),
-        (31, "6%04d.5" % (seq % 10000)),
+        (17, f"E-{seq:012d}"),
+        (31, f"6{seq % 10000:04d}.5"),
         (32, "0.050"),
-        (37, "O-%012d" % seq),
+        (37, f"O-{seq:012d}"),
         (38, "0.100"),
         (39, "1"),
         (40, "2"),
-        (44, "6%04d.5" % (seq % 10000)),
+        (44, f"6{seq % 10000:04d}.5"),
         (54, "1"),
         (55, "BTC-PERP"),
         (59, "1"),
-        (60, "20240315-09:30:00.%03d" % (seq % 1000)),
+        (60, f"20240315-09:30:00.{seq % 1000:03d}"),
         (150, "F"),
         (151, "0.050"),
         (460, "12"),
@@ -152,16 +152,16 @@ def encode_simplefix(bodies: list[list], count: int) -> int:
     return count
 
 
-def median_rate(run: Callable[[], int], reps: int) -> float:
-    """Median messages/s over ``reps`` runs (after one warm-up), GC off while timing."""
-    run()
+def median_rate(reps: int, run: Callable[..., int], *args: Any) -> float:
+    """Median messages/s of ``run(*args)`` over ``reps`` runs after a warm-up, GC off."""
+    run(*args)
     rates = []
     for _ in range(reps):
         gc.collect()
         gc.disable()
         try:
             start = time.perf_counter()
-            done = run()
+            done = run(*args)
             elapsed = time.perf_counter() - start
         finally:
             gc.enable()
@@ -196,8 +196,8 @@ def main() -> None:
         print(f"\n{name}: {len(bodies[0]) + 3} fields, {len(wire[0])} bytes")
         ours_reads = stream_reads(wire, ours_n)
         theirs_reads = stream_reads(wire, theirs_n)
-        theirs = median_rate(lambda: parse_simplefix(theirs_reads), args.reps)
-        ours = median_rate(lambda: parse_ours(ours_reads), args.reps)
+        theirs = median_rate(args.reps, parse_simplefix, theirs_reads)
+        ours = median_rate(args.reps, parse_ours, ours_reads)
         ratio = report("parse (frame+checksum+split)", ours, theirs)
         met = ours >= PARSE_TARGET_RATE and ratio >= PARSE_TARGET_RATIO
         targets_met = targets_met and met
@@ -205,14 +205,14 @@ def main() -> None:
             f"{'':<34} target >= {PARSE_TARGET_RATE:,}/s and >= {PARSE_TARGET_RATIO:.0f}x: "
             f"{'met' if met else 'NOT met'}"
         )
-        ours = median_rate(lambda: parse_ours_and_read_header(ours_reads), args.reps)
+        ours = median_rate(args.reps, parse_ours_and_read_header, ours_reads)
         report("parse + get(35, 34, 49, 56)", ours, theirs)
 
         bytes_bodies = [[(tag, str(value).encode()) for tag, value in body] for body in bodies]
-        theirs = median_rate(lambda: encode_simplefix(bodies, theirs_n), args.reps)
-        ours = median_rate(lambda: encode_ours(bytes_bodies, ours_n), args.reps)
+        theirs = median_rate(args.reps, encode_simplefix, bodies, theirs_n)
+        ours = median_rate(args.reps, encode_ours, bytes_bodies, ours_n)
         report("encode (bytes values)", ours, theirs)
-        ours = median_rate(lambda: encode_ours(bodies, ours_n), args.reps)
+        ours = median_rate(args.reps, encode_ours, bodies, ours_n)
         report("encode (str/int values)", ours, theirs)
     print(f"\nparse targets {'met' if targets_met else 'NOT met'} for both messages")
 
