@@ -80,7 +80,7 @@ class UnsupportedBeginString(ValidationError):
 class Scope:
     """The fields allowed at one level: a header, trailer, message body or group entry."""
 
-    __slots__ = ("groups", "order", "required", "tags")
+    __slots__ = ("groups", "required", "tags")
 
     def __init__(self) -> None:
         #: every tag that may appear directly at this level (group count tags included)
@@ -89,13 +89,9 @@ class Scope:
         self.required: list[int] = []
         #: count tag -> group starting at this level
         self.groups: dict[int, GroupDef] = {}
-        #: tags in definition order
-        self.order: list[int] = []
 
     def add(self, tag: int, required: bool) -> None:
-        if tag not in self.tags:
-            self.tags.add(tag)
-            self.order.append(tag)
+        self.tags.add(tag)
         if required and tag not in self.required:
             self.required.append(tag)
 
