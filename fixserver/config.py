@@ -57,8 +57,6 @@ class ServerConfig:
     redis_url: str | None = None
     #: seconds a clean shutdown waits for the Logout replies
     shutdown_timeout: float = 2.0
-    #: largest FIX message accepted, bytes
-    max_message_size: int = 64 * 1024
     socket_nodelay: bool = True
     #: path the file was read from (relative paths inside it are resolved against its folder)
     source: str | None = None
@@ -228,7 +226,6 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PostgresDSN": ("postgres_dsn", _parse_text),
     "RedisURL": ("redis_url", _parse_text),
     "ShutdownTimeout": ("shutdown_timeout", _parse_positive_float),
-    "MaxMessageSize": ("max_message_size", _parse_positive_int),
 }
 
 _PATH_SERVER_FIELDS = ("certificate_file", "key_file", "file_store_path")

@@ -1,0 +1,385 @@
+"""Twisted glue for the sans-IO session core: one ``FixProtocol`` per TCP (or TLS) connection.
+
+Theory of operation
+-------------------
+``SessionHost`` is the protocol factory shared by every listening port. Each connection gets
+a ``SessionConnection`` (the session core); the glue feeds it bytes and the time, then
+*pumps*: hands the core's events to the application, logs and counts them, writes what the
+core wants sent, closes when it says so, and re-arms one ``callLater`` for the core's next
+deadline (heartbeats, TestRequests, logon and logout timeouts).
+
+A slow reader must never hold up other sessions or grow memory without bound: the protocol
+registers itself as a streaming producer on its transport, so Twisted tells it when the
+socket's send buffer backs up (``pauseProducing``) and when it drains (``resumeProducing``).
+Bytes written while paused are counted; past the session's ``max_output_buffer`` the
+connection is aborted.
+
+A clean shutdown sends Logout on every logged-on connection and waits (bounded) until the
+peers answer and the connections close.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import attr
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fixserver import metrics
+from fixserver.session import SessionConnection
+from fixserver.session_events import (
+    ApplicationMessageReceived,
+    ConnectionClosed,
+    ConnectionState,
+    GarbledMessageIgnored,
+    LoggedOn,
+    LoggedOut,
+)
+from fixserver.settings import SessionSettings
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress
+
+    from fixserver.application import Application
+    from fixserver.session import Session, SessionRegistry
+
+log = Logger(namespace="fixserver")
+
+#: output limit before a connection is bound to a session (its Logon has not been accepted)
+DEFAULT_MAX_OUTPUT_BUFFER: int = attr.fields(SessionSettings).max_output_buffer.default or 0
+
+
+def _peer(address: object) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+@implementer(IPushProducer)
+class FixProtocol(Protocol):
+    """One FIX connection: bytes in and out of a ``SessionConnection``."""
+
+    def __init__(self, host: SessionHost) -> None:
+        self.host = host
+        self.connection: SessionConnection | None = None
+        self.peer = "?"
+        self._timer: Any = None  # IDelayedCall
+        self._timer_deadline: int | None = None
+        self._paused = False
+        self._written_while_paused = 0
+        self._closing = False
+        self._inbound = metrics.InboundCounter()
+        self._label = metrics.UNBOUND_SESSION
+
+    # --- Protocol ---
+
+    @property
+    def _transport(self) -> Any:
+        # Twisted's interfaces are zope interfaces, which mypy cannot check without a plugin.
+        return self.transport
+
+    def connectionMade(self) -> None:
+        self.peer = _peer(self._transport.getPeer())
+        if self.host.nodelay:
+            set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+            if set_nodelay is not None:
+                set_nodelay(True)
+        self._transport.registerProducer(self, True)
+        now = self.host.now_ns()
+        self.connection = SessionConnection(self.host.registry, now)
+        self.host.protocols.add(self)
+        metrics.CONNECTIONS_OPEN.inc()
+        log.info("fix.connect peer={peer}", peer=self.peer)
+        self._pump(now)
+
+    def dataReceived(self, data: bytes) -> None:
+        connection = self.connection
+        if connection is None or self._closing:
+            return
+        now = self.host.now_ns()
+        connection.receive_data(data, now)
+        self._inbound.feed(self._session_label(), data)
+        self._pump(now)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError("closed"))) -> None:  # noqa: B008
+        self._cancel_timer()
+        self.host.protocols.discard(self)
+        metrics.CONNECTIONS_OPEN.dec()
+        connection = self.connection
+        if connection is None:
+            return
+        if connection.state is not ConnectionState.CLOSED:
+            connection.connection_lost(self.host.now_ns())
+        self._closing = True  # nothing more goes out; events below are only reported
+        self._handle_events(self.host.now_ns())
+        log.info(
+            "fix.disconnect peer={peer} session={session} reason={reason}",
+            peer=self.peer,
+            session=self._session_label(),
+            reason=reason.getErrorMessage(),
+        )
+        self.host.connection_gone(self)
+
+    # --- IPushProducer: Twisted calls these as the transport's send buffer fills/drains ---
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._written_while_paused = 0
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+    # --- the pump ---
+
+    def flush(self) -> None:
+        """Send what the session core has queued (e.g. after ``session.send`` from outside)."""
+        if self.connection is not None and not self._closing:
+            self._pump(self.host.now_ns())
+
+    def logout(self, text: str) -> None:
+        """Start a clean Logout (server shutdown); the core closes after the reply or timeout."""
+        connection = self.connection
+        if connection is None or self._closing:
+            return
+        now = self.host.now_ns()
+        if connection.state is ConnectionState.ACTIVE:
+            connection.initiate_logout(text, now)
+            self._pump(now)
+        elif connection.state is ConnectionState.AWAITING_LOGON:
+            self._closing = True
+            self._transport.loseConnection()
+
+    def _pump(self, now: int) -> None:
+        connection = self.connection
+        assert connection is not None
+        self._handle_events(now)
+        if self._closing:
+            return
+        out = connection.data_to_send()
+        if out:
+            self._write(out)
+            if self._closing:  # a slow reader was cut off
+                return
+        if connection.should_close:
+            self._closing = True
+            self._cancel_timer()
+            self._transport.loseConnection()
+            return
+        self._reschedule(now)
+
+    def _handle_events(self, now: int) -> None:
+        connection = self.connection
+        assert connection is not None
+        while True:
+            event = connection.next_event()
+            if event is None:
+                return
+            if isinstance(event, ApplicationMessageReceived):
+                self._deliver(event, now)
+            elif isinstance(event, LoggedOn):
+                self._label = event.session.settings.session_id
+                self.host.logged_on(event.session, self)
+            elif isinstance(event, LoggedOut):
+                self.host.logged_out(event.session, self, event.reason)
+            elif isinstance(event, GarbledMessageIgnored):
+                metrics.GARBLED_MESSAGES.inc()
+                log.warn(
+                    "fix.garbled peer={peer} session={session} reason={reason} raw={raw!r}",
+                    peer=self.peer,
+                    session=self._label,
+                    reason=event.reason,
+                    raw=event.raw[:200],
+                )
+            elif isinstance(event, ConnectionClosed):
+                log.info(
+                    "fix.close peer={peer} session={session} reason={reason}",
+                    peer=self.peer,
+                    session=self._label,
+                    reason=event.reason,
+                )
+
+    def _deliver(self, event: ApplicationMessageReceived, now: int) -> None:
+        try:
+            self.host.application.on_message(event.session, event.message, now)
+        except Exception:
+            # The message has consumed its sequence number; a bug in one handler must not
+            # take the connection (or the reactor) down with it. Loudly logged.
+            log.failure(
+                "fix.application_error session={session} msg_type={msg_type}",
+                session=self._label,
+                msg_type=event.message.msg_type,
+            )
+
+    def _write(self, data: bytes) -> None:
+        metrics.count_sent(self._label, data)
+        if self._paused:
+            self._written_while_paused += len(data)
+            limit = DEFAULT_MAX_OUTPUT_BUFFER
+            session = self.connection.session if self.connection is not None else None
+            if session is not None:
+                limit = session.settings.max_output_buffer
+            if self._written_while_paused > limit:
+                self._drop_slow_reader(limit)
+                return
+        self._transport.write(data)
+
+    def _drop_slow_reader(self, limit: int) -> None:
+        metrics.DISCONNECTS.labels("slow_reader").inc()
+        log.warn(
+            "fix.slow_reader peer={peer} session={session} queued={queued} limit={limit}",
+            peer=self.peer,
+            session=self._label,
+            queued=self._written_while_paused,
+            limit=limit,
+        )
+        self._closing = True
+        self._cancel_timer()
+        self._transport.abortConnection()
+
+    def _session_label(self) -> str:
+        return self._label
+
+    # --- the one timer ---
+
+    def _reschedule(self, now: int) -> None:
+        connection = self.connection
+        assert connection is not None
+        deadline = connection.next_deadline_ns()
+        if deadline == self._timer_deadline and self._timer is not None:
+            return
+        self._cancel_timer()
+        if deadline is None:
+            return
+        delay = max(0.0, (deadline - now) / 1e9)
+        self._timer_deadline = deadline
+        self._timer = self.host.clock.callLater(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_deadline = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        connection = self.connection
+        if connection is None or self._closing:
+            return
+        now = self.host.now_ns()
+        connection.on_timer(now)
+        self._pump(now)
+
+
+class SessionHost(Factory):
+    """The protocol factory of every FIX listening port: sessions, application, time."""
+
+    protocol = FixProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        application: Application,
+        clock: Any,  # IReactorTime
+        now_ns: Callable[[], int] = time.time_ns,
+        nodelay: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.application = application
+        self.clock = clock
+        self.now_ns = now_ns
+        self.nodelay = nodelay
+        self.protocols: set[FixProtocol] = set()
+        #: the protocol each logged-on session is bound to
+        self.bound: dict[Session, FixProtocol] = {}
+        self._closed_waiters: list[defer.Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress | None) -> FixProtocol:
+        return FixProtocol(self)
+
+    # --- called by the protocols ---
+
+    def logged_on(self, session: Session, protocol: FixProtocol) -> None:
+        self.bound[session] = protocol
+        metrics.SESSIONS_LOGGED_ON.inc()
+        metrics.LOGONS.labels(session.settings.session_id).inc()
+        log.info(
+            "fix.logon session={session} peer={peer}",
+            session=session.settings.session_id,
+            peer=protocol.peer,
+        )
+
+    def logged_out(self, session: Session, protocol: FixProtocol, reason: str) -> None:
+        if self.bound.get(session) is protocol:
+            del self.bound[session]
+            metrics.SESSIONS_LOGGED_ON.dec()
+        metrics.LOGOUTS.labels(session.settings.session_id).inc()
+        log.info(
+            "fix.logout session={session} peer={peer} reason={reason}",
+            session=session.settings.session_id,
+            peer=protocol.peer,
+            reason=reason,
+        )
+
+    def connection_gone(self, protocol: FixProtocol) -> None:
+        for session, bound in list(self.bound.items()):
+            if bound is protocol:  # lost without a LoggedOut event: keep the gauge right
+                del self.bound[session]
+                metrics.SESSIONS_LOGGED_ON.dec()
+        if not self.protocols:
+            self._fire_closed_waiters()
+
+    def _fire_closed_waiters(self) -> None:
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # --- called by the composition root ---
+
+    def flush(self, session: Session | None = None) -> None:
+        """Send output queued by ``session.send`` outside a pump (one session, or all)."""
+        if session is not None:
+            protocol = self.bound.get(session)
+            if protocol is not None:
+                protocol.flush()
+            return
+        for protocol in list(self.protocols):
+            protocol.flush()
+
+    def shutdown(self, timeout: float, text: str = "server shutting down") -> defer.Deferred[None]:
+        """Log every connection out; fires when all are closed or ``timeout`` seconds passed
+        (then the rest are aborted)."""
+        for protocol in list(self.protocols):
+            protocol.logout(text)
+        if not self.protocols:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._closed_waiters.append(waiter)
+
+        def abort_stragglers() -> None:
+            for protocol in list(self.protocols):
+                log.warn("fix.shutdown_abort peer={peer}", peer=protocol.peer)
+                metrics.DISCONNECTS.labels("shutdown_abort").inc()
+                if protocol.transport is not None:
+                    protocol._transport.abortConnection()
+            self._fire_closed_waiters()  # done waiting, whether or not the losses are reported
+
+        timer = self.clock.callLater(timeout, abort_stragglers)
+
+        def cancel_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        waiter.addBoth(cancel_timer)
+        return waiter

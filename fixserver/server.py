@@ -1,0 +1,189 @@
+"""The composition root: builds sessions from the config, listens, syncs stores, shuts down.
+
+Seams for what comes later: ``application_factory`` (order entry replaces the reject-all
+application), ``store_factory`` (e.g. a Postgres-backed store), ``clock`` and ``now_ns``
+(tests). The engine and the feeds will be wired here too, next to the FIX sessions.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from twisted.internet import defer, ssl, task, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from fixserver import metrics
+from fixserver.application import Application, UnsupportedMessageApplication
+from fixserver.config import ServerConfig
+from fixserver.dictionary import DataDictionary
+from fixserver.filestore import FileMessageStore
+from fixserver.http import build_site
+from fixserver.protocol import SessionHost
+from fixserver.session import Session, SessionRegistry
+from fixserver.settings import SessionSettings
+from fixserver.store import MemoryMessageStore, MessageStore
+
+log = Logger(namespace="fixserver")
+
+ApplicationFactory = Callable[["FixServer"], Application]
+StoreFactory = Callable[[SessionSettings], MessageStore]
+
+
+def load_dictionary(settings: SessionSettings) -> DataDictionary:
+    """The session's dictionary (its DataDictionary file, or the exchange's) and options."""
+    options = {
+        "validate_fields_out_of_order": settings.validate_fields_out_of_order,
+        "validate_fields_have_values": settings.validate_fields_have_values,
+        "validate_user_defined_fields": settings.validate_user_defined_fields,
+        "allow_unknown_msg_fields": settings.allow_unknown_msg_fields,
+    }
+    if settings.data_dictionary:
+        return DataDictionary.load(settings.data_dictionary, **options)
+    return DataDictionary.standard(**options)
+
+
+class FixServer:
+    """The FIX acceptor process: listening ports, sessions, HTTP side and store syncing."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        reactor: Any,
+        application_factory: ApplicationFactory = lambda server: UnsupportedMessageApplication(),
+        store_factory: StoreFactory | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.now_ns = now_ns
+        self._store_factory = store_factory or self._default_store
+        self.sessions = [
+            Session(s, self._store_factory(s), load_dictionary(s)) for s in config.sessions
+        ]
+        self.registry = SessionRegistry(self.sessions)
+        self.application = application_factory(self)
+        self.host = SessionHost(
+            self.registry,
+            self.application,
+            reactor,
+            now_ns,
+            config.socket_nodelay,
+        )
+        self.fix_port: Any = None  # IListeningPort
+        self.tls_port: Any = None
+        self.http_port: Any = None
+        self._sync_loop: task.LoopingCall | None = None
+        self._sync_in_flight: defer.Deferred[None] | None = None
+        self._status = "starting"
+        self._shutdown_trigger: Any = None
+
+    def _default_store(self, settings: SessionSettings) -> MessageStore:
+        if self.config.file_store_path is None:
+            return MemoryMessageStore(self.now_ns())
+        return FileMessageStore(self.config.file_store_path, settings.session_id, self.now_ns())
+
+    # --- start / stop ---
+
+    def start(self) -> None:
+        """Listen on the FIX port(s) and the HTTP port; start group-committing the stores."""
+        config = self.config
+        reactor = self.reactor
+        self.fix_port = reactor.listenTCP(
+            config.accept_port, self.host, interface=config.accept_address
+        )
+        log.info("fix.listen address={address}", address=_address(self.fix_port))
+        if config.tls is not None:
+            with (
+                open(config.tls.key_file, "rb") as key,
+                open(config.tls.certificate_file, "rb") as cert,
+            ):
+                certificate = ssl.PrivateCertificate.loadPEM(key.read() + b"\n" + cert.read())
+            self.tls_port = reactor.listenSSL(
+                config.tls.port, self.host, certificate.options(), interface=config.accept_address
+            )
+            log.info("fix.listen_tls address={address}", address=_address(self.tls_port))
+        if config.http_port is not None:
+            self.http_port = reactor.listenTCP(
+                config.http_port,
+                build_site(self.sessions, lambda: self._status),
+                interface=config.http_address,
+            )
+            log.info("http.listen address={address}", address=_address(self.http_port))
+        self._sync_loop = task.LoopingCall(self.sync_stores)
+        self._sync_loop.clock = reactor
+        self._sync_loop.start(config.store_sync_interval, now=False)
+        self._status = "ok"
+        self._shutdown_trigger = reactor.addSystemEventTrigger(
+            "before", "shutdown", self._stop_at_shutdown
+        )
+
+    def sync_stores(self) -> defer.Deferred[None] | None:
+        """One group commit: fsync every store with unsynced writes, in a worker thread."""
+        if self._sync_in_flight is not None:
+            return None  # the previous commit is still running; the next tick covers these
+        # Only durable stores (FileMessageStore) have needs_sync/sync; memory stores have not.
+        dirty: list[Any] = [s.store for s in self.sessions if getattr(s.store, "needs_sync", False)]
+        if not dirty:
+            return None
+        started = time.perf_counter()
+
+        def sync_all() -> None:
+            for store in dirty:
+                store.sync()
+
+        def done(result: object) -> None:
+            self._sync_in_flight = None
+            metrics.STORE_SYNC_SECONDS.observe(time.perf_counter() - started)
+
+        def failed(failure: Failure) -> None:
+            metrics.STORE_SYNC_FAILURES.inc()
+            log.failure("store.sync_failed", failure=failure)
+
+        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), sync_all)
+        d.addErrback(failed)
+        d.addBoth(done)
+        self._sync_in_flight = d
+        return d
+
+    def _stop_at_shutdown(self) -> defer.Deferred[None]:
+        self._shutdown_trigger = None  # firing now; it must not be removed by stop()
+        return self.stop()
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Stop listening, log every session out (bounded wait), then fsync and close stores."""
+        if self._status == "stopped":
+            return
+        self._status = "stopping"
+        if self._shutdown_trigger is not None:
+            # Called directly (not by the reactor's shutdown): do not run again at shutdown.
+            self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+        log.info("fix.shutdown sessions={count}", count=len(self.host.bound))
+        ports: list[Any] = [self.fix_port, self.tls_port]
+        for port in ports:
+            if port is not None and port.connected:
+                yield port.stopListening()
+        yield self.host.shutdown(self.config.shutdown_timeout)
+        if self._sync_loop is not None and self._sync_loop.running:
+            self._sync_loop.stop()
+        if self._sync_in_flight is not None:
+            yield self._sync_in_flight
+        closers = [s.store for s in self.sessions if hasattr(s.store, "close")]
+        if closers:
+            yield threads.deferToThreadPool(
+                self.reactor,
+                self.reactor.getThreadPool(),
+                lambda: [store.close() for store in closers],
+            )
+        if self.http_port is not None and self.http_port.connected:
+            yield self.http_port.stopListening()
+        self._status = "stopped"
+        log.info("fix.stopped")
+
+
+def _address(port: Any) -> str:
+    host = port.getHost()
+    return f"{getattr(host, 'host', '?')}:{getattr(host, 'port', '?')}"
