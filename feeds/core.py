@@ -1,0 +1,249 @@
+"""The pure feed core: engine events in, one batch of channel messages out per flush.
+
+Theory of operation
+-------------------
+:meth:`FeedCore.apply` takes engine events in the order the engine emitted them (for real:
+as the sequencer releases them once their journal is durable). It does the cheap part at
+once (record level changes, queue trades, update tickers and candles) and leaves rendering
+to :meth:`FeedCore.flush`, called once per batch interval, which returns a list of
+:class:`FeedMessage` (at most one per channel per batch). Each message's payload is built
+once; :meth:`FeedMessage.encoded` encodes it at most once per wire format and every
+subscriber (and every other sink: Redis, FIX market data) shares those bytes.
+
+Time is the engine's: the latest event ``ts`` seen. Nothing here reads a clock, does I/O or
+knows about subscribers, so the same event stream and the same flush points always give
+the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from engine.enums import Side
+from engine.events import LevelChanged, Trade
+from engine.instruments import Instrument
+from feeds.channels import KLINE, ORDERBOOK, TICKER, TRADES, Channel
+from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH, BookFeed, BookUpdate, checksum_of
+from feeds.encoding import WireFormat, encode
+from feeds.kline import INTERVALS, Candle, KlineSeries
+from feeds.l2book import Level
+from feeds.numbers import UnitFormatter
+from feeds.ticker import RollingTicker
+
+_SIDE_NAMES = {Side.BUY: "buy", Side.SELL: "sell"}
+
+
+class FeedMessage:
+    """One channel's message of one batch (or a snapshot); encoded lazily, once per format."""
+
+    __slots__ = ("_encoded", "channel", "kind", "payload", "trade_ts")
+
+    def __init__(self, channel: str, kind: str, payload: dict, trade_ts: int = 0) -> None:
+        self.channel = channel
+        self.kind = kind
+        self.payload = payload
+        self.trade_ts = trade_ts  # ts of the oldest trade it reports (0 if none): for latency
+        self._encoded: dict[WireFormat, bytes] = {}
+
+    def encoded(self, fmt: WireFormat) -> bytes:
+        """The payload in ``fmt``; encoded on first use, the same bytes object afterwards."""
+        data = self._encoded.get(fmt)
+        if data is None:
+            data = self._encoded[fmt] = encode(self.payload, fmt)
+        return data
+
+    def __repr__(self) -> str:
+        return f"FeedMessage({self.channel!r}, {self.payload!r})"
+
+
+class BookSnapshot(NamedTuple):
+    """A symbol's published L2 book (integer ticks, lots) at ``update_id`` (a command seq)."""
+
+    symbol: str
+    depth: int  # 0 = full
+    update_id: int
+    bids: list[Level]  # (price, qty, count), best first
+    asks: list[Level]
+
+
+class _SymbolFeed:
+    """Everything the core keeps for one symbol."""
+
+    def __init__(self, instrument: Instrument) -> None:
+        symbol = self.symbol = instrument.symbol
+        self.price = UnitFormatter(instrument.tick_size)
+        self.qty = UnitFormatter(instrument.lot_size)
+        notional_unit = Decimal(instrument.tick_size) * Decimal(instrument.lot_size)
+        self.quote = UnitFormatter(str(notional_unit * instrument.multiplier))
+        self.book = BookFeed(symbol)
+        self.trades: list[Trade] = []
+        self.ticker = RollingTicker(symbol)
+        self.ticker_dirty = False
+        self.top: tuple = (None, None)
+        self.klines = {name: KlineSeries(ns) for name, ns in INTERVALS.items()}
+        self.book_channels = {d: Channel(ORDERBOOK, symbol, d).name for d in BOOK_DEPTHS}
+        self.trades_channel = Channel(TRADES, symbol, None).name
+        self.ticker_channel = Channel(TICKER, symbol, None).name
+        self.kline_channels = {name: Channel(KLINE, symbol, name).name for name in INTERVALS}
+
+    def wire_levels(self, levels: list[Level]) -> list[list]:
+        price, qty = self.price, self.qty
+        return [[price(p), qty(q), c] for p, q, c in levels]
+
+
+class FeedCore:
+    """Market-data state of every instrument, built from engine events (pure)."""
+
+    def __init__(self, instruments: Iterable[Instrument]) -> None:
+        self._feeds = {i.symbol: _SymbolFeed(i) for i in instruments}
+        self.symbols = frozenset(self._feeds)
+        self.now = 0  # latest event ts seen (engine time, ns)
+        self._snapshots: dict[str, tuple[int, FeedMessage]] = {}
+
+    # -- input ---------------------------------------------------------------------------
+
+    def seed_book(self, symbol: str, bids: list[Level], asks: list[Level], update_id: int) -> None:
+        """Start a symbol's book from a known L2 state (the engine's, after a restart)."""
+        self._feeds[symbol].book.seed(bids, asks, update_id)
+
+    def apply(self, events: Iterable[Any]) -> None:
+        """Take engine events in engine order (unknown symbols and kinds are ignored)."""
+        feeds = self._feeds
+        for ev in events:
+            t = type(ev)
+            if t is LevelChanged:
+                f = feeds.get(ev.symbol)
+                if f is not None:
+                    f.book.on_level(ev.seq, ev.side, ev.price, ev.qty, ev.count)
+                continue
+            ts = getattr(ev, "ts", None)
+            if ts is not None and ts > self.now:
+                self.now = ts
+            if t is Trade:
+                f = feeds.get(ev.symbol)
+                if f is not None:
+                    f.trades.append(ev)
+                    f.ticker.on_trade(ev.ts, ev.price, ev.qty)
+                    f.ticker_dirty = True
+                    for series in f.klines.values():
+                        series.on_trade(ev.ts, ev.price, ev.qty)
+
+    # -- output --------------------------------------------------------------------------
+
+    def flush(self) -> list[FeedMessage]:
+        """Publish everything since the last flush: at most one message per channel."""
+        out: list[FeedMessage] = []
+        now = self.now
+        for f in self._feeds.values():
+            if f.book.has_pending:
+                for upd in f.book.flush():
+                    out.append(self._book_update(f, upd))
+            if f.trades:
+                out.append(self._trades(f))
+            for name, series in f.klines.items():
+                series.advance(now)
+                changed = series.take_changed()
+                if changed:
+                    out.append(self._kline(f, name, changed))
+            if f.ticker.advance(now):
+                f.ticker_dirty = True
+            top = (f.book.book.best(Side.BUY), f.book.book.best(Side.SELL))
+            if top != f.top:
+                f.top = top
+                f.ticker_dirty = True
+            if f.ticker_dirty:
+                f.ticker_dirty = False
+                out.append(FeedMessage(f.ticker_channel, TICKER, self._ticker_payload(f)))
+        return out
+
+    def book_snapshot(self, symbol: str, depth: int = FULL_DEPTH) -> BookSnapshot:
+        """The published book of ``symbol`` (as of the last flush) with its update id.
+
+        For depth 5 or 20 the update id is the ``u`` of the last update sent on that depth's
+        channel (the top N is unchanged since); for full depth it is the book's last seq.
+        Raises KeyError for an unknown symbol or depth.
+        """
+        update_id, bids, asks = self._feeds[symbol].book.snapshot(depth)
+        return BookSnapshot(symbol, depth, update_id, bids, asks)
+
+    def snapshot_message(self, channel: Channel) -> FeedMessage | None:
+        """What a new subscriber of ``channel`` gets first (None for trades, or no candle yet)."""
+        f = self._feeds[channel.symbol]
+        if channel.kind == ORDERBOOK:
+            snap = self.book_snapshot(channel.symbol, channel.param)  # type: ignore[arg-type]
+            name = f.book_channels[snap.depth]
+            cached = self._snapshots.get(name)
+            if cached is not None and cached[0] == snap.update_id:
+                return cached[1]
+            msg = FeedMessage(name, ORDERBOOK, {
+                "channel": name, "type": "snapshot", "symbol": f.symbol, "u": snap.update_id,
+                "ts": self.now, "bids": f.wire_levels(snap.bids), "asks": f.wire_levels(snap.asks),
+                "checksum": checksum_of(snap.bids, snap.asks, f.price, f.qty),
+            })
+            self._snapshots[name] = (snap.update_id, msg)
+            return msg
+        if channel.kind == TICKER:
+            return FeedMessage(f.ticker_channel, TICKER, self._ticker_payload(f))
+        if channel.kind == KLINE:
+            current = f.klines[channel.param].current  # type: ignore[index]
+            if current is None:
+                return None
+            return self._kline(f, channel.param, [current])  # type: ignore[arg-type]
+        return None
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def _book_update(self, f: _SymbolFeed, upd: BookUpdate) -> FeedMessage:
+        name = f.book_channels[upd.depth]
+        return FeedMessage(name, ORDERBOOK, {
+            "channel": name, "type": "update", "symbol": f.symbol,
+            "U": upd.first_id, "u": upd.last_id, "pu": upd.prev_id, "ts": self.now,
+            "bids": f.wire_levels(upd.bids), "asks": f.wire_levels(upd.asks),
+            "checksum": checksum_of(upd.top_bids, upd.top_asks, f.price, f.qty),
+        })
+
+    def _trades(self, f: _SymbolFeed) -> FeedMessage:
+        trades, f.trades = f.trades, []
+        price, qty = f.price, f.qty
+        data = [
+            {"id": t.exec_id, "u": t.seq, "ts": t.ts, "price": price(t.price), "qty": qty(t.qty),
+             "side": _SIDE_NAMES[t.aggressor_side]}
+            for t in trades
+        ]
+        name = f.trades_channel
+        return FeedMessage(name, TRADES, {
+            "channel": name, "type": "trades", "symbol": f.symbol, "data": data,
+        }, trade_ts=trades[0].ts)
+
+    def _kline(self, f: _SymbolFeed, interval: str, candles: list[Candle]) -> FeedMessage:
+        price, qty, quote = f.price, f.qty, f.quote
+        data = [
+            {"start": c.start, "end": c.end, "open": price(c.open), "high": price(c.high),
+             "low": price(c.low), "close": price(c.close), "volume": qty(c.volume),
+             "quote_volume": quote(c.quote), "trades": c.count, "closed": c.closed}
+            for c in candles
+        ]
+        name = f.kline_channels[interval]
+        return FeedMessage(name, KLINE, {
+            "channel": name, "type": "kline", "symbol": f.symbol, "interval": interval,
+            "data": data,
+        })
+
+    def _ticker_payload(self, f: _SymbolFeed) -> dict:
+        t = f.ticker
+        price, qty = f.price, f.qty
+        bid, ask = f.book.book.best(Side.BUY), f.book.book.best(Side.SELL)
+        has_window = t.count > 0
+        return {
+            "channel": f.ticker_channel, "type": "ticker", "symbol": f.symbol, "ts": self.now,
+            "last": price(t.last_price) if t.last_price else None,
+            "last_qty": qty(t.last_qty) if t.last_price else None,
+            "bid": price(bid[0]) if bid else None, "bid_qty": qty(bid[1]) if bid else None,
+            "ask": price(ask[0]) if ask else None, "ask_qty": qty(ask[1]) if ask else None,
+            "open": price(t.open) if has_window else None,
+            "high": price(t.high) if has_window else None,
+            "low": price(t.low) if has_window else None,
+            "volume": qty(t.volume), "quote_volume": f.quote(t.quote_volume), "trades": t.count,
+        }
