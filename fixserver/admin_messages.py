@@ -23,8 +23,38 @@ ADMIN_MSG_TYPES = frozenset({b"0", b"1", b"2", b"3", b"4", b"5", b"A"})
 
 #: the FIX 4.4 standard header tags (used to split a stored message into header and body).
 HEADER_TAGS = frozenset(
-    {8, 9, 35, 49, 56, 115, 128, 90, 91, 34, 50, 142, 57, 143, 116, 144, 129, 145, 43, 97, 52,
-     122, 212, 213, 347, 369, 627, 628, 629, 630}
+    {
+        8,
+        9,
+        35,
+        49,
+        56,
+        115,
+        128,
+        90,
+        91,
+        34,
+        50,
+        142,
+        57,
+        143,
+        116,
+        144,
+        129,
+        145,
+        43,
+        97,
+        52,
+        122,
+        212,
+        213,
+        347,
+        369,
+        627,
+        628,
+        629,
+        630,
+    }
 )
 
 #: inbound routing tag -> the tag that carries its value on our reply

@@ -58,7 +58,10 @@ class AuthenticationError(Exception):
 
 
 def signed_logon_payload(
-    sending_time: bytes, msg_seq_num: bytes, sender_comp_id: bytes, target_comp_id: bytes,
+    sending_time: bytes,
+    msg_seq_num: bytes,
+    sender_comp_id: bytes,
+    target_comp_id: bytes,
     nonce: bytes,
 ) -> bytes:
     """The exact byte string a signed Logon's HMAC covers."""
@@ -131,7 +134,10 @@ def check_logon_credentials(
 
 
 def _check_signed_logon(
-    settings: SessionSettings, logon: FixMessage, now_ns: int, nonces: NonceMemory,
+    settings: SessionSettings,
+    logon: FixMessage,
+    now_ns: int,
+    nonces: NonceMemory,
     password: bytes,
 ) -> None:
     if not settings.hmac_key:

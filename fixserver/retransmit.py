@@ -35,9 +35,7 @@ def clamp_end(end_seq_no: int, next_sender_seq: int) -> int:
     return end_seq_no
 
 
-def plan_retransmit(
-    stored: list[tuple[int, bytes]], begin: int, end: int
-) -> list[RetransmitStep]:
+def plan_retransmit(stored: list[tuple[int, bytes]], begin: int, end: int) -> list[RetransmitStep]:
     """Steps answering a request for ``begin..end`` (already clamped) given the stored
     application messages in that range, in sequence order."""
     steps: list[RetransmitStep] = []

@@ -10,9 +10,9 @@ its first message must be a Logon, which binds it to a ``Session`` found in the
 
 Connection states (``session_events.TRANSITIONS`` is the table; other changes raise)::
 
-    AWAITING_LOGON --valid Logon--> ACTIVE --we send Logout--> LOGOUT_SENT --reply/timeout--> CLOSED
-          \\--bad first message / refused Logon------------------------------------------------> CLOSED
-                                     \\--peer Logout (we answer), too-low seq, silence-------> CLOSED
+    AWAITING_LOGON --Logon ok--> ACTIVE --our Logout--> LOGOUT_SENT --reply/timeout--> CLOSED
+      \\--bad first message / refused Logon------------------------------------------> CLOSED
+                                 \\--peer Logout (answered), too-low seq, silence---> CLOSED
 
 Inbound message pipeline (same order as QuickFIX, which conformance suites are written against):
 
@@ -42,11 +42,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Callable, Protocol
+from typing import Callable
 
 from fixserver.admin_messages import (
     ADMIN_MSG_TYPES,
-    HeaderBuilder,
     RejectReason,
     business_reject_fields,
     reject_fields,
@@ -55,14 +54,8 @@ from fixserver.admin_messages import (
 )
 from fixserver.codec import FieldValue, FixMessage, FrameDecoder, GarbledMessage
 from fixserver.dictionary import ValidationError
-from fixserver.logon_auth import (
-    PUBLIC_FAILURE_TEXT,
-    AuthenticationError,
-    NonceMemory,
-    check_logon_credentials,
-)
+from fixserver.logon_auth import PUBLIC_FAILURE_TEXT, AuthenticationError, check_logon_credentials
 from fixserver.retransmit import GapFill, clamp_end, plan_retransmit
-from fixserver.schedule import SessionSchedule
 from fixserver.session_events import (
     ApplicationMessageReceived,
     ConnectionClosed,
@@ -74,12 +67,12 @@ from fixserver.session_events import (
     SessionStateError,
     check_transition,
 )
-from fixserver.settings import SessionSettings
-from fixserver.store import MessageStore
+from fixserver.session_registry import Dictionary, Session, SessionRegistry
 from fixserver.timeutil import NS_PER_SECOND, format_utc_timestamp, parse_utc_timestamp
 
 __all__ = [
     "ConnectionState",
+    "Dictionary",
     "Session",
     "SessionConnection",
     "SessionRegistry",
@@ -90,104 +83,6 @@ __all__ = [
 #: (the peer resends them) so a hostile peer cannot grow our memory without bound.
 MAX_QUEUED_MESSAGES = 10_000
 TEST_REQ_ID = b"TEST"
-DEFAULT_LOGON_TIMEOUT = 10
-
-
-class Dictionary(Protocol):
-    """The part of ``fixserver.dictionary.DataDictionary`` the session uses."""
-
-    def validate(self, msg: FixMessage) -> None: ...
-
-    def has_msg_type(self, msg_type: str | bytes) -> bool: ...
-
-    def is_valid_msg_type(self, msg_type: str | bytes) -> bool: ...
-
-
-class Session:
-    """A configured session: outlives TCP connections."""
-
-    def __init__(
-        self, settings: SessionSettings, store: MessageStore, dictionary: Dictionary
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.dictionary = dictionary
-        self.connection: SessionConnection | None = None
-        self.header = HeaderBuilder(settings)
-        self.schedule = SessionSchedule.from_settings(settings)
-        self.nonces = NonceMemory(2 * settings.hmac_window * NS_PER_SECOND)
-        self.begin_string = settings.begin_string.encode("latin-1")
-        self.our_comp_id = settings.sender_comp_id.encode("latin-1")
-        self.their_comp_id = settings.target_comp_id.encode("latin-1")
-
-    def __repr__(self) -> str:
-        return f"Session({self.settings.session_id})"
-
-    def send(
-        self,
-        msg_type: bytes | str,
-        fields: Iterable[tuple[int, FieldValue]],
-        now_ns: int,
-        reply_to: FixMessage | None = None,
-        header: Iterable[tuple[int, FieldValue]] = (),
-    ) -> int:
-        """Send an application message (body fields only). Assigns MsgSeqNum, stores it for
-        resend, and queues it on the live connection if logged on (else it goes out on the
-        peer's ResendRequest). ``reply_to`` routes the reply back (DeliverTo* = the inbound
-        OnBehalfOf* and vice versa); ``header`` adds header fields (e.g. PossResend 97).
-        Returns the MsgSeqNum."""
-        type_bytes = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-        if type_bytes in ADMIN_MSG_TYPES:
-            raise ValueError(f"admin message type {msg_type!r} is sent by the session layer")
-        header_fields = list(header)
-        if reply_to is not None:
-            header_fields.extend(reply_routing(reply_to))
-        seq = self.store.next_sender_seq()
-        raw = self.header.encode(
-            type_bytes, seq, format_utc_timestamp(now_ns), fields, header_fields
-        )
-        self.store.save_sent(seq, raw)
-        if self.connection is not None:
-            self.connection._write(raw, now_ns)
-        return seq
-
-    def check_schedule(self, now_ns: int) -> bool:
-        """True if inside StartTime/EndTime; resets the store when a new session period has
-        begun since the store was created."""
-        if not self.schedule.is_open(now_ns):
-            return False
-        period_start = self.schedule.period_start_ns(now_ns)
-        if period_start is not None and self.store.creation_time_ns() < period_start:
-            self.store.reset(now_ns)
-        return True
-
-
-class SessionRegistry:
-    """The configured sessions, found by BeginString and CompIDs."""
-
-    def __init__(self, sessions: Iterable[Session]) -> None:
-        self._sessions: dict[tuple[str, str, str], Session] = {}
-        for session in sessions:
-            s = session.settings
-            key = (s.begin_string, s.sender_comp_id, s.target_comp_id)
-            if key in self._sessions:
-                raise ValueError(f"two sessions configured for {s.session_id}")
-            self._sessions[key] = session
-        timeouts = [s.settings.logon_timeout for s in self._sessions.values()]
-        self.logon_timeout_ns = min(timeouts or [DEFAULT_LOGON_TIMEOUT]) * NS_PER_SECOND
-
-    def find(
-        self, begin_string: str, our_comp_id: str, their_comp_id: str,
-        qualifier: str | None = None,
-    ) -> Session | None:
-        session = self._sessions.get((begin_string, our_comp_id, their_comp_id))
-        if session is not None and qualifier is not None:
-            if session.settings.session_qualifier != qualifier:
-                return None
-        return session
-
-    def __iter__(self):
-        return iter(self._sessions.values())
 
 
 def _int_field(msg: FixMessage, tag: int) -> int | None:
@@ -280,18 +175,23 @@ class SessionConnection:
             rx = self._last_received_ns
             deadlines.append(rx + int(hb * settings.heartbeat_timeout_multiplier))
             deadlines.append(
-                rx + int(hb * settings.test_request_delay_multiplier * (self._test_requests_out + 1))
+                rx
+                + int(hb * settings.test_request_delay_multiplier * (self._test_requests_out + 1))
             )
             if not self._test_requests_out:
                 deadlines.append(self._last_sent_ns + hb)
         return min(deadlines) if deadlines else None
 
     def send_app(
-        self, msg_type: bytes | str, fields: Iterable[tuple[int, FieldValue]], now_ns: int,
+        self,
+        msg_type: bytes | str,
+        fields: Iterable[tuple[int, FieldValue]],
+        now_ns: int,
         reply_to: FixMessage | None = None,
     ) -> int:
         if self.session is None or self.state not in (
-            ConnectionState.ACTIVE, ConnectionState.LOGOUT_SENT
+            ConnectionState.ACTIVE,
+            ConnectionState.LOGOUT_SENT,
         ):
             raise SessionStateError(f"cannot send application messages in state {self.state.name}")
         return self.session.send(msg_type, fields, now_ns, reply_to=reply_to)
@@ -317,7 +217,10 @@ class SessionConnection:
         self._last_sent_ns = now_ns
 
     def _send_admin(
-        self, msg_type: bytes, body: Iterable[tuple[int, FieldValue]], now_ns: int,
+        self,
+        msg_type: bytes,
+        body: Iterable[tuple[int, FieldValue]],
+        now_ns: int,
         header: Iterable[tuple[int, FieldValue]] = (),
     ) -> None:
         session = self.session
@@ -355,14 +258,20 @@ class SessionConnection:
         store.set_next_target_seq(store.next_target_seq() + 1)
 
     def _reject(
-        self, msg: FixMessage, reason: int, ref_tag: int | None, now_ns: int,
+        self,
+        msg: FixMessage,
+        reason: int,
+        ref_tag: int | None,
+        now_ns: int,
         text: str | None = None,
     ) -> None:
         """Session-level Reject; an in-sequence message still uses its sequence number
         (except Logon and SequenceReset, which set sequence numbers themselves)."""
         seq = _int_field(msg, 34)
         self._send_admin(
-            b"3", reject_fields(seq, msg.msg_type, reason, ref_tag, text), now_ns,
+            b"3",
+            reject_fields(seq, msg.msg_type, reason, ref_tag, text),
+            now_ns,
             header=reply_routing(msg),
         )
         store = self.session.store  # type: ignore[union-attr]
@@ -414,7 +323,9 @@ class SessionConnection:
         try:
             check_logon_credentials(settings, msg, now_ns, session.nonces)
         except AuthenticationError as exc:
-            self._refuse_logon(session, PUBLIC_FAILURE_TEXT, f"authentication failed: {exc}", now_ns)
+            self._refuse_logon(
+                session, PUBLIC_FAILURE_TEXT, f"authentication failed: {exc}", now_ns
+            )
             return
         # Authenticated: from here on the Logon is acted on.
         if not session.check_schedule(now_ns):
@@ -442,7 +353,10 @@ class SessionConnection:
         next_expected = _int_field(msg, 789)
         next_sender = store.next_sender_seq()
         if next_expected is not None and next_expected > next_sender:
-            text = f"NextExpectedMsgSeqNum too high, expecting {next_sender} but received {next_expected}"
+            text = (
+                f"NextExpectedMsgSeqNum too high, expecting {next_sender}"
+                f" but received {next_expected}"
+            )
             self._refuse_logon(session, text, None, now_ns)
             return
 
@@ -471,9 +385,7 @@ class SessionConnection:
             body.append((789, expected + 1))
         self._send_admin(b"A", body, now_ns)
 
-    def _refuse_logon(
-        self, session: Session, text: str, reason: str | None, now_ns: int
-    ) -> None:
+    def _refuse_logon(self, session: Session, text: str, reason: str | None, now_ns: int) -> None:
         """Answer an identified peer's unacceptable Logon with a Logout, then close."""
         store = session.store
         seq = store.next_sender_seq()
@@ -498,7 +410,10 @@ class SessionConnection:
             return
         dictionary = session.dictionary
         known = dictionary.has_msg_type(msg_type)
-        if not known and (msg_type in ADMIN_MSG_TYPES or not dictionary.is_valid_msg_type(msg_type)):
+        valid = known or (
+            msg_type not in ADMIN_MSG_TYPES and dictionary.is_valid_msg_type(msg_type)
+        )
+        if not valid:
             self._reject(msg, RejectReason.INVALID_MSG_TYPE, None, now_ns)
             return
         if known and session.settings.use_data_dictionary:
@@ -737,7 +652,10 @@ class SessionConnection:
         for step in plan_retransmit(stored, begin, end):
             if isinstance(step, GapFill):
                 raw = session.header.encode(
-                    b"4", step.seq, sending_time, [(36, step.new_seq_no), (123, b"Y")],
+                    b"4",
+                    step.seq,
+                    sending_time,
+                    [(36, step.new_seq_no), (123, b"Y")],
                     header=[(43, b"Y"), (122, sending_time)],
                 )
             else:

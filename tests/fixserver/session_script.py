@@ -133,7 +133,8 @@ class EchoApplication:
     @staticmethod
     def _echo(session: Session, msg: FixMessage, now_ns: int) -> None:
         header = [
-            (t, v) for t, v in msg.fields
+            (t, v)
+            for t, v in msg.fields
             if t in HEADER_TAGS and t not in (8, 9, 35, 34, 49, 52, 56, 43, 122)
         ]
         body = sorted(
@@ -225,7 +226,9 @@ class ScriptRunner:
     def _advance(self, limit_ns: int) -> bool:
         """Jump to the earliest deadline of any open connection (up to limit); False if none."""
         deadlines = [
-            d for c in self.conns.values() if not c.should_close
+            d
+            for c in self.conns.values()
+            if not c.should_close
             if (d := c.next_deadline_ns()) is not None
         ]
         if not deadlines or min(deadlines) > limit_ns:
