@@ -1,0 +1,397 @@
+"""The order pipeline: inbox -> tick (stamp, match, journal) -> release once durable.
+
+Theory of operation
+-------------------
+Sessions call :meth:`OrderPipeline.submit` with an origin and a request (see
+:mod:`engine.sequencer`). A *tick* takes the whole inbox as one batch, stamps it, runs every
+command through the engine on the reactor thread (matching never waits for the disk), and
+appends the tick's journal record to the pending commit list. The tick's
+:class:`~engine.recovery.ProcessedCommand` list is *held*.
+
+Group commit: at most one commit runs at a time, on the journal's own one-thread pool. It
+writes every pending record and fdatasyncs once. While it runs, later ticks keep matching and
+their records pile up for the next commit. When a commit completes, the ticks it covered are
+released to the subscribers, in tick order, and the next commit starts at once if records are
+pending. So nothing leaves the process before its inputs are durable, and one fsync covers
+as many ticks as arrived during the previous one.
+
+Ticks run from a LoopingCall every ``tick_interval`` seconds (this also emits the
+sequencer's idle time ticks that expire GTD/DAY orders), and, with ``eager`` (default), as
+soon as the reactor is free after a submit (``callLater(0)``), so that everything read from
+the sockets in one reactor turn is one batch and an order waits for no timer.
+
+Snapshots: after a tick, once ``snapshot_every_commands`` commands or ``snapshot_every_s``
+seconds have passed since the last one, the engine's snapshot, state hash and the
+sequencer's position are taken at that tick boundary (on the reactor thread: this costs time
+proportional to the book), a segment rotation is queued right after the tick's record, and
+the snapshot file is written on its own thread once that tick is durable (a snapshot never
+gets ahead of the journal). The journal records carry the state hash every
+``hash_every_ticks`` ticks (0: never) so that recovery proves the replay.
+
+A failed commit (disk full, I/O error) stops the pipeline: the engine has matched ticks that
+cannot be made durable, so nothing more is released or accepted and ``on_failure`` is called;
+the process must restart and recover from the journal, which is the truth.
+
+Metrics (prometheus default registry): ``order_queue_depth`` (inbox, read at scrape time),
+``matching_engine_latency_ms`` (engine time of one tick's batch), ``orders_processed_total``
+(client commands matched) and ``trades_executed_total``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+from twisted.internet import task
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from engine.events import Trade
+from engine.journal import encode_record
+from engine.recovery import ProcessedCommand, SnapshotState
+from engine.sequencer import Sequencer, SequencingPolicy
+from fixserver.journal_file import CommitItem, JournalDirectory, JournalWriter, Rotate
+
+log = Logger()
+
+ORDER_QUEUE_DEPTH = Gauge("order_queue_depth", "Requests waiting in the sequencer inbox")
+MATCHING_LATENCY_MS = Histogram(
+    "matching_engine_latency_ms",
+    "Engine time to match one tick's batch, in milliseconds",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0),
+)
+ORDERS_PROCESSED = Counter("orders_processed", "Client commands matched by the engine")
+TRADES_EXECUTED = Counter("trades_executed", "Trades executed by the engine")
+
+Subscriber = Callable[[list], None]
+
+
+class PipelineStopped(Exception):
+    """The pipeline is stopped (or failed) and takes no more requests."""
+
+
+class ThreadPoolRunner:
+    """Runs blocking calls on a dedicated thread pool of its own (one thread: calls in order)."""
+
+    def __init__(self, reactor: Any, name: str, threads: int = 1) -> None:
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=threads, maxthreads=threads, name=name)
+        self.pool.start()
+
+    def run(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        """``f(*args)`` on the pool; a Deferred of its result fired on the reactor thread."""
+        return deferToThreadPool(self.reactor, self.pool, f, *args)
+
+    def stop(self) -> None:
+        """Join the pool's thread (after the work it was given)."""
+        self.pool.stop()
+
+
+class OrderPipeline:
+    """Sequencer + engine + journal + snapshots, releasing events once durable."""
+
+    def __init__(
+        self,
+        engine: Any,
+        sequencer: Sequencer,
+        writer: JournalWriter,
+        directory: JournalDirectory,
+        *,
+        clock: Any,  # IReactorTime (task.Clock in tests)
+        journal_runner: Any,
+        snapshot_runner: Any,
+        now_ns: Callable[[], int] = time.time_ns,
+        tick_interval: float = 0.001,
+        eager: bool = True,
+        hash_every_ticks: int = 0,
+        snapshot_every_commands: int = 1_000_000,
+        snapshot_every_s: float = 600.0,
+        keep_snapshots: int = 2,
+        snapshot_extra: Callable[[], Any] | None = None,
+        on_failure: Callable[[Failure], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sequencer = sequencer
+        self.writer = writer
+        self.directory = directory
+        self.clock = clock
+        self.journal_runner = journal_runner
+        self.snapshot_runner = snapshot_runner
+        self.now_ns = now_ns
+        self.tick_interval = tick_interval
+        self.eager = eager
+        self.hash_every_ticks = hash_every_ticks
+        self.snapshot_every_commands = snapshot_every_commands
+        self.snapshot_every_s = snapshot_every_s
+        self.keep_snapshots = keep_snapshots
+        self.snapshot_extra = snapshot_extra
+        self.on_failure = on_failure
+        self.failure: Failure | None = None
+        self.ticks = 0  # ticks that produced a batch
+        self.durable_ticks = 0  # of those, how many are durable (and released)
+        self.snapshots_written = 0
+        self._subscribers: list[Subscriber] = []
+        self._pending: list[CommitItem] = []
+        self._held: deque[list] = deque()  # processed lists of ticks not yet durable
+        self._unflushed_ticks = 0  # held ticks whose records no commit has taken yet
+        self._committing = False
+        self._loop: task.LoopingCall | None = None
+        self._eager_call: Any = None  # IDelayedCall
+        self._stopping = False
+        self._idle_waiters: list[Deferred] = []
+        self._since_snapshot = 0
+        self._last_snapshot_at = clock.seconds()
+        self._snapshot_due: deque[tuple[int, SnapshotState]] = deque()  # (tick number, state)
+        self._snapshot_busy = False
+        self._snapshot_waiters: list[Deferred] = []
+        #: set by open_pipeline: the recovered snapshot's extra, and how many commands replayed
+        self.recovered_extra: Any = None
+        self.recovered_commands = 0
+        ORDER_QUEUE_DEPTH.set_function(lambda: self.sequencer.pending)
+
+    # -- public API -----------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback(list of ProcessedCommand)`` for every durable tick, in tick order."""
+        self._subscribers.append(callback)
+
+    def submit(self, origin: Any, request: Any) -> None:
+        """Queue a request (seq=0, ts=0) from ``origin`` for the next tick."""
+        if self._stopping or self.failure is not None:
+            raise PipelineStopped("the order pipeline is not accepting requests")
+        self.sequencer.submit(origin, request)
+        if self.eager and self._eager_call is None:
+            self._eager_call = self.clock.callLater(0, self._eager_tick)
+
+    def start(self) -> None:
+        """Start the tick loop."""
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = self.clock
+        self._loop.start(self.tick_interval, now=False).addErrback(self._fail)
+
+    def stop(self) -> Deferred:
+        """Stop taking requests, match what is queued, and fire once all of it is released."""
+        self._stopping = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._eager_call is not None and self._eager_call.active():
+            self._eager_call.cancel()
+            self._eager_call = None
+        if self.failure is None:
+            self.tick()
+        return self.when_idle()
+
+    def shutdown(self) -> Deferred:
+        """:meth:`stop`, then close the journal and join the I/O threads."""
+        d = self.stop()
+
+        def close(_: Any) -> Deferred:
+            return self.journal_runner.run(self.writer.close)
+
+        def join(_: Any) -> None:
+            for runner in (self.journal_runner, self.snapshot_runner):
+                stop = getattr(runner, "stop", None)
+                if stop is not None:
+                    stop()
+
+        d.addCallback(close)
+        d.addCallback(self._wait_snapshots)
+        d.addCallback(join)
+        return d
+
+    def _wait_snapshots(self, _: Any) -> Deferred:
+        if not self._snapshot_busy and not self._snapshot_due:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._snapshot_waiters.append(d)
+        return d
+
+    def when_idle(self) -> Deferred:
+        """A Deferred fired when every tick matched so far is durable and released."""
+        if self.failure is not None:
+            return succeed(None)
+        if not self._held and not self._pending and not self._committing:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    # -- the tick -------------------------------------------------------------------------
+
+    def _eager_tick(self) -> None:
+        self._eager_call = None
+        self.tick()
+
+    def tick(self) -> None:
+        """Match the inbox as one batch, queue its journal record, start a commit if idle."""
+        if self.failure is not None:
+            return
+        batch = self.sequencer.next_batch(self.now_ns())
+        if batch is not None:
+            engine = self.engine
+            process = engine.process
+            t0 = time.perf_counter()
+            processed = [ProcessedCommand(o, c, process(c)) for o, c in batch.entries]
+            MATCHING_LATENCY_MS.observe((time.perf_counter() - t0) * 1000.0)
+            self.ticks += 1
+            state_hash = None
+            if self.hash_every_ticks and self.ticks % self.hash_every_ticks == 0:
+                state_hash = engine.state_hash()
+            self._pending.append(encode_record(batch, state_hash))
+            self._held.append(processed)
+            self._unflushed_ticks += 1
+            commands = len(processed)
+            trades = 0
+            for p in processed:
+                for e in p.events:
+                    if type(e) is Trade:
+                        trades += 1
+            if processed and type(processed[0].command).__name__ == "Tick":
+                commands -= 1
+            if commands:
+                ORDERS_PROCESSED.inc(commands)
+            if trades:
+                TRADES_EXECUTED.inc(trades)
+            self._since_snapshot += len(processed)
+            self._maybe_snapshot()
+        self._maybe_commit()
+
+    # -- group commit ---------------------------------------------------------------------
+
+    def _maybe_commit(self) -> None:
+        if self._committing or not self._pending or self.failure is not None:
+            return
+        items, self._pending = self._pending, []
+        covered, self._unflushed_ticks = self._unflushed_ticks, 0
+        self._committing = True
+        d = self.journal_runner.run(self.writer.commit, items)
+        d.addCallbacks(self._committed, self._fail, callbackArgs=(covered,))
+
+    def _committed(self, _written: int, covered: int) -> None:
+        self._committing = False
+        for _ in range(covered):
+            processed = self._held.popleft()
+            self.durable_ticks += 1
+            for callback in self._subscribers:
+                try:
+                    callback(processed)
+                except Exception:
+                    log.failure("order pipeline subscriber {callback!r} failed",
+                                callback=callback)
+        self._start_due_snapshot()
+        if self.sequencer.pending and not self._stopping:
+            self.tick()  # requests that arrived during the fsync: match them now
+        self._maybe_commit()
+        if not self._held and not self._committing and not self._pending:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _fail(self, failure: Failure) -> None:
+        self._committing = False
+        if self.failure is None:
+            self.failure = failure
+            log.failure("order pipeline stopped: journal commit failed", failure)
+            if self._loop is not None and self._loop.running:
+                self._loop.stop()
+            if self.on_failure is not None:
+                self.on_failure(failure)
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshot_busy or self._snapshot_due:
+            return
+        elapsed = self.clock.seconds() - self._last_snapshot_at
+        if (self._since_snapshot < self.snapshot_every_commands
+                and elapsed < self.snapshot_every_s):
+            return
+        self.take_snapshot()
+
+    def take_snapshot(self) -> None:
+        """Snapshot the engine at this tick boundary; written once this tick is durable."""
+        next_seq, last_ts, last_tick_ts = self.sequencer.position()
+        state = SnapshotState(
+            next_seq, last_ts, last_tick_ts, self.engine.state_hash(), self.engine.snapshot(),
+            self.snapshot_extra() if self.snapshot_extra is not None else None,
+        )
+        self._pending.append(Rotate(next_seq))
+        self._snapshot_due.append((self.ticks, state))
+        self._since_snapshot = 0
+        self._last_snapshot_at = self.clock.seconds()
+
+    def _start_due_snapshot(self) -> None:
+        if self._snapshot_busy:
+            return
+        if not self._snapshot_due:
+            waiters, self._snapshot_waiters = self._snapshot_waiters, []
+            for d in waiters:
+                d.callback(None)
+            return
+        tick_number, state = self._snapshot_due[0]
+        if tick_number > self.durable_ticks:
+            return
+        self._snapshot_due.popleft()
+        self._snapshot_busy = True
+        d = self.snapshot_runner.run(self.directory.write_snapshot, state, self.keep_snapshots)
+        d.addCallbacks(self._snapshot_written, self._snapshot_failed)
+
+    def _snapshot_written(self, path: str) -> None:
+        self._snapshot_busy = False
+        self.snapshots_written += 1
+        log.info("snapshot written: {path}", path=path)
+        self._start_due_snapshot()
+
+    def _snapshot_failed(self, failure: Failure) -> None:
+        # The journal still holds everything: a missed snapshot only lengthens the next replay.
+        self._snapshot_busy = False
+        log.failure("snapshot write failed; the journal still covers the state", failure)
+        self._start_due_snapshot()
+
+
+def open_pipeline(
+    path: str,
+    reactor: Any,
+    new_engine: Callable[[], Any],
+    restore: Callable[[bytes], Any],
+    *,
+    on_replayed: Callable[[ProcessedCommand], None] | None = None,
+    policy: SequencingPolicy = SequencingPolicy.PROTECTIVE_FIRST,
+    idle_tick_ns: int = 1_000_000_000,
+    fsync: bool = True,
+    **options: Any,
+) -> OrderPipeline:
+    """Start-up: recover from ``path`` (latest snapshot + journal tail) and build the pipeline.
+
+    Every replayed command goes to ``on_replayed`` (the FIX layer rebuilds order ownership and
+    ExecutionReport data from them; the snapshot's ``extra`` is ``pipeline.recovered_extra``).
+    Blocking: call it before the reactor runs, then ``pipeline.start()``. ``options`` go to
+    :class:`OrderPipeline`.
+    """
+    directory = JournalDirectory(path, fsync=fsync)
+    recovery = directory.recover(new_engine, restore)
+    for processed in recovery.replay(directory.read_records(recovery.next_seq)):
+        if on_replayed is not None:
+            on_replayed(processed)
+    writer = directory.open_writer(recovery.next_seq)
+    pipeline = OrderPipeline(
+        recovery.engine,
+        recovery.sequencer(policy, idle_tick_ns=idle_tick_ns),
+        writer,
+        directory,
+        clock=reactor,
+        journal_runner=ThreadPoolRunner(reactor, "journal"),
+        snapshot_runner=ThreadPoolRunner(reactor, "snapshot"),
+        **options,
+    )
+    pipeline.recovered_extra = recovery.extra
+    pipeline.recovered_commands = recovery.replayed_commands
+    return pipeline
