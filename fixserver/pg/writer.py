@@ -1,0 +1,220 @@
+"""The deferred-based, batched Postgres writer: matching never waits for the database.
+
+Theory of operation
+-------------------
+The reactor thread calls :meth:`PgWriter.enqueue` with each released tick's rows: the list is
+appended to a queue as one chunk (O(1), no I/O, never blocks). Whenever no write is in flight,
+the writer takes the queued chunks (up to ``max_batch_rows``) as one batch and hands it to a
+dedicated one-thread ThreadPool (``deferToThreadPool``), where :class:`BatchWriter` writes it
+in one transaction. Rows queued meanwhile form the next batch, so batches grow with the load
+(group commit) and there is only ever one connection and one transaction in flight, which
+keeps the rows committed in order.
+
+When a write fails (Postgres down, restarting, a network error) the batch stays at the head
+of the queue and is sent again after a backoff that doubles from ``backoff_initial`` up to
+``backoff_max`` seconds; the connection is made anew each time. Rows are never dropped: the
+queue is unbounded and its size is the backlog (:attr:`PgWriter.backlog`, the
+``pg_writer_lag_rows`` gauge). Writes are idempotent (see fixserver.pg.batch), so sending a
+batch that in fact committed before the connection died does no harm. Failures and the
+recovery are logged as structured lines (``pg.write_failed``, ``pg.recovered``).
+
+:meth:`PgWriter.flush` returns a Deferred that fires once every row enqueued before the call
+is committed (tests and a clean shutdown wait on it).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from fixserver.pg.batch import BatchWriter
+from fixserver.pg.rows import Row
+
+log = Logger(namespace="fixserver.pg")
+
+LAG_ROWS = Gauge("pg_writer_lag_rows", "Rows enqueued for Postgres and not yet committed")
+BATCH_SECONDS = Histogram(
+    "pg_writer_batch_seconds",
+    "Time to write and commit one batch of rows to Postgres",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+FAILURES = Counter("pg_writer_failures_total", "Failed Postgres batch writes (each retried)")
+ROWS_WRITTEN = Counter("pg_writer_rows_total", "Rows committed to Postgres by the writer")
+# The performance guide's database latency histogram (milliseconds, its buckets).
+QUERY_LATENCY_MS = Histogram(
+    "database_query_latency_ms",
+    "Database query latency in milliseconds",
+    ["operation", "table"],
+    buckets=(0.5, 1, 2, 5, 10, 25, 50, 100, 250),
+)
+
+
+def observe_query(operation: str, table: str, seconds: float) -> None:
+    """Record one statement's latency in database_query_latency_ms."""
+    QUERY_LATENCY_MS.labels(operation, table).observe(seconds * 1000.0)
+
+
+class PgWriter:
+    """Batches rows to Postgres off the reactor thread; see the module docstring.
+
+    ``reactor`` runs the Deferreds (callFromThread); ``clock`` (default: the reactor) times the
+    backoff; ``threadpool`` (default: a dedicated one-thread pool, started by :meth:`start`)
+    runs the blocking writes.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        reactor: Any,
+        clock: Any = None,
+        *,
+        threadpool: ThreadPool | None = None,
+        strategy: str = "copy",
+        max_batch_rows: int = 5000,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        connect_timeout: int = 3,
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock if clock is not None else reactor
+        self._own_pool = threadpool is None
+        self._pool = threadpool if threadpool is not None else ThreadPool(1, 1, "pg-writer")
+        self._batch_writer = BatchWriter(dsn, strategy, connect_timeout, observe_query)
+        self.max_batch_rows = max_batch_rows
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._chunks: collections.deque[Sequence[Row]] = collections.deque()
+        self._inflight: list[Row] | None = None  # the batch being written or awaiting retry
+        self._busy = False
+        self._retry: IDelayedCall | None = None
+        self._enqueued = 0  # rows ever enqueued
+        self._committed = 0  # rows ever committed
+        self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self._stopped = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (a no-op for a pool the caller owns and started)."""
+        if self._own_pool and not self._pool.started:
+            self._pool.start()
+
+    def stop(self) -> None:
+        """Stop writing: cancel a pending retry, close the connection, stop our thread.
+
+        Rows still queued are not written (call :meth:`flush` first for a clean shutdown).
+        """
+        self._stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._own_pool and self._pool.started:
+            self._pool.callInThread(self._batch_writer.close)
+            self._pool.stop()  # joins the thread after the jobs queued before it
+        else:
+            self._batch_writer.close()
+
+    # -- reactor-thread API -------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Rows enqueued and not yet committed."""
+        return self._enqueued - self._committed
+
+    @property
+    def committed(self) -> int:
+        """Rows committed since the writer was made."""
+        return self._committed
+
+    def enqueue(self, rows: Sequence[Row]) -> None:
+        """Queue rows (in event order) for writing. O(1); never blocks, never raises on I/O."""
+        if not rows:
+            return
+        self._chunks.append(rows)
+        self._enqueued += len(rows)
+        LAG_ROWS.set(self._enqueued - self._committed)
+        if not self._busy and self._retry is None and not self._stopped:
+            self._write_next()
+
+    def flush(self) -> defer.Deferred[None]:
+        """A Deferred firing once every row enqueued so far is committed."""
+        target = self._enqueued
+        if self._committed >= target:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append((target, d))
+        return d
+
+    # -- batching -----------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[Row]:
+        batch: list[Row] = []
+        chunks = self._chunks
+        while chunks and (not batch or len(batch) + len(chunks[0]) <= self.max_batch_rows):
+            batch.extend(chunks.popleft())
+        return batch
+
+    def _write_next(self) -> None:
+        if self._inflight is None:
+            if not self._chunks:
+                return
+            self._inflight = self._take_batch()
+        batch = self._inflight
+        self._busy = True
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._batch_writer.write, batch)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(len(batch),))
+
+    def _written(self, seconds: float, count: int) -> None:
+        self._busy = False
+        self._inflight = None
+        self._committed += count
+        BATCH_SECONDS.observe(seconds)
+        ROWS_WRITTEN.inc(count)
+        LAG_ROWS.set(self._enqueued - self._committed)
+        if self.consecutive_failures:
+            log.info(
+                "pg.recovered failures={failures} backlog={backlog}",
+                failures=self.consecutive_failures, backlog=self.backlog,
+            )
+            self.consecutive_failures = 0
+            self.last_error = None
+        if self._waiters:
+            self._fire_waiters()
+        if not self._stopped:
+            self._write_next()
+
+    def _failed(self, failure: Failure) -> None:
+        self._busy = False
+        self.consecutive_failures += 1
+        FAILURES.inc()
+        delay = min(self.backoff_initial * 2 ** (self.consecutive_failures - 1), self.backoff_max)
+        self.last_error = f"{type(failure.value).__name__}: {failure.value}".strip()
+        log.warn(
+            "pg.write_failed error={error!r} attempt={attempt} retry_in={retry_in} "
+            "backlog={backlog}",
+            error=self.last_error, attempt=self.consecutive_failures,
+            retry_in=round(delay, 3), backlog=self.backlog,
+        )
+        if not self._stopped:
+            self._retry = self._clock.callLater(delay, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        if not self._stopped and not self._busy:
+            self._write_next()
+
+    def _fire_waiters(self) -> None:
+        ready = [d for target, d in self._waiters if target <= self._committed]
+        self._waiters = [(t, d) for t, d in self._waiters if t > self._committed]
+        for d in ready:
+            d.callback(None)
