@@ -96,11 +96,12 @@ class FixCodecError(Exception):
     """A byte string is not a well-formed FIX message."""
 
 
+_TAG_KEYS: dict[int, bytes] = dict(enumerate(_TAG_BYTES))
+
+
 def _tag_key(tag: int) -> bytes:
     """The canonical wire bytes of a tag number (the key of a message's tag index)."""
-    if 0 <= tag < _TAG_TABLE_SIZE:
-        return _TAG_BYTES[tag]
-    return b"%d" % tag
+    return _TAG_KEYS.get(tag) or b"%d" % tag
 
 
 class FixMessage:
@@ -109,24 +110,23 @@ class FixMessage:
     ``fields`` is the list of ``(tag, value_bytes)`` pairs (read-only by convention); ``get``
     returns the first occurrence of a tag; repeating groups are walked by the dictionary over
     ``fields``. Internally the tags are kept as their canonical decimal bytes next to the
-    values; the tag index and the ``fields`` list are built on first use (until then their
-    slots are unset, which costs nothing to construct).
+    values; the tag index and the ``fields`` list are built on first use.
     """
 
     __slots__ = ("_fields", "_index", "_tags", "_values", "raw")
 
     def __init__(self, fields: list[tuple[int, bytes]], raw: bytes = b"") -> None:
-        self._fields = fields
+        self._fields: list[tuple[int, bytes]] | None = fields
+        self._index: dict[bytes, bytes] | None = None
         self._tags = [_tag_key(tag) for tag, _ in fields]
         self._values = [value for _, value in fields]
         self.raw = raw
 
     @property
     def fields(self) -> list[tuple[int, bytes]]:
-        try:
-            return self._fields
-        except AttributeError:
-            pass
+        fields = self._fields
+        if fields is not None:
+            return fields
         try:
             ints = list(map(_TAG_INT.__getitem__, self._tags))
         except KeyError:
@@ -140,11 +140,10 @@ class FixMessage:
         return index
 
     def get(self, tag: int, default: bytes | None = None) -> bytes | None:
-        try:
-            index = self._index
-        except AttributeError:
+        index = self._index
+        if index is None:
             index = self._build_index()
-        return index.get(_tag_key(tag), default)
+        return index.get(_TAG_KEYS.get(tag) or b"%d" % tag, default)
 
     def get_str(self, tag: int, default: str | None = None) -> str | None:
         value = self.get(tag)
@@ -195,6 +194,9 @@ class FixMessage:
         return f"FixMessage({body})"
 
 
+_new_message = object.__new__
+
+
 class _WireMessage(FixMessage):
     """A FixMessage straight off the wire: split tag bytes (canonical) and values, no copying."""
 
@@ -203,6 +205,8 @@ class _WireMessage(FixMessage):
     def __init__(self, tags: list[bytes], values: list[bytes], raw: bytes) -> None:
         self._tags = tags
         self._values = values
+        self._fields = None
+        self._index = None
         self.raw = raw
 
 
@@ -406,7 +410,14 @@ class FrameDecoder:
                             tags = parts[0:-1:2]
                             if self._fast_tags.issuperset(tags):
                                 self._pos = end
-                                return _WireMessage(tags, parts[1::2], raw)
+                                # Built inline: a constructor call costs a Python frame.
+                                msg = _new_message(_WireMessage)
+                                msg._tags = tags
+                                msg._values = parts[1::2]
+                                msg._fields = None
+                                msg._index = None
+                                msg.raw = raw
+                                return msg
         return self._next_careful()
 
     def _next_careful(self) -> FixMessage | GarbledMessage | None:
