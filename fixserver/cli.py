@@ -27,14 +27,22 @@ def serve(config: ServerConfig) -> int:
     """Run the server on the global reactor until it is stopped."""
     from twisted.internet import reactor as global_reactor
 
-    reactor: Any = global_reactor
     from fixserver.server import FixServer
 
-    _start_logging(sys.stdout)
+    reactor: Any = global_reactor
+
     try:
         server = FixServer(config, reactor)
+    except ConfigError as exc:  # found while building: e.g. an unreadable DataDictionary
+        print(f"fixserver: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except Exception as exc:  # e.g. a damaged message store
+        print(f"fixserver: cannot start: {exc}", file=sys.stderr)
+        return 1
+    _start_logging(sys.stdout)
+    try:
         server.start()
-    except Exception as exc:  # a damaged store, a bad dictionary, a taken port: say so plainly
+    except Exception as exc:  # e.g. the port is taken: say so plainly, without a traceback
         print(f"fixserver: cannot start: {exc}", file=sys.stderr)
         return 1
     reactor.run()

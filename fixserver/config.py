@@ -22,7 +22,11 @@ from typing import Callable
 
 import attr
 
+from fixserver.dictionary import quickfix_spec_path
 from fixserver.settings import LogonAuth, SessionRole, SessionSettings
+
+#: ``DataDictionary=quickfix:FIX44.xml`` names a standard dictionary installed by quickfix
+QUICKFIX_SPEC_PREFIX = "quickfix:"
 
 
 class ConfigError(Exception):
@@ -361,9 +365,16 @@ def _build_session(
         raise fail("Username", "a Username needs a Password")
 
     if "data_dictionary" in kwargs:
-        path = _resolve_path(str(kwargs["data_dictionary"]), base_dir)
-        if not os.path.isfile(path):
-            raise fail("DataDictionary", f"no such file {path}")
+        value = str(kwargs["data_dictionary"])
+        if value.startswith(QUICKFIX_SPEC_PREFIX):
+            # A standard dictionary as the quickfix package installs it (share/quickfix/).
+            path = quickfix_spec_path(value[len(QUICKFIX_SPEC_PREFIX) :])
+            if not os.path.isfile(path):
+                raise fail("DataDictionary", f"{path} is not installed (pip install quickfix)")
+        else:
+            path = _resolve_path(value, base_dir)
+            if not os.path.isfile(path):
+                raise fail("DataDictionary", f"no such file {path}")
         kwargs["data_dictionary"] = path
 
     return SessionSettings(**kwargs)  # type: ignore[arg-type]

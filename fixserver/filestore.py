@@ -22,6 +22,11 @@ file (a crash in the middle of a write, or zeros a power loss left behind) is a 
 dropped and the file truncated to the last good record. A bad record followed by good data is
 real corruption and raises ``StoreCorruptError`` rather than silently losing messages.
 
+With a ``WriteBatch`` the records are gathered in memory and written with one ``os.write``
+per store when the batch is flushed; the glue flushes it before it writes anything to a socket,
+so a message a client can have seen is always in the page cache first (what a SIGKILL
+cannot take away), at a fraction of the system calls.
+
 ``reset`` starts a new file (written beside the old one, then renamed over it: the rename is
 atomic, so a crash leaves either the old state or the new one). Sent messages are not kept in
 memory; the store remembers where each one lies in the file and reads it back on a resend.
@@ -50,21 +55,50 @@ class StoreCorruptError(Exception):
     """The store file is damaged somewhere other than its last record."""
 
 
+class WriteBatch:
+    """The stores holding records not yet handed to the kernel (see the module docstring)."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: set[FileMessageStore] = set()
+
+    def flush(self) -> None:
+        """Write every pending store's records (one os.write each). Reactor thread only."""
+        pending = self.pending
+        while pending:
+            pending.pop().flush()
+
+
 def store_file_name(session_id: str) -> str:
     """A file name for a session id such as ``FIX.4.4:EXCH->CLIENT1``."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", session_id.replace("->", "-")) + ".store"
 
 
-def _record(kind: int, payload: bytes) -> bytes:
-    body = bytes((kind,)) + payload
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+_KIND_VALUE = struct.Struct("<BQ")  # every record starts with its kind and a u64
+
+
+def _record_head(kind: int, value: int, raw: bytes = b"") -> bytes:
+    """A record's bytes up to ``raw`` (header, kind, u64); the record is head + raw."""
+    prefix = _KIND_VALUE.pack(kind, value)
+    crc = zlib.crc32(raw, zlib.crc32(prefix)) if raw else zlib.crc32(prefix)
+    return _HEADER.pack(_KIND_VALUE.size + len(raw), crc) + prefix
 
 
 class FileMessageStore:
     """MessageStore kept in ``<path_dir>/<session id>.store``."""
 
-    def __init__(self, path_dir: str, session_id: str, now_ns: int | None = None) -> None:
+    def __init__(
+        self,
+        path_dir: str,
+        session_id: str,
+        now_ns: int | None = None,
+        batch: WriteBatch | None = None,
+    ) -> None:
         os.makedirs(path_dir, exist_ok=True)
+        #: None: every record is written at once; else records wait for ``batch.flush()``
+        self._batch = batch
+        self._buffer = bytearray()
         self.path = os.path.join(path_dir, store_file_name(session_id))
         self._dir = path_dir
         self._lock = threading.Lock()
@@ -98,21 +132,24 @@ class FileMessageStore:
 
     def set_next_sender_seq(self, seq: int) -> None:
         self._next_sender = seq
-        self._append(_KIND_SENDER, _U64.pack(seq))
+        self._append(_record_head(_KIND_SENDER, seq))
 
     def set_next_target_seq(self, seq: int) -> None:
         self._next_target = seq
-        self._append(_KIND_TARGET, _U64.pack(seq))
+        self._append(_record_head(_KIND_TARGET, seq))
 
     def save_sent(self, seq: int, raw: bytes) -> None:
         # The raw message starts after header, kind and the u64 seq.
-        offset = self._size + _HEADER.size + 1 + _U64.size
-        self._append(_KIND_SENT, _U64.pack(seq) + raw)
+        head = _record_head(_KIND_SENT, seq, raw)
+        offset = self._size + len(head)
+        self._append(head, raw)
         self._sent[seq] = (offset, len(raw))
         if seq >= self._next_sender:
             self._next_sender = seq + 1
 
     def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        if self._buffer:
+            self.flush()  # the messages are read back from the file
         sent = self._sent
         if end - begin > len(sent):
             seqs = sorted(s for s in sent if begin <= s <= end)
@@ -125,6 +162,7 @@ class FileMessageStore:
         return result
 
     def reset(self, now_ns: int) -> None:
+        self._buffer.clear()  # records of the old file, superseded by the reset
         self._next_sender = 1
         self._next_target = 1
         self._sent.clear()
@@ -162,8 +200,17 @@ class FileMessageStore:
         for old in retired:
             os.close(old)
 
+    def flush(self) -> None:
+        """Hand the gathered records to the kernel (survives a process kill from here on)."""
+        if not self._buffer:
+            return
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._write(data)
+
     def close(self) -> None:
-        """fsync and close the file (at shutdown, after the last write)."""
+        """Write, fsync and close the file (at shutdown, after the last change)."""
+        self.flush()
         self.sync()
         with self._lock:
             fd, self._fd = self._fd, -1
@@ -172,18 +219,29 @@ class FileMessageStore:
 
     # --- internals ---
 
-    def _append(self, kind: int, payload: bytes) -> None:
-        record = _record(kind, payload)
-        written = os.write(self._fd, record)
-        if written != len(record):  # a regular file only writes short when the disk is full
-            raise OSError(f"short write to {self.path}: {written} of {len(record)} bytes")
-        self._size += written
+    def _append(self, head: bytes, raw: bytes = b"") -> None:
+        # the logical size, buffered bytes included: offsets of SENT records count on it
+        self._size += len(head) + len(raw)
+        if self._batch is None:
+            self._write(head + raw if raw else head)
+            return
+        buffer = self._buffer
+        if not buffer:
+            self._batch.pending.add(self)
+        buffer += head
+        if raw:
+            buffer += raw
+
+    def _write(self, data: bytes) -> None:
+        written = os.write(self._fd, data)
+        if written != len(data):  # a regular file only writes short when the disk is full
+            raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
         self._dirty = True
 
     def _start_new_file(self, now_ns: int) -> None:
         tmp = self.path + ".new"
         fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
-        record = _record(_KIND_CREATED, _U64.pack(now_ns))
+        record = _record_head(_KIND_CREATED, now_ns)
         os.write(fd, record)
         os.rename(tmp, self.path)
         with self._lock:

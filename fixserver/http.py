@@ -75,4 +75,5 @@ def build_site(
     root.putChild(b"health", health_page)
     site = Site(root)
     site.displayTracebacks = False
+    site.noisy = False  # no "Starting factory" lines on every start
     return site

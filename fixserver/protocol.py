@@ -230,6 +230,7 @@ class FixProtocol(Protocol):
             if self._written_while_paused > limit:
                 self._drop_slow_reader(limit)
                 return
+        self.host.before_write()
         self._transport.write(data)
 
     def _drop_slow_reader(self, limit: int) -> None:
@@ -293,8 +294,12 @@ class SessionHost(Factory):
         clock: Any,  # IReactorTime
         now_ns: Callable[[], int] = time.time_ns,
         nodelay: bool = True,
+        before_write: Callable[[], None] = lambda: None,
     ) -> None:
         self.registry = registry
+        #: called before any bytes go to a socket: hands batched store records to the kernel,
+        #: so whatever a client may have seen survives a crash of the process
+        self.before_write = before_write
         self.application = application
         self.clock = clock
         self.now_ns = now_ns

@@ -8,6 +8,7 @@ application), ``store_factory`` (e.g. a Postgres-backed store), ``clock`` and ``
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from typing import Any, Callable
 
 from twisted.internet import defer, ssl, task, threads
@@ -16,9 +17,9 @@ from twisted.python.failure import Failure
 
 from fixserver import metrics
 from fixserver.application import Application, UnsupportedMessageApplication
-from fixserver.config import ServerConfig
-from fixserver.dictionary import DataDictionary
-from fixserver.filestore import FileMessageStore
+from fixserver.config import ConfigError, ServerConfig
+from fixserver.dictionary import DataDictionary, DictionaryError
+from fixserver.filestore import FileMessageStore, WriteBatch
 from fixserver.http import build_site
 from fixserver.protocol import SessionHost
 from fixserver.session import Session, SessionRegistry
@@ -39,9 +40,15 @@ def load_dictionary(settings: SessionSettings) -> DataDictionary:
         "validate_user_defined_fields": settings.validate_user_defined_fields,
         "allow_unknown_msg_fields": settings.allow_unknown_msg_fields,
     }
-    if settings.data_dictionary:
-        return DataDictionary.load(settings.data_dictionary, **options)
-    return DataDictionary.standard(**options)
+    try:
+        if settings.data_dictionary:
+            return DataDictionary.load(settings.data_dictionary, **options)
+        return DataDictionary.standard(**options)
+    except (DictionaryError, OSError, ET.ParseError) as exc:
+        where = settings.data_dictionary or "the exchange's spec dictionary"
+        raise ConfigError(
+            f"DataDictionary {where} of session {settings.session_id} cannot be loaded: {exc}"
+        ) from exc
 
 
 class FixServer:
@@ -58,6 +65,8 @@ class FixServer:
         self.config = config
         self.reactor = reactor
         self.now_ns = now_ns
+        #: FileMessageStore records gathered between socket writes (see fixserver.filestore)
+        self.write_batch = WriteBatch()
         self._store_factory = store_factory or self._default_store
         self.sessions = [
             Session(s, self._store_factory(s), load_dictionary(s)) for s in config.sessions
@@ -70,6 +79,7 @@ class FixServer:
             reactor,
             now_ns,
             config.socket_nodelay,
+            before_write=self.write_batch.flush,
         )
         self.fix_port: Any = None  # IListeningPort
         self.tls_port: Any = None
@@ -82,7 +92,9 @@ class FixServer:
     def _default_store(self, settings: SessionSettings) -> MessageStore:
         if self.config.file_store_path is None:
             return MemoryMessageStore(self.now_ns())
-        return FileMessageStore(self.config.file_store_path, settings.session_id, self.now_ns())
+        return FileMessageStore(
+            self.config.file_store_path, settings.session_id, self.now_ns(), self.write_batch
+        )
 
     # --- start / stop ---
 
@@ -121,6 +133,7 @@ class FixServer:
 
     def sync_stores(self) -> defer.Deferred[None] | None:
         """One group commit: fsync every store with unsynced writes, in a worker thread."""
+        self.write_batch.flush()  # records changed without a socket write since (e.g. resets)
         if self._sync_in_flight is not None:
             return None  # the previous commit is still running; the next tick covers these
         # Only durable stores (FileMessageStore) have needs_sync/sync; memory stores have not.

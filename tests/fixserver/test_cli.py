@@ -43,3 +43,16 @@ def test_module_entry_point_runs(tmp_path):
     )
     assert proc.returncode == EXIT_CONFIG_ERROR
     assert "cannot read the config file" in proc.stderr
+
+
+def test_unloadable_dictionary_is_a_config_error(tmp_path, capsys):
+    """A DataDictionary file that is not a dictionary stops serve with exit 2, naming it."""
+    (tmp_path / "bad.xml").write_text("<fix><fields>")
+    cfg = tmp_path / "server.cfg"
+    cfg.write_text(
+        "[DEFAULT]\nSocketAcceptAddress=127.0.0.1\nSocketAcceptPort=0\n[SESSION]\n"
+        "BeginString=FIX.4.4\nSenderCompID=A\nTargetCompID=B\nDataDictionary=bad.xml\n"
+    )
+    assert main(["serve", "--config", str(cfg)]) == EXIT_CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert "DataDictionary" in err and "bad.xml" in err and "FIX.4.4:A->B" in err

@@ -173,3 +173,17 @@ def test_shipped_configs_load(name):
     """The configs in ops/ are valid."""
     config = load_config(os.path.join(REPO, "ops", name))
     assert config.sessions
+
+
+def test_quickfix_dictionary_prefix_names_the_installed_standard_dictionary():
+    """DataDictionary=quickfix:FIX44.xml resolves to quickfix's share/quickfix/FIX44.xml."""
+    from fixserver.dictionary import quickfix_spec_path
+
+    text = BASIC.replace("Firm=ACME", "DataDictionary=quickfix:FIX44.xml")
+    if not os.path.isfile(quickfix_spec_path("FIX44.xml")):
+        with pytest.raises(ConfigError, match="not installed"):
+            parse_config(text)
+        return
+    assert parse_config(text).sessions[0].data_dictionary == quickfix_spec_path("FIX44.xml")
+    with pytest.raises(ConfigError, match=r"FIX99\.xml is not installed"):
+        parse_config(BASIC.replace("Firm=ACME", "DataDictionary=quickfix:FIX99.xml"))

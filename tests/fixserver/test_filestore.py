@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fixserver.filestore import FileMessageStore, StoreCorruptError, store_file_name
+from fixserver.filestore import FileMessageStore, StoreCorruptError, WriteBatch, store_file_name
 from fixserver.store import MemoryMessageStore
 
 SID = "FIX.4.4:EXCH->CLIENT1"
@@ -194,3 +194,67 @@ def test_matches_memory_store_after_reload(tmp_path_factory, ops):
         assert store.next_target_seq() == memory.next_target_seq()
         assert store.creation_time_ns() == memory.creation_time_ns()
         assert store.get_sent(1, 50) == memory.get_sent(1, 50)
+
+
+def test_batched_records_reach_the_file_on_flush(tmp_path):
+    """With a WriteBatch, changes are written by batch.flush(), one write per store."""
+    batch = WriteBatch()
+    store = FileMessageStore(str(tmp_path), SID, batch=batch)
+    other = FileMessageStore(str(tmp_path), "FIX.4.4:EXCH->CLIENT2", batch=batch)
+    store.set_next_target_seq(2)
+    store.save_sent(1, b"one")
+    other.save_sent(1, b"other")
+    assert store.next_sender_seq() == 2  # the in-memory state is current at once
+    assert FileMessageStore(str(tmp_path), SID).next_target_seq() == 1  # not written yet
+    assert batch.pending == {store, other}
+    batch.flush()
+    assert not batch.pending
+    reloaded = FileMessageStore(str(tmp_path), SID)
+    assert reloaded.next_target_seq() == 2 and reloaded.get_sent(1, 1) == [(1, b"one")]
+    assert FileMessageStore(str(tmp_path), "FIX.4.4:EXCH->CLIENT2").get_sent(1, 1) == [
+        (1, b"other")
+    ]
+
+
+def test_batched_get_sent_and_reset(tmp_path):
+    """get_sent sees unflushed messages; reset drops the superseded unflushed records."""
+    batch = WriteBatch()
+    store = FileMessageStore(str(tmp_path), SID, now_ns=1, batch=batch)
+    store.save_sent(1, b"one")
+    assert store.get_sent(1, 1) == [(1, b"one")]
+    store.save_sent(2, b"two")
+    store.reset(now_ns=9)
+    store.save_sent(1, b"new one")
+    batch.flush()
+    reloaded = FileMessageStore(str(tmp_path), SID)
+    assert reloaded.creation_time_ns() == 9
+    assert reloaded.get_sent(1, 5) == [(1, b"new one")]
+
+
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(ops=_ops, flush_every=st.integers(1, 5))
+def test_batched_store_matches_memory_store(tmp_path_factory, ops, flush_every):
+    """Batched writes with flushes at any points give the memory store's state after reload."""
+    path = str(tmp_path_factory.mktemp("store"))
+    batch = WriteBatch()
+    disk = FileMessageStore(path, SID, now_ns=0, batch=batch)
+    memory = MemoryMessageStore(now_ns=0)
+    for i, op in enumerate(ops):
+        for store in (disk, memory):
+            if op[0] == "sender":
+                store.set_next_sender_seq(op[1])
+            elif op[0] == "target":
+                store.set_next_target_seq(op[1])
+            elif op[0] == "sent":
+                store.save_sent(op[1], op[2])
+            else:
+                store.reset(op[1])
+        if i % flush_every == 0:
+            batch.flush()
+    assert disk.get_sent(1, 50) == memory.get_sent(1, 50)
+    batch.flush()
+    reloaded = FileMessageStore(path, SID)
+    assert reloaded.next_sender_seq() == memory.next_sender_seq()
+    assert reloaded.next_target_seq() == memory.next_target_seq()
+    assert reloaded.creation_time_ns() == memory.creation_time_ns()
+    assert reloaded.get_sent(1, 50) == memory.get_sent(1, 50)

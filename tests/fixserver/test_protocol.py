@@ -290,3 +290,13 @@ def test_messages_are_counted_by_session_and_type(clock):
         peer.protocol.dataReceived(data[i : i + 1])
     assert metrics.MESSAGES_RECEIVED.labels(sid, "0")._value.get() == received + 1
     assert metrics.MESSAGES_SENT.labels(sid, "A")._value.get() == sent + 1
+
+
+def test_before_write_runs_before_bytes_reach_the_socket(clock):
+    """The host's before_write hook (store flush) runs before every socket write."""
+    host = _host(clock)
+    seen: list[bytes] = []
+    host.before_write = lambda: seen.append(peer.transport.value())
+    peer = Peer(host, clock)
+    peer.send("A", [(98, 0), (108, 30)])
+    assert seen == [b""] and peer.transport.value()

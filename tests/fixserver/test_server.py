@@ -113,6 +113,10 @@ class _FixClient(protocol.Protocol):
         return d.addTimeout(TIMEOUT, reactor)
 
 
+def store_id(server) -> str:
+    return server.sessions[0].settings.session_id
+
+
 def _port(listening) -> int:
     return listening.getHost().port
 
@@ -179,11 +183,12 @@ def test_tls_port_serves_the_same_sessions(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_store_sync_runs_off_the_reactor(tmp_path):
-    """sync_stores fsyncs dirty stores in a worker thread and then reports them clean."""
+    """sync_stores writes the gathered records, fsyncs in a worker thread, reports clean."""
     server = FixServer(_config(tmp_path), reactor)
     store = server.sessions[0].store
     store.set_next_target_seq(5)
-    assert store.needs_sync
+    assert store in server.write_batch.pending  # gathered, not yet written
     yield server.sync_stores()
-    assert not store.needs_sync
+    assert not store.needs_sync and not server.write_batch.pending
+    assert FileMessageStore(str(tmp_path / "store"), store_id(server)).next_target_seq() == 5
     assert server.sync_stores() is None  # nothing to do
