@@ -21,7 +21,9 @@ connection died, unknown to us) is simply sent again:
 Two ways of sending, both measured by ``bench/bench_pg_writer.py``: ``copy`` streams the rows
 with COPY into session-local temp staging tables and then runs one ``INSERT ... SELECT ...
 ON CONFLICT`` per table; ``pipeline`` sends an ``executemany`` of single-row upserts in libpq
-pipeline mode. ``copy`` is the default (faster there; see the bench's numbers).
+pipeline mode. ``copy`` is the default: it was faster in every run of the bench (20,000 rows
+from a real engine, shared 2-core machine, medians: 17.5k vs 14.2k rows/s in 1,000-row
+batches, 32.9k vs 27.2k in 5,000-row batches; a naive INSERT per row did 2.1-2.3k rows/s).
 """
 
 from __future__ import annotations
