@@ -23,13 +23,21 @@ from typing import Any
 
 import attr
 
-from engine.enums import InstrumentStatus
+from engine.enums import InstrumentStatus, RejectReason
 
 PPM = 1_000_000
 
 
 class OffGridError(ValueError):
-    """A decimal price or quantity that is not a whole number of ticks or lots."""
+    """A decimal price or quantity that is not a whole number of ticks or lots.
+
+    ``reason`` is the RejectReason the order-entry edge reports (PRICE_NOT_ON_TICK or
+    QTY_NOT_ON_LOT).
+    """
+
+    def __init__(self, message: str, reason: RejectReason) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
@@ -50,11 +58,11 @@ class Instrument:
 
     def price_to_ticks(self, price: str) -> int:
         """Convert a decimal price string to ticks; raise OffGridError when off the tick grid."""
-        return _to_units(price, self.tick_size)
+        return _to_units(price, self.tick_size, RejectReason.PRICE_NOT_ON_TICK)
 
     def qty_to_lots(self, qty: str) -> int:
         """Convert a decimal quantity string to lots; raise OffGridError when off the lot grid."""
-        return _to_units(qty, self.lot_size)
+        return _to_units(qty, self.lot_size, RejectReason.QTY_NOT_ON_LOT)
 
     def ticks_to_price(self, ticks: int) -> str:
         """Render ticks as a decimal price string."""
@@ -88,10 +96,10 @@ class Instrument:
         return cls(**d)
 
 
-def _to_units(value: str, unit: str) -> int:
+def _to_units(value: str, unit: str, reason: RejectReason) -> int:
     q = Decimal(value) / Decimal(unit)
     if q != q.to_integral_value():
-        raise OffGridError(f"{value} is not a multiple of {unit}")
+        raise OffGridError(f"{value} is not a multiple of {unit}", reason)
     return int(q)
 
 

@@ -131,23 +131,13 @@ class MatchingEngine:
         self._expiry: list[tuple[int, int]] = []  # heap of (expire_ts, order id), lazy
         self._specs: dict[OrderSpec, OrderSpec] = {}
         self._plain = self._intern(OrderSpec(LIMIT, GTC, 0, 0, 0, None, False, False, 0, False))
-        self._dispatch: dict[type, Callable[[Any, list], None]] = {
-            NewOrder: self._on_new,
-            CancelOrder: self._on_cancel,
-            ReplaceOrder: self._on_replace,
-            MassCancel: self._on_mass_cancel,
-            SetInstrumentStatus: self._on_status,
-            SetPosition: self._on_set_position,
-            SetAccountStp: self._on_account_stp,
-            Tick: self._on_tick,
-        }
 
     # -- public API -----------------------------------------------------------------------
 
     def process(self, command: Any) -> list:
         """Apply one command; return its events in order."""
         events: list = []
-        self._dispatch[type(command)](command, events)
+        _DISPATCH[type(command)](self, command, events)
         return events
 
     def state_hash(self) -> str:
@@ -645,3 +635,17 @@ class MatchingEngine:
             o.leaves = 0
             ev.append(self._oev(OrderExpired, c.seq, c.ts, o, C.EXPIRY))
         self._finish_all(c.seq, c.ts, ev)
+
+
+# command class -> handler; plain functions (not bound methods) so the engine holds no
+# reference cycle to itself and is freed by reference counting like everything it owns
+_DISPATCH: dict[type, Callable[[MatchingEngine, Any, list], None]] = {
+    NewOrder: MatchingEngine._on_new,
+    CancelOrder: MatchingEngine._on_cancel,
+    ReplaceOrder: MatchingEngine._on_replace,
+    MassCancel: MatchingEngine._on_mass_cancel,
+    SetInstrumentStatus: MatchingEngine._on_status,
+    SetPosition: MatchingEngine._on_set_position,
+    SetAccountStp: MatchingEngine._on_account_stp,
+    Tick: MatchingEngine._on_tick,
+}
