@@ -182,6 +182,6 @@ class BatchWriter:
                             f"{conflict}")
         else:
             marks = ", ".join(["%s"] * len(row_type._fields))
-            with conn.cursor() as cur:
+            with conn.pipeline(), conn.cursor() as cur:
                 cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}", rows)
         self.observe("upsert", table, time.perf_counter() - start)

@@ -15,7 +15,9 @@ of the queue and is sent again after a backoff that doubles from ``backoff_initi
 ``backoff_max`` seconds; the connection is made anew each time. Rows are never dropped: the
 queue is unbounded and its size is the backlog (:attr:`PgWriter.backlog`, the
 ``pg_writer_lag_rows`` gauge). Writes are idempotent (see fixserver.pg.batch), so sending a
-batch that in fact committed before the connection died does no harm. Failures and the
+batch that in fact committed before the connection died does no harm. A batch Postgres
+refuses for good (a constraint it breaks) is retried like any other rather than dropped: it
+shows as a growing backlog, ``pg_writer_failures_total`` and the logged error. Failures and the
 recovery are logged as structured lines (``pg.write_failed``, ``pg.recovered``).
 
 :meth:`PgWriter.flush` returns a Deferred that fires once every row enqueued before the call
@@ -30,7 +32,6 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -94,7 +95,7 @@ class PgWriter:
         self._chunks: collections.deque[Sequence[Row]] = collections.deque()
         self._inflight: list[Row] | None = None  # the batch being written or awaiting retry
         self._busy = False
-        self._retry: IDelayedCall | None = None
+        self._retry: Any = None  # an IDelayedCall while a retry is scheduled
         self._enqueued = 0  # rows ever enqueued
         self._committed = 0  # rows ever committed
         self._waiters: list[tuple[int, defer.Deferred[None]]] = []
