@@ -5,8 +5,9 @@ upserted (a changed fee or role is updated); firms and accounts are inserted if 
 sequence numbers, state and logon time of a FIX session are never touched here (they belong
 to the running server).
 
-The config file names no accounts yet: until it does, each firm gets one account whose id is
-the firm id (pass ``accounts`` to seed others).
+Firms are those of the config's ``[FIRM]``/``[ACCOUNT]`` sections (``ServerConfig.firms``,
+order entry's FirmSettings) and those named by a session's ``Firm``; accounts are the firms'
+configured accounts.
 """
 
 from __future__ import annotations
@@ -64,19 +65,18 @@ def seed(
     instruments: Iterable[Instrument],
     sessions: Iterable[SessionSettings],
     accounts: Mapping[str, str] | None = None,
+    firms: Iterable[str] = (),
 ) -> SeedCounts:
-    """Write the reference data in one transaction. ``accounts`` maps account id -> firm id
-    (default: one account per session firm, named after it)."""
+    """Write the reference data in one transaction. ``accounts`` maps account id -> firm id;
+    the firms written are ``firms``, the sessions' firms and the accounts' firms."""
     instruments = list(instruments)
     sessions = list(sessions)
-    firms = {s.firm for s in sessions if s.firm}
-    if accounts is None:
-        accounts = {firm: firm for firm in firms}
-    firms |= set(accounts.values())
+    accounts = dict(accounts or {})
+    all_firms = set(firms) | {s.firm for s in sessions if s.firm} | set(accounts.values())
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(_INSTRUMENT_SQL, [instrument_params(i) for i in instruments])
         cur.executemany("INSERT INTO firms (firm_id) VALUES (%s) ON CONFLICT DO NOTHING",
-                        [(f,) for f in sorted(firms)])
+                        [(f,) for f in sorted(all_firms)])
         cur.executemany(
             "INSERT INTO accounts (account_id, firm_id) VALUES (%s, %s) "
             "ON CONFLICT (account_id) DO UPDATE SET firm_id = EXCLUDED.firm_id",
@@ -87,11 +87,14 @@ def seed(
              s.firm)
             for s in sessions
         ])
-    return SeedCounts(len(instruments), len(firms), len(accounts), len(sessions))
+    return SeedCounts(len(instruments), len(all_firms), len(accounts), len(sessions))
 
 
 def seed_from_config(conn: psycopg.Connection[Any], config: Any,
                      instruments: Iterable[Instrument] | None = None) -> SeedCounts:
-    """Seed from a ServerConfig's sessions (instruments default to the demo venue's)."""
+    """Seed from a ServerConfig's sessions and firms (instruments default to the demo venue's).
+    """
+    firm_settings = getattr(config, "firms", ())
+    accounts = {a.account: f.firm for f in firm_settings for a in f.accounts}
     return seed(conn, demo_instruments() if instruments is None else instruments,
-                config.sessions)
+                config.sessions, accounts, [f.firm for f in firm_settings])

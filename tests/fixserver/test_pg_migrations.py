@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -157,7 +158,7 @@ def test_cli_reads_dsn_from_config_and_seeds(
     cfg = tmp_path / "server.cfg"
     cfg.write_text(CONFIG.format(dsn=pg_dsn.replace("\n", " ")))
     assert main(["--config", str(cfg), "--seed"]) == 0
-    assert "seeded 2 instruments, 2 firms, 2 accounts, 3 sessions" in capsys.readouterr().out
+    assert "seeded 2 instruments, 2 firms, 0 accounts, 3 sessions" in capsys.readouterr().out
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM fix_sessions").fetchone() == (3,)
 
@@ -175,19 +176,26 @@ def test_cli_config_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_seed_is_idempotent_and_keeps_session_state(migrated_dsn: str) -> None:
     """Seeding twice writes the same rows and never resets a session's sequence numbers."""
-    config = parse_config(CONFIG.format(dsn="x"))
+    parsed = parse_config(CONFIG.format(dsn="x"))
+    # The config's [FIRM] sections as order entry's FirmSettings expose them.
+    gamma = SimpleNamespace(firm="GAMMA", accounts=[SimpleNamespace(account="g-1"),
+                                                   SimpleNamespace(account="g-2")])
+    acme = SimpleNamespace(firm="ACME", accounts=[SimpleNamespace(account="acme-1")])
+    config = SimpleNamespace(sessions=parsed.sessions, firms=(gamma, acme))
     with psycopg.connect(migrated_dsn) as conn:
         seed_from_config(conn, config)
         conn.execute("UPDATE fix_sessions SET next_sender_seq = 42 "
                      "WHERE session_id = 'FIX.4.4:EXCH->CLIENT1'")
         conn.commit()
         counts = seed_from_config(conn, config)
-        assert counts == (2, 2, 2, 3)
+        assert counts == (2, 3, 3, 3)
         assert conn.execute("SELECT next_sender_seq, firm_id, role FROM fix_sessions WHERE "
                             "session_id = 'FIX.4.4:EXCH->CLIENT1'").fetchone() == \
             (42, "ACME", "order-entry")
+        assert conn.execute("SELECT firm_id FROM firms ORDER BY 1").fetchall() == \
+            [("ACME",), ("BETA",), ("GAMMA",)]
         assert conn.execute("SELECT account_id, firm_id FROM accounts ORDER BY 1").fetchall() \
-            == [("ACME", "ACME"), ("BETA", "BETA")]
+            == [("acme-1", "ACME"), ("g-1", "GAMMA"), ("g-2", "GAMMA")]
         row = conn.execute("SELECT tick_size, lot_size, reference_price, status FROM instruments "
                            "WHERE symbol = 'BTC-PERP'").fetchone()
         assert row is not None
