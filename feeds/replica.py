@@ -59,4 +59,6 @@ class BookReplica:
     def checksum(self) -> int:
         """The checksum of the copy (top 25 per side)."""
         n = CHECKSUM_LEVELS
-        return book_checksum(self.levels("bids")[:n], self.levels("asks")[:n])
+        bids = [(p, q) for p, q, _ in self.levels("bids")[:n]]
+        asks = [(p, q) for p, q, _ in self.levels("asks")[:n]]
+        return book_checksum(bids, asks)
