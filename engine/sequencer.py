@@ -152,9 +152,12 @@ class Sequencer:
             return None
         self._inbox = []
         if self.policy is SequencingPolicy.PROTECTIVE_FIRST and len(inbox) > 1:
-            first = [e for e in inbox if is_protective(e[1])]
-            if first and len(first) < len(inbox):
-                inbox = first + [e for e in inbox if not is_protective(e[1])]
+            first: list = []
+            rest: list = []
+            for e in inbox:
+                (first if is_protective(e[1]) else rest).append(e)
+            if first and rest:
+                inbox = first + rest
         first_seq = seq = self.next_seq
         entries: list = []
         append = entries.append

@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 Sessions call :meth:`OrderPipeline.submit` with an origin and a request (see
-:mod:`engine.sequencer`). A *tick* takes the whole inbox as one batch, stamps it, runs every
-command through the engine on the reactor thread (matching never waits for the disk), and
-appends the tick's journal record to the pending commit list. The tick's
-:class:`~engine.recovery.ProcessedCommand` list is *held*.
+:mod:`engine.sequencer`); the request's journal entry is packed right there, so one the
+journal cannot hold is refused with TypeError before it gets a seq. A *tick* takes the
+whole inbox as one batch, stamps it, runs every command through the engine on the reactor
+thread (matching never waits for the disk), and appends the tick's journal record to the
+pending commit list. The tick's :class:`~engine.recovery.ProcessedCommand` list is *held*.
 
 Group commit: at most one commit runs at a time, on the journal's own one-thread pool. It
 writes every pending record and fdatasyncs once. While it runs, later ticks keep matching and
@@ -51,8 +52,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from engine.commands import Tick
 from engine.events import Trade
-from engine.journal import encode_record
+from engine.journal import TICK_ENTRY, encode_entry, encode_packed_record
 from engine.recovery import ProcessedCommand, SnapshotState
 from engine.sequencer import Sequencer, SequencingPolicy
 from fixserver.journal_file import CommitItem, JournalDirectory, JournalWriter, Rotate
@@ -82,14 +84,19 @@ class ThreadPoolRunner:
         self.reactor = reactor
         self.pool = ThreadPool(minthreads=threads, maxthreads=threads, name=name)
         self.pool.start()
+        self._stopped = False
+        # A process that exits without shutdown() must not hang on the pool's thread.
+        reactor.addSystemEventTrigger("after", "shutdown", self.stop)
 
     def run(self, f: Callable[..., Any], *args: Any) -> Deferred:
         """``f(*args)`` on the pool; a Deferred of its result fired on the reactor thread."""
         return deferToThreadPool(self.reactor, self.pool, f, *args)
 
     def stop(self) -> None:
-        """Join the pool's thread (after the work it was given)."""
-        self.pool.stop()
+        """Join the pool's thread (after the work it was given); idempotent."""
+        if not self._stopped:
+            self._stopped = True
+            self.pool.stop()
 
 
 class OrderPipeline:
@@ -164,7 +171,10 @@ class OrderPipeline:
         """Queue a request (seq=0, ts=0) from ``origin`` for the next tick."""
         if self._stopping or self.failure is not None:
             raise PipelineStopped("the order pipeline is not accepting requests")
-        self.sequencer.submit(origin, request)
+        # Packed now, so a request the journal cannot hold is refused (TypeError) before it
+        # gets a seq, and the tick only concatenates bytes.
+        packed = encode_entry(origin, request)
+        self.sequencer.submit((origin, packed), request)
         if self.eager and self._eager_call is None:
             self._eager_call = self.clock.callLater(0, self._eager_tick)
 
@@ -235,14 +245,25 @@ class OrderPipeline:
         if batch is not None:
             engine = self.engine
             process = engine.process
+            processed = []
+            packed = []
             t0 = time.perf_counter()
-            processed = [ProcessedCommand(o, c, process(c)) for o, c in batch.entries]
+            for tagged, command in batch.entries:
+                if tagged is None:  # the sequencer's own Tick
+                    origin = None
+                    packed.append(TICK_ENTRY)
+                else:
+                    origin, entry = tagged
+                    packed.append(entry)
+                processed.append(ProcessedCommand(origin, command, process(command)))
             MATCHING_LATENCY_MS.observe((time.perf_counter() - t0) * 1000.0)
             self.ticks += 1
             state_hash = None
             if self.hash_every_ticks and self.ticks % self.hash_every_ticks == 0:
                 state_hash = engine.state_hash()
-            self._pending.append(encode_record(batch, state_hash))
+            self._pending.append(
+                encode_packed_record(batch.first_seq, batch.ts, packed, state_hash)
+            )
             self._held.append(processed)
             self._unflushed_ticks += 1
             commands = len(processed)
@@ -251,7 +272,7 @@ class OrderPipeline:
                 for e in p.events:
                     if type(e) is Trade:
                         trades += 1
-            if processed and type(processed[0].command).__name__ == "Tick":
+            if processed and type(processed[0].command) is Tick:
                 commands -= 1
             if commands:
                 ORDERS_PROCESSED.inc(commands)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attr
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,9 +22,12 @@ from engine.commands import (
 from engine.enums import InstrumentStatus, OrdType, Side, StpMode, TimeInForce
 from engine.journal import (
     MAGIC,
+    TICK_ENTRY,
     JournalCorruptError,
     decode_payload,
     decode_segment,
+    encode_entry,
+    encode_packed_record,
     encode_payload,
     encode_record,
     frame,
@@ -172,3 +176,23 @@ def test_undecodable_payload_is_corruption() -> None:
         decode_payload(b"\x93\x01\x02\x03")
     with pytest.raises(JournalCorruptError):
         decode_payload(encode_payload(Batch(1, 1, []))[:-1] + b"\xc1")
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 300, 70_000])
+def test_packed_record_is_byte_identical_to_encode_record(count: int) -> None:
+    """Assembling a record from pre-packed entries gives exactly encode_record's bytes."""
+    base = one_of_each(1, 77)
+    entries = (base.entries * (count // len(base.entries) + 1))[:count]
+    cmds = [(o, type(c)(1 + i, 77, *list(attr.astuple(c, recurse=False))[2:]))
+            for i, (o, c) in enumerate(entries)]
+    batch = Batch(1, 77, cmds)
+    packed = [TICK_ENTRY if type(c) is Tick else encode_entry(o, c) for o, c in cmds]
+    assert encode_packed_record(1, 77, packed, "h") == encode_record(batch, "h")
+
+
+def test_unencodable_origin_or_class_is_refused_at_entry() -> None:
+    """encode_entry raises TypeError for origins msgpack cannot hold and unknown classes."""
+    with pytest.raises(TypeError):
+        encode_entry(object(), CancelOrder(0, 0, "A", 1))
+    with pytest.raises(TypeError):
+        encode_entry("s", ("not", "a", "command"))

@@ -182,6 +182,15 @@ def test_commit_failure_stops_the_pipeline_and_releases_nothing(tmp_path: Any) -
         h.order("A", Side.BUY, 1, 599_000)
 
 
+def test_unjournalable_request_is_refused_before_it_gets_a_seq(h: Harness) -> None:
+    """An origin msgpack cannot hold raises TypeError at submit and queues nothing."""
+    with pytest.raises(TypeError):
+        h.pipeline.submit(object(), CancelOrder(0, 0, "A", 1))
+    with pytest.raises(TypeError):
+        h.pipeline.submit("s", Tick(0, 0))
+    assert h.pipeline.sequencer.pending == 0
+
+
 def test_metrics_count_orders_trades_and_queue(h: Harness) -> None:
     """orders_processed_total, trades_executed_total, the latency histogram and queue depth."""
     def get(name: str) -> float:
