@@ -26,7 +26,9 @@ seconds have passed since the last one, the engine's snapshot, state hash and th
 sequencer's position are taken at that tick boundary (on the reactor thread: this costs time
 proportional to the book), a segment rotation is queued right after the tick's record, and
 the snapshot file is written on its own thread once that tick is durable (a snapshot never
-gets ahead of the journal). The journal records carry the state hash every
+gets ahead of the journal). ``snapshot_extra()`` (the subscribers' own state, e.g. the FIX
+layer's order ownership) is called right after that tick is released, when the subscribers
+have seen exactly the ticks the snapshot holds. The journal records carry the state hash every
 ``hash_every_ticks`` ticks (0: never) so that recovery proves the replay.
 
 A failed commit (disk full, I/O error) stops the pipeline: the engine has matched ticks that
@@ -44,6 +46,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+import attr
 from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
@@ -304,6 +307,11 @@ class OrderPipeline:
                 except Exception:
                     log.failure("order pipeline subscriber {callback!r} failed",
                                 callback=callback)
+            due = self._snapshot_due
+            if due and due[0][0] == self.durable_ticks and self.snapshot_extra is not None:
+                # Subscribers have now seen exactly the ticks the snapshot holds: their state
+                # (snapshot_extra) matches the engine's, and replay resumes right after both.
+                due[0] = (due[0][0], attr.evolve(due[0][1], extra=self.snapshot_extra()))
         self._start_due_snapshot()
         if self.sequencer.pending and not self._stopping:
             self.tick()  # requests that arrived during the fsync: match them now
@@ -342,7 +350,6 @@ class OrderPipeline:
         next_seq, last_ts, last_tick_ts = self.sequencer.position()
         state = SnapshotState(
             next_seq, last_ts, last_tick_ts, self.engine.state_hash(), self.engine.snapshot(),
-            self.snapshot_extra() if self.snapshot_extra is not None else None,
         )
         self._pending.append(Rotate(next_seq))
         self._snapshot_due.append((self.ticks, state))

@@ -66,6 +66,7 @@ class Harness:
         rec = self.directory.recover(lambda: MatchingEngine(demo_instruments()),
                                      MatchingEngine.restore)
         self.replayed = list(rec.replay(self.directory.read_records(rec.next_seq)))
+        self.extra = rec.extra
         options.setdefault("eager", False)
         self.pipeline = OrderPipeline(
             rec.engine, rec.sequencer(idle_tick_ns=options.pop("idle_tick_ns", 10**9)),
@@ -230,8 +231,14 @@ def drive(h: Harness, rng: random.Random, ticks: int) -> list[str]:
 def test_snapshots_rotate_prune_and_restart_identically(tmp_path: Any) -> None:
     """Periodic snapshots rotate segments, prune old ones, and a restart resumes identically."""
     path = str(tmp_path)
+    seen = [0]  # a subscriber's own state: commands it has been given
+
+    def count(processed: list) -> None:
+        seen[0] += len(processed)
+
     h = Harness(path, snapshot_every_commands=40, hash_every_ticks=3,
-                snapshot_extra=lambda: {"owners": "x"})
+                snapshot_extra=lambda: seen[0])
+    h.pipeline.subscribe(count)
     drive(h, random.Random(11), 60)
     h.pipeline.snapshot_every_commands = 10**9
     drive(h, random.Random(12), 2)  # a tail after the last snapshot
@@ -251,6 +258,8 @@ def test_snapshots_rotate_prune_and_restart_identically(tmp_path: Any) -> None:
     assert again.replayed == released[len(released) - len(again.replayed):]
     assert [p.command.seq for p in again.replayed] == list(range(snaps[-1][0], position[0]))
     assert again.replayed
+    # the subscriber state stored with the snapshot plus the replayed tail is all it saw
+    assert again.extra + len(again.replayed) == seen[0] == len(released)
     again.order("Z", Side.BUY, 1, 590_000)
     again.pipeline.tick()
     again.journal.complete()
