@@ -7,6 +7,11 @@ list of ``Key=Value`` lines (``#`` or ``;`` starts a comment line). Every ``[SES
 the ``[DEFAULT]`` values and may override them. Server-wide settings (listen addresses, TLS,
 HTTP, stores, services) are read from ``[DEFAULT]`` only.
 
+Order entry adds two section kinds of this server's own (QuickFIX has no such sections): a
+``[FIRM]`` section (``Firm``, ``Accounts`` = comma-separated account ids, ``MaxOpenOrders`` =
+limit per account) and an ``[ACCOUNT]`` section (``Account``, ``Firm``, ``MaxOpenOrders``)
+for an account with its own limit. They inherit nothing from ``[DEFAULT]``.
+
 Unlike QuickFIX, a key this server does not know is an error, not silently ignored: a mistyped
 ``Starttime`` must stop start-up rather than leave a session open around the clock. Every error
 is a ``ConfigError`` naming the setting, the section and the line. ``ops/README.md`` is the
@@ -23,6 +28,7 @@ from typing import Callable
 import attr
 
 from fixserver.dictionary import quickfix_spec_path
+from fixserver.orderentry.firms import AccountSettings, FirmSettings
 from fixserver.settings import LogonAuth, SessionRole, SessionSettings
 
 #: ``DataDictionary=quickfix:FIX44.xml`` names a standard dictionary installed by quickfix
@@ -64,6 +70,10 @@ class ServerConfig:
     socket_nodelay: bool = True
     #: path the file was read from (relative paths inside it are resolved against its folder)
     source: str | None = None
+    #: order entry: member firms and their accounts ([FIRM]/[ACCOUNT] sections)
+    firms: tuple[FirmSettings, ...] = ()
+    #: order entry: directory of the command journal and snapshots (JournalPath)
+    journal_path: str | None = None
 
 
 # --- value parsers: each raises ValueError with a short description of what was expected ---
@@ -230,15 +240,28 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PostgresDSN": ("postgres_dsn", _parse_text),
     "RedisURL": ("redis_url", _parse_text),
     "ShutdownTimeout": ("shutdown_timeout", _parse_positive_float),
+    "JournalPath": ("journal_path", _parse_text),
 }
 
-_PATH_SERVER_FIELDS = ("certificate_file", "key_file", "file_store_path")
+# [FIRM] and [ACCOUNT] keys (order entry): key -> parser.
+_FIRM_KEYS: dict[str, Callable[[str], object]] = {
+    "Firm": _parse_comp_id,
+    "Accounts": _parse_text,
+    "MaxOpenOrders": _parse_non_negative_int,
+}
+_ACCOUNT_KEYS: dict[str, Callable[[str], object]] = {
+    "Account": _parse_comp_id,
+    "Firm": _parse_comp_id,
+    "MaxOpenOrders": _parse_non_negative_int,
+}
+
+_PATH_SERVER_FIELDS = ("certificate_file", "key_file", "file_store_path", "journal_path")
 _ALL_KEYS = {k.lower(): k for k in (*_SESSION_KEYS, *_SERVER_KEYS)}
 
 
 @attr.s(slots=True, auto_attribs=True)
 class _Section:
-    name: str  # "DEFAULT" or "SESSION"
+    name: str  # "DEFAULT", "SESSION", "FIRM" or "ACCOUNT"
     line: int
     ordinal: int  # 1-based number of this [SESSION]; 0 for [DEFAULT]
     #: canonical key -> (value, line)
@@ -247,12 +270,17 @@ class _Section:
     def where(self) -> str:
         if self.name == "DEFAULT":
             return f"[DEFAULT] (line {self.line})"
-        return f"[SESSION] #{self.ordinal} (line {self.line})"
+        return f"[{self.name}] #{self.ordinal} (line {self.line})"
 
 
-def _split_sections(text: str, source: str) -> tuple[_Section, list[_Section]]:
+def _split_sections(
+    text: str, source: str, firm_sections: list[_Section] | None = None
+) -> tuple[_Section, list[_Section]]:
+    """[DEFAULT] and the [SESSION]s; [FIRM]/[ACCOUNT] sections go to ``firm_sections``."""
     default = _Section("DEFAULT", 0, 0)
     sessions: list[_Section] = []
+    if firm_sections is None:
+        firm_sections = []
     current: _Section | None = None
     seen_default = False
     for number, raw_line in enumerate(text.splitlines(), start=1):
@@ -274,6 +302,10 @@ def _split_sections(text: str, source: str) -> tuple[_Section, list[_Section]]:
             elif name == "SESSION":
                 current = _Section("SESSION", number, len(sessions) + 1)
                 sessions.append(current)
+            elif name in ("FIRM", "ACCOUNT"):
+                ordinal = 1 + sum(1 for f in firm_sections if f.name == name)
+                current = _Section(name, number, ordinal)
+                firm_sections.append(current)
             else:
                 raise ConfigError(
                     f"{source}:{number}: unknown section [{line[1:-1]}]; "
@@ -286,9 +318,13 @@ def _split_sections(text: str, source: str) -> tuple[_Section, list[_Section]]:
         key, value = key.strip(), value.strip()
         if not sep or not key:
             raise ConfigError(f"{source}:{number}: expected Key=Value, got {line!r}")
-        canonical = _ALL_KEYS.get(key.lower())
+        known = _ALL_KEYS
+        if current.name in ("FIRM", "ACCOUNT"):
+            keys = _FIRM_KEYS if current.name == "FIRM" else _ACCOUNT_KEYS
+            known = {k.lower(): k for k in keys}
+        canonical = known.get(key.lower())
         if canonical is None:
-            close = difflib.get_close_matches(key, list(_ALL_KEYS.values()), n=1)
+            close = difflib.get_close_matches(key, list(known.values()), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(
                 f"{source}:{number}: unknown setting {key} in {current.where()}{hint}"
@@ -382,7 +418,8 @@ def _build_session(
 
 def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> ServerConfig:
     """Build a ServerConfig from the text of a config file; raises ConfigError."""
-    default, session_sections = _split_sections(text, source)
+    firm_sections: list[_Section] = []
+    default, session_sections = _split_sections(text, source, firm_sections)
     if not session_sections:
         raise ConfigError(f"{source}: no [SESSION] section: the server would serve nobody")
 
@@ -433,7 +470,79 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
             "but SocketAcceptPortTLS is not"
         )
 
-    return ServerConfig(sessions=tuple(sessions), source=source, **server)  # type: ignore[arg-type]
+    firms = _build_firms(source, firm_sections)
+    if firms:
+        known = {f.firm for f in firms}
+        for settings, section in zip(sessions, session_sections):
+            if settings.firm is not None and settings.firm not in known:
+                raise ConfigError(
+                    f"{source}: Firm={settings.firm} in {section.where()} has no [FIRM] section"
+                )
+    return ServerConfig(  # type: ignore[arg-type]
+        sessions=tuple(sessions), source=source, firms=firms, **server
+    )
+
+
+def _build_firms(source: str, sections: list[_Section]) -> tuple[FirmSettings, ...]:
+    """The [FIRM]/[ACCOUNT] sections as FirmSettings (accounts in configuration order)."""
+    order: list[str] = []
+    limits: dict[str, int] = {}
+    accounts: dict[str, list[AccountSettings]] = {}
+    owner: dict[str, str] = {}
+
+    def add(section: _Section, firm: str, account: str, limit: int) -> None:
+        if account in owner:
+            raise ConfigError(
+                f"{source}: account {account} in {section.where()} is already configured "
+                f"(firm {owner[account]})"
+            )
+        owner[account] = firm
+        accounts[firm].append(AccountSettings(account, firm, limit))
+
+    for section in sections:
+        if section.name != "FIRM":
+            continue
+        if "Firm" not in section.values:
+            raise ConfigError(f"{source}: Firm is missing in {section.where()}")
+        firm = str(_parse_value(source, section, "Firm", _FIRM_KEYS["Firm"]))
+        if firm in accounts:
+            raise ConfigError(f"{source}: firm {firm} of {section.where()} is configured twice")
+        limit = 0
+        if "MaxOpenOrders" in section.values:
+            limit = int(_parse_value(source, section, "MaxOpenOrders", _parse_non_negative_int))  # type: ignore[call-overload]
+        order.append(firm)
+        limits[firm] = limit
+        accounts[firm] = []
+        if "Accounts" in section.values:
+            names = [a.strip() for a in section.values["Accounts"][0].split(",")]
+            for name in names:
+                if not name:
+                    raise ConfigError(
+                        f"{source}:{section.values['Accounts'][1]}: Accounts in "
+                        f"{section.where()}: expected comma-separated account ids"
+                    )
+                add(section, firm, name, limit)
+    for section in sections:
+        if section.name != "ACCOUNT":
+            continue
+        for required in ("Account", "Firm"):
+            if required not in section.values:
+                raise ConfigError(f"{source}: {required} is missing in {section.where()}")
+        account = str(_parse_value(source, section, "Account", _ACCOUNT_KEYS["Account"]))
+        firm = str(_parse_value(source, section, "Firm", _ACCOUNT_KEYS["Firm"]))
+        if firm not in accounts:
+            raise ConfigError(f"{source}: Firm={firm} in {section.where()} has no [FIRM] section")
+        limit = limits[firm]
+        if "MaxOpenOrders" in section.values:
+            limit = int(_parse_value(source, section, "MaxOpenOrders", _parse_non_negative_int))  # type: ignore[call-overload]
+        if owner.get(account) == firm:  # listed in the firm's Accounts too: this sets its limit
+            accounts[firm] = [
+                AccountSettings(account, firm, limit) if a.account == account else a
+                for a in accounts[firm]
+            ]
+            continue
+        add(section, firm, account, limit)
+    return tuple(FirmSettings(f, tuple(accounts[f])) for f in order)
 
 
 def load_config(path: str) -> ServerConfig:

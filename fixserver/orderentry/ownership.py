@@ -1,0 +1,318 @@
+"""Who owns which order, and what each session's ClOrdIDs mean.
+
+Theory of operation
+-------------------
+Every request is submitted to the sequencer with an *origin* (journaled with it): a tuple
+``(session_id, kind, ...)`` where ``kind`` is the FIX MsgType that caused it (``D``, ``F``,
+``G``, ``q``) or ``K`` (kill switch) / ``X`` (cancel-on-disconnect). See :func:`origin`.
+
+:class:`OrderLedger` is the FIX layer's view of the orders, built only from *released*
+(durable) ticks, so a status request never reports what might be lost in a crash:
+
+- ``orders``: order id -> :class:`OrderView` (everything an ExecutionReport needs, including
+  what the engine's events do not carry for the maker of a trade: side, type, ClOrdIDs);
+- per session: the ClOrdIDs it has used (new orders, cancels, replaces, rejected ones too)
+  and which order each ClOrdID names (for OrigClOrdID lookups);
+- live orders per account (MaxOpenOrders) and per session (cancel-on-disconnect).
+
+ClOrdIDs are claimed when a request is *submitted* (:meth:`OrderLedger.claim`), not when it is
+released, so two messages with the same ClOrdID in one tick are told apart.
+
+Restart: the pipeline's snapshot carries :meth:`OwnerRecorder.snapshot` (taken at the
+snapshot's tick boundary, in step with the engine), and the journal tail is replayed; then
+:meth:`OrderLedger.restore` rebuilds the views of the live orders from the recovered engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.enums import OrdType, RequestKind, Side, TimeInForce
+from engine.events import (
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    OrderReplaced,
+    OrderRestated,
+    OrderTriggered,
+    RequestRejected,
+    Trade,
+)
+
+NEW, PARTIAL, FILLED, CANCELED, EXPIRED = "0", "1", "2", "4", "C"
+SESSION_KINDS = ("D", "F", "G", "q", "X")
+
+
+def origin(session_id: str, kind: str, *extra: Any) -> tuple:
+    """The origin journaled with a request: (session id, kind, extra...)."""
+    return (session_id, kind, *extra)
+
+
+def origin_session(o: Any) -> str | None:
+    """The session id of an origin, or None (engine ticks, kill switch)."""
+    if o is None or len(o) < 2 or o[1] not in SESSION_KINDS:
+        return None
+    return str(o[0])
+
+
+class OrderView:
+    """One order as the FIX layer reports it (mutable; updated from released events)."""
+
+    __slots__ = (
+        "account",
+        "cl_ord_id",
+        "filled",
+        "leaves",
+        "notional",
+        "ord_type",
+        "order_id",
+        "orig_cl_ord_id",
+        "price",
+        "qty",
+        "session_id",
+        "side",
+        "status",
+        "stop_price",
+        "stp",
+        "symbol",
+        "tif",
+    )
+
+    def __init__(
+        self, order_id: int, session_id: str, account: str, symbol: str, side: Side,
+        ord_type: OrdType, tif: TimeInForce, price: int, stop_price: int, qty: int,
+        cl_ord_id: str, stp: str = "",
+    ) -> None:
+        self.order_id = order_id
+        self.session_id = session_id
+        self.account = account
+        self.symbol = symbol
+        self.side = side
+        self.ord_type = ord_type
+        self.tif = tif
+        self.price = price
+        self.stop_price = stop_price
+        self.qty = qty
+        self.filled = 0
+        self.leaves = qty
+        self.notional = 0
+        self.cl_ord_id = cl_ord_id
+        self.orig_cl_ord_id = ""
+        self.status = NEW
+        self.stp = stp
+
+    @property
+    def live(self) -> bool:
+        return self.leaves > 0 and self.status in (NEW, PARTIAL)
+
+    def working_status(self) -> str:
+        return PARTIAL if self.filled else NEW
+
+
+class OwnerRecorder:
+    """Wraps the pipeline's sequencer: records each stamped NewOrder's owning session and every
+    ClOrdID a session used, at the moment the tick is matched, so that a snapshot taken at that
+    tick boundary carries ownership in step with the engine."""
+
+    def __init__(self, sequencer: Any, owners: dict[int, str] | None = None,
+                 used: dict[str, set[str]] | None = None) -> None:
+        self._sequencer = sequencer
+        self.owners: dict[int, str] = owners if owners is not None else {}
+        self.used: dict[str, set[str]] = used if used is not None else {}
+
+    def __getattr__(self, name: str) -> Any:  # submit, pending, position, ...
+        return getattr(self._sequencer, name)
+
+    def next_batch(self, now_ns: int) -> Any:
+        batch = self._sequencer.next_batch(now_ns)
+        if batch is not None:
+            for o, command in batch.entries:
+                self.record(o, command)
+        return batch
+
+    def record(self, o: Any, command: Any) -> None:
+        """Note the owner of a NewOrder and the ClOrdID of any session request."""
+        sid = origin_session(o)
+        if sid is None:
+            return
+        cl_ord_id = getattr(command, "cl_ord_id", "")
+        if cl_ord_id:
+            self.used.setdefault(sid, set()).add(cl_ord_id)
+        if o[1] == "D":
+            self.owners[command.seq] = sid
+
+    def snapshot(self, live_order_ids: Iterable[int]) -> dict[str, Any]:
+        """msgpack-able: owners of the live orders, and every session's used ClOrdIDs."""
+        owners = self.owners
+        live = {oid: owners[oid] for oid in live_order_ids if oid in owners}
+        self.owners = dict(live)  # ended orders need no owner any more
+        return {"owners": live, "used": {s: sorted(ids) for s, ids in self.used.items()}}
+
+
+class OrderLedger:
+    """The released view of orders and ClOrdIDs (see module docstring)."""
+
+    def __init__(self) -> None:
+        self.orders: dict[int, OrderView] = {}
+        self.used: dict[str, set[str]] = {}
+        self.by_cl_ord_id: dict[str, dict[str, int]] = {}
+        self.live_by_account: dict[str, set[int]] = {}
+        self.live_by_session: dict[str, set[int]] = {}
+        #: NewOrders submitted but not yet released, per account (MaxOpenOrders counts them)
+        self.in_flight: dict[str, int] = {}
+
+    # -- ClOrdIDs ---------------------------------------------------------------------------
+
+    def is_used(self, session_id: str, cl_ord_id: str) -> bool:
+        return cl_ord_id in self.used.get(session_id, ())
+
+    def claim(self, session_id: str, cl_ord_id: str) -> bool:
+        """Mark ``cl_ord_id`` used by the session; False if it already was."""
+        ids = self.used.setdefault(session_id, set())
+        if cl_ord_id in ids:
+            return False
+        ids.add(cl_ord_id)
+        return True
+
+    def find(self, session_id: str, cl_ord_id: str) -> OrderView | None:
+        """The order a session's ClOrdID (current or earlier) names."""
+        oid = self.by_cl_ord_id.get(session_id, {}).get(cl_ord_id)
+        return self.orders.get(oid) if oid is not None else None
+
+    def name(self, session_id: str, cl_ord_id: str, order_id: int) -> None:
+        """Let ``cl_ord_id`` name ``order_id`` for the session (a replace's new ClOrdID)."""
+        self.by_cl_ord_id.setdefault(session_id, {})[cl_ord_id] = order_id
+
+    def unname(self, session_id: str, cl_ord_id: str) -> None:
+        self.by_cl_ord_id.get(session_id, {}).pop(cl_ord_id, None)
+
+    # -- counts -----------------------------------------------------------------------------
+
+    def open_orders(self, account: str) -> int:
+        """Live orders of the account, plus new orders submitted and not yet released."""
+        return len(self.live_by_account.get(account, ())) + self.in_flight.get(account, 0)
+
+    def submitted_new(self, account: str) -> None:
+        self.in_flight[account] = self.in_flight.get(account, 0) + 1
+
+    def live_orders(self, session_id: str | None = None,
+                    accounts: Iterable[str] | None = None) -> list[OrderView]:
+        """Live orders of a session, or of some accounts, in order-id order."""
+        if session_id is not None:
+            ids: set[int] = set(self.live_by_session.get(session_id, ()))
+        else:
+            ids = set()
+            for account in accounts or ():
+                ids |= self.live_by_account.get(account, set())
+        return [self.orders[i] for i in sorted(ids)]
+
+    # -- released events --------------------------------------------------------------------
+
+    def apply(self, o: Any, command: Any, events: list) -> None:
+        """Update the view from one released command (call before building its reports)."""
+        sid = origin_session(o)
+        if type(command).__name__ == "NewOrder" and sid is not None:
+            account = command.account
+            left = self.in_flight.get(account, 0) - 1
+            if left > 0:
+                self.in_flight[account] = left
+            else:
+                self.in_flight.pop(account, None)
+        for event in events:
+            self.apply_event(sid, o, event)
+
+    def apply_event(self, sid: str | None, o: Any, e: Any) -> None:
+        kind = type(e)
+        view: OrderView | None
+        if kind is OrderAccepted:
+            if sid is None:
+                return
+            view = OrderView(e.order_id, sid, e.account, e.symbol, e.side, e.ord_type, e.tif,
+                             e.price, e.stop_price, e.qty, e.cl_ord_id,
+                             str(o[2]) if len(o) > 2 and o[2] else "")
+            self.orders[e.order_id] = view
+            self.name(sid, e.cl_ord_id, e.order_id)
+            self.live_by_account.setdefault(e.account, set()).add(e.order_id)
+            self.live_by_session.setdefault(sid, set()).add(e.order_id)
+        elif kind is Trade:
+            self._fill(e.maker_order_id, e.maker_filled, e.maker_leaves, e.maker_notional)
+            self._fill(e.taker_order_id, e.taker_filled, e.taker_leaves, e.taker_notional)
+        elif kind is OrderCanceled or kind is OrderExpired:
+            view = self.orders.get(e.order_id)
+            if view is not None:
+                self._update(view, e)
+                view.status = CANCELED if kind is OrderCanceled else EXPIRED
+                self._ended(view)
+        elif kind is OrderReplaced:
+            view = self.orders.get(e.order_id)
+            if view is not None:
+                self._update(view, e)
+                view.price = e.price
+                view.stop_price = e.stop_price
+                view.orig_cl_ord_id = e.orig_cl_ord_id
+                view.cl_ord_id = e.cl_ord_id
+                self.name(view.session_id, e.cl_ord_id, e.order_id)
+                if e.leaves == 0:
+                    view.status = FILLED if e.filled and e.filled >= e.qty else CANCELED
+                    self._ended(view)
+                else:
+                    view.status = view.working_status()
+        elif kind is OrderTriggered or kind is OrderRestated:
+            view = self.orders.get(e.order_id)
+            if view is not None:
+                self._update(view, e)
+                view.status = view.working_status()
+        elif kind is RequestRejected:
+            if sid is not None and e.request is RequestKind.REPLACE and e.cl_ord_id:
+                self.unname(sid, e.cl_ord_id)
+        elif kind is OrderRejected:
+            pass  # nothing lived; the ClOrdID stays used
+
+    def _update(self, view: OrderView, e: Any) -> None:
+        view.qty = e.qty
+        view.filled = e.filled
+        view.leaves = e.leaves
+        view.notional = e.notional
+
+    def _fill(self, order_id: int, filled: int, leaves: int, notional: int) -> None:
+        view = self.orders.get(order_id)
+        if view is None:
+            return
+        view.filled = filled
+        view.leaves = leaves
+        view.notional = notional
+        if leaves == 0:
+            view.status = FILLED
+            self._ended(view)
+        else:
+            view.status = PARTIAL
+
+    def _ended(self, view: OrderView) -> None:
+        self.live_by_account.get(view.account, set()).discard(view.order_id)
+        self.live_by_session.get(view.session_id, set()).discard(view.order_id)
+
+    # -- restart ----------------------------------------------------------------------------
+
+    def restore(self, engine: Any, owners: dict[int, str], used: dict[str, set[str]]) -> None:
+        """Rebuild views of the engine's live orders (after recovery) and the used ClOrdIDs."""
+        for sid, ids in used.items():
+            self.used.setdefault(sid, set()).update(ids)
+        for oid in sorted(engine.orders):
+            order = engine.orders[oid]
+            owner = owners.get(oid)
+            if owner is None:
+                continue
+            sid = owner
+            spec = order.spec
+            view = OrderView(oid, sid, order.account, order.symbol, order.side, spec.ord_type,
+                             spec.tif, order.price, spec.stop_price, order.qty, order.cl_ord_id)
+            view.filled = order.filled
+            view.leaves = order.leaves
+            view.notional = order.notional
+            view.status = view.working_status()
+            self.orders[oid] = view
+            self.name(sid, order.cl_ord_id, oid)
+            self.live_by_account.setdefault(order.account, set()).add(oid)
+            self.live_by_session.setdefault(sid, set()).add(oid)

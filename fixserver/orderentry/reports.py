@@ -1,0 +1,348 @@
+"""Engine events -> FIX field lists: ExecutionReport (8), OrderCancelReject (9),
+OrderMassCancelReport (r). Pure: no I/O; times come from the events (TransactTime = the
+sequencer's ts).
+
+ExecIDs are fixserver.pg.rows' scheme (``N`` for an order event, ``N-M``/``N-T`` for the
+maker's and taker's reports of a Trade), so the ExecID a client saw is its Postgres row's key.
+Reports that no engine event caused (refusals before the engine, status answers) use
+``R-<ns>-<n>`` / ``S-<ns>-<n>`` ids from :class:`LocalExecIds`.
+
+Decimals are rendered in plain notation (never exponents: FIX forbids them).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from engine.enums import CancelReason, OrdType, RejectReason, RequestKind, Side, TimeInForce
+from engine.events import (
+    ORDER_EVENTS,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    OrderReplaced,
+    OrderRestated,
+    OrderTriggered,
+    RequestRejected,
+    Trade,
+)
+from engine.instruments import Instrument
+from fixserver.orderentry.ownership import CANCELED, FILLED, OrderLedger, OrderView
+from fixserver.orderentry.translate import (
+    CXL_OTHER,
+    CXL_TOO_LATE,
+    CXL_UNKNOWN_ORDER,
+    REJ_DUPLICATE,
+    REJ_EXCEEDS_LIMIT,
+    REJ_EXCHANGE_CLOSED,
+    REJ_INCORRECT_QTY,
+    REJ_OTHER,
+    REJ_UNKNOWN_ORDER,
+    REJ_UNKNOWN_SYMBOL,
+    REJ_UNSUPPORTED,
+)
+from fixserver.pg.rows import exec_id_str, maker_exec_id, taker_exec_id
+from fixserver.timeutil import format_utc_timestamp
+
+Fields = list  # list[tuple[int, bytes | str | int]]
+R = RejectReason
+
+#: engine RejectReason -> OrdRejReason (103)
+ORD_REJ_REASON: dict[RejectReason, int] = {
+    R.UNKNOWN_SYMBOL: REJ_UNKNOWN_SYMBOL,
+    R.INSTRUMENT_HALTED: REJ_EXCHANGE_CLOSED,
+    R.INSTRUMENT_CANCEL_ONLY: REJ_EXCHANGE_CLOSED,
+    R.INVALID_SIDE: REJ_UNSUPPORTED,
+    R.INVALID_ORDER_TYPE: REJ_UNSUPPORTED,
+    R.INVALID_TIF: REJ_UNSUPPORTED,
+    R.INVALID_STP_MODE: REJ_UNSUPPORTED,
+    R.INVALID_QTY: REJ_INCORRECT_QTY,
+    R.QTY_BELOW_MIN: REJ_INCORRECT_QTY,
+    R.QTY_ABOVE_MAX: REJ_EXCEEDS_LIMIT,
+    R.QTY_NOT_ON_LOT: REJ_INCORRECT_QTY,
+    R.INVALID_DISPLAY_QTY: REJ_INCORRECT_QTY,
+    R.INVALID_MIN_QTY: REJ_INCORRECT_QTY,
+    R.DUPLICATE_ORDER_ID: REJ_DUPLICATE,
+    R.UNKNOWN_ORDER: REJ_UNKNOWN_ORDER,
+}
+
+#: Text (58) of each engine reject reason: the rule the order broke
+REJECT_TEXT: dict[RejectReason, str] = {
+    R.UNKNOWN_SYMBOL: "unknown symbol",
+    R.INSTRUMENT_HALTED: "instrument is halted",
+    R.INSTRUMENT_CANCEL_ONLY: "instrument is cancel-only",
+    R.INSTRUMENT_POST_ONLY: "instrument is post-only: the order would take liquidity",
+    R.INVALID_SIDE: "invalid side",
+    R.INVALID_ORDER_TYPE: "invalid order type",
+    R.INVALID_QTY: "quantity must be positive",
+    R.QTY_BELOW_MIN: "quantity below the instrument's minimum",
+    R.QTY_ABOVE_MAX: "quantity above the instrument's maximum",
+    R.INVALID_PRICE: "price must be positive",
+    R.PRICE_OUTSIDE_BAND: "price outside the instrument's price band",
+    R.INVALID_STOP_PRICE: "stop price must be positive",
+    R.INVALID_TIF: "invalid time in force",
+    R.INVALID_EXPIRE_TIME: "ExpireTime is missing or already past",
+    R.POST_ONLY_WOULD_TAKE: "post-only order would take liquidity",
+    R.POST_ONLY_INVALID: "post-only is for resting limit orders only (not market, stop, IOC, FOK)",
+    R.REDUCE_ONLY_WOULD_INCREASE: "reduce-only order would increase the position",
+    R.INVALID_DISPLAY_QTY: "MaxFloor must be positive, at most OrderQty, on a resting limit order",
+    R.INVALID_MIN_QTY: "MinQty must be positive and at most OrderQty",
+    R.UNKNOWN_ORDER: "unknown order",
+    R.NO_REFERENCE_PRICE: "no reference price for a market order",
+    R.PRICE_NOT_ON_TICK: "price is not a multiple of the tick size",
+    R.QTY_NOT_ON_LOT: "quantity is not a multiple of the lot size",
+    R.INVALID_STP_MODE: "invalid self-trade prevention mode",
+    R.DUPLICATE_ORDER_ID: "duplicate order id",
+    R.INVALID_STATUS: "invalid instrument status",
+}
+
+CANCEL_TEXT: dict[CancelReason, str] = {
+    CancelReason.USER: "canceled on request",
+    CancelReason.IOC_REMAINDER: "unfilled remainder of an immediate order canceled",
+    CancelReason.STP: "canceled by self-trade prevention",
+    CancelReason.REDUCE_ONLY: "reduce-only order canceled: it would increase the position",
+    CancelReason.EXPIRY: "expired",
+    CancelReason.MASS_CANCEL: "canceled by mass cancel",
+    CancelReason.MARKET_PROTECTION: "market order stopped at the price band",
+    CancelReason.FOK_UNFILLED: "fill-or-kill order could not be filled completely",
+    CancelReason.MIN_QTY_UNFILLED: "MinQty not available on entry",
+    CancelReason.PRICE_BAND: "triggered stop-limit price outside the price band",
+    CancelReason.POST_ONLY: "triggered order would take liquidity in a post-only instrument",
+}
+
+_SIDE_CODE = {Side.BUY: "1", Side.SELL: "2"}
+_TYPE_CODE = {OrdType.MARKET: "1", OrdType.LIMIT: "2", OrdType.STOP: "3",
+              OrdType.STOP_LIMIT: "4"}
+_TIF_CODE = {TimeInForce.DAY: "0", TimeInForce.GTC: "1", TimeInForce.IOC: "3",
+             TimeInForce.FOK: "4", TimeInForce.GTD: "6"}
+
+
+def plain(d: Decimal) -> str:
+    """A decimal in plain notation (FIX has no exponents); zero is ``0``."""
+    return format(d, "f") if d else "0"
+
+
+def price_str(inst: Instrument, ticks: int) -> str:
+    return plain(Decimal(ticks) * Decimal(inst.tick_size))
+
+
+def qty_str(inst: Instrument, lots: int) -> str:
+    return plain(Decimal(lots) * Decimal(inst.lot_size))
+
+
+def avg_px(inst: Instrument, notional: int, filled: int) -> str:
+    if not filled:
+        return "0"
+    return plain(Decimal(notional) / Decimal(filled) * Decimal(inst.tick_size))
+
+
+class Report(NamedTuple):
+    """One outbound message: to ``session_id`` (None: the request's session), about
+    ``account`` (drop copies go to its firm's drop-copy sessions when ``copy``)."""
+
+    session_id: str | None
+    account: str
+    msg_type: str
+    fields: Fields
+    copy: bool = True
+
+
+class LocalExecIds:
+    """ExecIDs for reports no engine event caused: unique (ns time + counter)."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def next(self, prefix: str, now_ns: int) -> str:
+        self._n += 1
+        return f"{prefix}-{now_ns}-{self._n}"
+
+
+def order_fields(
+    view: OrderView, inst: Instrument, *, exec_id: str, exec_type: str, ord_status: str,
+    ts: int, cl_ord_id: str | None = None, orig_cl_ord_id: str | None = None,
+) -> Fields:
+    """An ExecutionReport body for an order the ledger knows."""
+    fields: Fields = [(37, str(view.order_id))]
+    fields.append((11, cl_ord_id if cl_ord_id is not None else view.cl_ord_id or "NONE"))
+    orig = orig_cl_ord_id if orig_cl_ord_id is not None else view.orig_cl_ord_id
+    if orig:
+        fields.append((41, orig))
+    fields += [(17, exec_id), (150, exec_type), (39, ord_status), (1, view.account),
+               (55, view.symbol), (54, _SIDE_CODE[view.side]), (38, qty_str(inst, view.qty)),
+               (40, _TYPE_CODE.get(view.ord_type, "2"))]
+    if view.price:
+        fields.append((44, price_str(inst, view.price)))
+    if view.stop_price:
+        fields.append((99, price_str(inst, view.stop_price)))
+    fields += [(59, _TIF_CODE.get(view.tif, "1")),
+               (151, qty_str(inst, view.leaves)), (14, qty_str(inst, view.filled)),
+               (6, avg_px(inst, view.notional, view.filled)), (60, format_utc_timestamp(ts))]
+    if view.stp:
+        fields.append((7928, view.stp))
+    return fields
+
+
+class ReportBuilder:
+    """Builds the reports of one released command from its events and the ledger."""
+
+    def __init__(self, instruments: dict[str, Instrument], ledger: OrderLedger) -> None:
+        self.instruments = instruments
+        self.ledger = ledger
+
+    def reports(self, sid: str | None, o: Any, events: list) -> list[Report]:
+        """Call after ``ledger.apply`` for the same command."""
+        out: list[Report] = []
+        for e in events:
+            kind = type(e)
+            if kind is Trade:
+                self._trade(e, out)
+            elif kind is OrderRejected:
+                if sid is not None:
+                    out.append(self._rejected(sid, e))
+            elif kind is RequestRejected:
+                if sid is not None:
+                    self._request_rejected(sid, o, e, out)
+            elif kind in ORDER_EVENTS:
+                self._order_event(e, out)
+            # MassCancelDone: the application aggregates these (one report per q request)
+        return out
+
+    def _view(self, order_id: int) -> OrderView | None:
+        return self.ledger.orders.get(order_id)
+
+    def _order_event(self, e: Any, out: list[Report]) -> None:
+        view = self._view(e.order_id)
+        if view is None:
+            return
+        inst = self.instruments[view.symbol]
+        kind = type(e)
+        exec_id = exec_id_str(e.exec_id)
+        cl = orig = None
+        text = None
+        if kind is OrderAccepted:
+            exec_type, status = "0", "0"
+        elif kind is OrderCanceled:
+            exec_type, status = "4", CANCELED
+            if e.request_id:  # a cancel request's answer: its ClOrdID, the order's as Orig
+                cl, orig = e.request_id, e.cl_ord_id
+            if e.reason is not CancelReason.USER:
+                text = CANCEL_TEXT.get(e.reason, e.reason.name)
+                if e.reason is CancelReason.MASS_CANCEL:
+                    cl, orig = e.cl_ord_id, ""  # the order's own ids, whoever asked
+        elif kind is OrderExpired:
+            exec_type, status = "C", "C"
+        elif kind is OrderReplaced:
+            exec_type, status = "5", view.status
+            orig = e.orig_cl_ord_id
+        elif kind is OrderTriggered:
+            exec_type, status = "L", view.working_status()
+            text = f"triggered at {price_str(inst, e.trigger_price)}"
+        elif kind is OrderRestated:
+            exec_type, status = "D", view.working_status()
+            text = "quantity reduced: " + CANCEL_TEXT.get(e.reason, e.reason.name)
+        else:
+            return
+        fields = order_fields(view, inst, exec_id=exec_id, exec_type=exec_type,
+                              ord_status=status, ts=e.ts, cl_ord_id=cl, orig_cl_ord_id=orig)
+        if kind is OrderRestated:
+            fields.append((378, 99))
+        if text:
+            fields.append((58, text))
+        out.append(Report(view.session_id, view.account, "8", fields))
+
+    def _trade(self, t: Trade, out: list[Report]) -> None:
+        inst = self.instruments[t.symbol]
+        for order_id, exec_id, fee, liquidity in (
+            (t.maker_order_id, maker_exec_id(t.exec_id), t.maker_fee, "1"),
+            (t.taker_order_id, taker_exec_id(t.exec_id), t.taker_fee, "2"),
+        ):
+            view = self._view(order_id)
+            if view is None:
+                continue
+            fields = order_fields(view, inst, exec_id=exec_id, exec_type="F",
+                                  ord_status=FILLED if view.leaves == 0 else "1", ts=t.ts)
+            fields += [(32, qty_str(inst, t.qty)), (31, price_str(inst, t.price)),
+                       (12, plain(inst.fee_to_quote(fee).normalize())), (13, "3"), (851, liquidity)]
+            out.append(Report(view.session_id, view.account, "8", fields))
+
+    def _rejected(self, sid: str, e: OrderRejected) -> Report:
+        inst = self.instruments.get(e.symbol)
+        reason = e.reason
+        fields: Fields = [(37, "NONE"), (11, e.cl_ord_id or "NONE"), (17, exec_id_str(e.exec_id)),
+                          (150, "8"), (39, "8"), (103, ORD_REJ_REASON.get(reason, REJ_OTHER)),
+                          (1, e.account), (55, e.symbol), (54, _SIDE_CODE.get(e.side, "1"))]
+        if inst is not None:
+            fields.append((38, qty_str(inst, e.qty)))
+        fields.append((40, _TYPE_CODE.get(e.ord_type, "2")))
+        if inst is not None and e.price:
+            fields.append((44, price_str(inst, e.price)))
+        fields += [(59, _TIF_CODE.get(e.tif, "1")), (151, "0"), (14, "0"), (6, "0"),
+                   (60, format_utc_timestamp(e.ts)), (58, REJECT_TEXT.get(reason, reason.name))]
+        return Report(sid, e.account, "8", fields)
+
+    def _request_rejected(self, sid: str, o: Any, e: RequestRejected, out: list[Report]) -> None:
+        if e.request is RequestKind.MASS_CANCEL or e.request is RequestKind.ADMIN:
+            return  # mass cancels are reported per request by the application
+        view = self._view(e.order_id)
+        orig = str(o[2]) if len(o) > 2 else ""
+        response_to = "1" if e.request is RequestKind.CANCEL else "2"
+        reason = CXL_UNKNOWN_ORDER if e.reason is R.UNKNOWN_ORDER else CXL_OTHER
+        if view is not None and not view.live:
+            reason = CXL_TOO_LATE
+        text = REJECT_TEXT.get(e.reason, e.reason.name)
+        out.append(Report(sid, e.account, "9", cancel_reject_fields(
+            view, e.cl_ord_id, orig, response_to, reason, text, e.ts), copy=False))
+
+
+def cancel_reject_fields(view: OrderView | None, cl_ord_id: str, orig_cl_ord_id: str,
+                         response_to: str, reason: int, text: str, ts: int) -> Fields:
+    """OrderCancelReject (9) body."""
+    status = view.status if view is not None else "8"
+    fields: Fields = [(37, str(view.order_id) if view is not None else "NONE"),
+                      (11, cl_ord_id or "NONE"), (41, orig_cl_ord_id or "NONE"), (39, status)]
+    if view is not None:
+        fields.append((1, view.account))
+    fields += [(60, format_utc_timestamp(ts)), (434, response_to), (102, reason), (58, text)]
+    return fields
+
+
+def refused_order_fields(msg_fields: dict[int, str], exec_id: str, reason: int, text: str,
+                         now_ns: int) -> Fields:
+    """ExecutionReport 150=8 for a NewOrderSingle refused before the engine (its own values
+    echoed as sent)."""
+    fields: Fields = [(37, "NONE"), (11, msg_fields.get(11) or "NONE"), (17, exec_id),
+                      (150, "8"), (39, "8"), (103, reason)]
+    for tag in (1, 55, 54, 38, 40, 44, 99, 59):
+        value = msg_fields.get(tag)
+        if value:
+            fields.append((tag, value))
+    if 55 not in msg_fields:
+        fields.append((55, "[N/A]"))
+    if 54 not in msg_fields:
+        fields.append((54, "1"))
+    fields += [(151, "0"), (14, "0"), (6, "0"), (60, format_utc_timestamp(now_ns)), (58, text)]
+    return fields
+
+
+def mass_cancel_report_fields(
+    cl_ord_id: str, report_id: str, request_type: str, response: str, total: int, ts: int, *,
+    reject_reason: int | None = None, symbol: str | None = None, side: Side | None = None,
+    text: str | None = None,
+) -> Fields:
+    """OrderMassCancelReport (r) body."""
+    fields: Fields = [(11, cl_ord_id or "NONE"), (37, report_id), (530, request_type),
+                      (531, response)]
+    if reject_reason is not None:
+        fields.append((532, reject_reason))
+    fields.append((533, total))
+    if symbol:
+        fields.append((55, symbol))
+    if side is not None:
+        fields.append((54, _SIDE_CODE[side]))
+    fields.append((60, format_utc_timestamp(ts)))
+    if text:
+        fields.append((58, text))
+    return fields

@@ -1,0 +1,104 @@
+"""OrderStatusRequest (H) and OrderMassStatusRequest (AF): answered at once from the ledger
+(released, durable state) with ExecutionReports of ExecType I (order status).
+
+H: the order named by ClOrdID (11, any ClOrdID the session gave it) or OrderID (37, an
+order of the session's firm). Unknown: one ExecutionReport 150=I 39=8 OrdRejReason 5.
+
+AF: MassStatusReqType 7 (all orders), 1 (one Symbol, 55 required) or 8 (one Account, 1
+required), over the live orders of the session's firm. One ExecutionReport per order with
+MassStatusReqID (584) and TotNumReports (911); the last has LastRptRequested 912=Y. With no
+matching order, a single report 150=I 39=8 with OrderID NONE, 911=0, 912=Y and a Text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fixserver.admin_messages import business_reject_fields
+from fixserver.codec import FixMessage
+from fixserver.orderentry.reports import order_fields
+from fixserver.orderentry.translate import (
+    BIZ_CONDITIONAL_MISSING,
+    BIZ_UNSUPPORTED,
+    REJ_UNKNOWN_ORDER,
+)
+from fixserver.timeutil import format_utc_timestamp
+
+if TYPE_CHECKING:
+    from fixserver.orderentry.application import OrderEntryApplication
+
+
+def _s(msg: FixMessage, tag: int) -> str:
+    return (msg.get(tag) or b"").decode("latin-1")
+
+
+def order_status(app: OrderEntryApplication, session: Any, msg: FixMessage, now_ns: int) -> None:
+    sid = session.settings.session_id
+    cl_ord_id = _s(msg, 11)
+    view = app.ledger.find(sid, cl_ord_id)
+    order_id = _s(msg, 37)
+    if view is None and order_id.isdigit():
+        candidate = app.ledger.orders.get(int(order_id))
+        firm = session.settings.firm
+        if candidate is not None and app.directory.may_trade(firm, candidate.account):
+            view = candidate
+    extra: list = []
+    if msg.get(790):
+        extra.append((790, msg.get(790)))
+    if view is None:
+        fields: list = [(37, order_id or "NONE"), (11, cl_ord_id or "NONE"),
+                        (17, app.exec_ids.next("S", now_ns)), (150, "I"), (39, "8"),
+                        (103, REJ_UNKNOWN_ORDER), *extra, (55, _s(msg, 55) or "[N/A]"),
+                        (54, _s(msg, 54) or "1"), (151, "0"), (14, "0"), (6, "0"),
+                        (60, format_utc_timestamp(now_ns)), (58, "unknown order")]
+        session.send("8", fields, now_ns, reply_to=msg)
+        return
+    inst = app.instruments[view.symbol]
+    fields = order_fields(view, inst, exec_id=app.exec_ids.next("S", now_ns), exec_type="I",
+                          ord_status=view.status, ts=now_ns)
+    session.send("8", fields + extra, now_ns, reply_to=msg)
+
+
+def mass_status(app: OrderEntryApplication, session: Any, msg: FixMessage, now_ns: int) -> None:
+    req_id = _s(msg, 584)
+    req_type = _s(msg, 585)
+    accounts = app.directory.accounts_of(session.settings.firm)
+    symbol = None
+    if req_type == "1":
+        symbol = _s(msg, 55)
+        if not symbol:
+            session.send("j", business_reject_fields(
+                msg, BIZ_CONDITIONAL_MISSING, "Symbol (55) is required for MassStatusReqType 1"),
+                now_ns, reply_to=msg)
+            return
+    elif req_type == "8":
+        account = _s(msg, 1)
+        if not account:
+            session.send("j", business_reject_fields(
+                msg, BIZ_CONDITIONAL_MISSING, "Account (1) is required for MassStatusReqType 8"),
+                now_ns, reply_to=msg)
+            return
+        accounts = tuple(a for a in accounts if a == account)
+    elif req_type != "7":
+        session.send("j", business_reject_fields(
+            msg, BIZ_UNSUPPORTED, f"MassStatusReqType {req_type} is not supported; use 1, 7 "
+                                  "or 8"), now_ns, reply_to=msg)
+        return
+    side = _s(msg, 54)
+    views = [v for v in app.ledger.live_orders(accounts=accounts)
+             if (symbol is None or v.symbol == symbol)
+             and (not side or (side == "1") == (int(v.side) == 1))]
+    total = len(views)
+    if not views:
+        fields = [(37, "NONE"), (17, app.exec_ids.next("S", now_ns)), (150, "I"), (39, "8"),
+                  (584, req_id), (911, 0), (912, "Y"), (55, symbol or "[N/A]"),
+                  (54, side or "1"), (151, "0"), (14, "0"), (6, "0"),
+                  (60, format_utc_timestamp(now_ns)), (58, "no matching open orders")]
+        session.send("8", fields, now_ns, reply_to=msg)
+        return
+    for n, view in enumerate(views, start=1):
+        inst = app.instruments[view.symbol]
+        fields = order_fields(view, inst, exec_id=app.exec_ids.next("S", now_ns),
+                              exec_type="I", ord_status=view.status, ts=now_ns)
+        fields += [(584, req_id), (911, total), (912, "Y" if n == total else "N")]
+        session.send("8", fields, now_ns, reply_to=msg)

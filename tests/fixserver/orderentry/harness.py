@@ -1,0 +1,129 @@
+"""Order-entry test harness: a real MatchingEngine behind a synchronous in-memory pipeline,
+sessions that record what they send, and FIX messages built from tag/value pairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attr
+
+from engine import MatchingEngine, demo_instruments
+from engine.recovery import ProcessedCommand
+from engine.sequencer import Sequencer
+from fixserver.codec import FixMessage
+from fixserver.orderentry.application import OrderEntryApplication
+from fixserver.orderentry.firms import AccountSettings, FirmDirectory, FirmSettings
+from fixserver.orderentry.ownership import OwnerRecorder
+from fixserver.settings import SessionRole, SessionSettings
+
+T0 = 1_700_000_000_000_000_000
+
+
+class RecordingSession:
+    """Stands in for fixserver.session.Session: keeps every sent message as a dict."""
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        self.sent: list[tuple[str, dict[int, str], list]] = []
+
+    def send(self, msg_type: str, fields: list, now_ns: int, reply_to: Any = None,
+             header: Any = ()) -> int:
+        as_dict: dict[int, str] = {}
+        for tag, value in fields:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            assert tag not in as_dict, f"tag {tag} twice in {msg_type}: {fields}"
+            as_dict[tag] = text
+        self.sent.append((msg_type, as_dict, fields))
+        return len(self.sent)
+
+    def take(self) -> list[tuple[str, dict[int, str]]]:
+        out = [(m, f) for m, f, _ in self.sent]
+        self.sent.clear()
+        return out
+
+
+class SyncPipeline:
+    """submit() queues; tick() stamps, matches and releases at once (no journal)."""
+
+    def __init__(self, engine: MatchingEngine) -> None:
+        self.engine = engine
+        self.sequencer = OwnerRecorder(Sequencer(idle_tick_ns=10**15))
+        self.subscribers: list = []
+        self.now = T0
+        self.stopped = False
+
+    def submit(self, origin: Any, request: Any) -> None:
+        if self.stopped:
+            raise RuntimeError("stopped")
+        self.sequencer.submit(origin, request)
+
+    def tick(self) -> list[ProcessedCommand]:
+        self.now += 1_000_000
+        batch = self.sequencer.next_batch(self.now)
+        if batch is None:
+            return []
+        processed = [ProcessedCommand(o, c, self.engine.process(c)) for o, c in batch.entries]
+        for callback in self.subscribers:
+            callback(processed)
+        return processed
+
+
+def msg(msg_type: str, *pairs: tuple[int, str], seq: int = 1) -> FixMessage:
+    fields = [(8, b"FIX.4.4"), (35, msg_type.encode()), (34, str(seq).encode())]
+    fields += [(tag, str(value).encode()) for tag, value in pairs]
+    return FixMessage(fields)
+
+
+def new_order(cl: str, side: str = "1", qty: str = "0.005", price: str | None = "60000",
+              ord_type: str = "2", symbol: str = "BTC-PERP", account: str | None = "A1",
+              *extra: tuple[int, str]) -> FixMessage:
+    pairs: list[tuple[int, str]] = [(11, cl)]
+    if account is not None:
+        pairs.append((1, account))
+    pairs += [(55, symbol), (54, side), (60, "20240101-00:00:00")]
+    if qty is not None:
+        pairs.append((38, qty))
+    pairs.append((40, ord_type))
+    if price is not None:
+        pairs.append((44, price))
+    pairs += list(extra)
+    return msg("D", *pairs)
+
+
+class Exchange:
+    """Firms ACME (accounts A1, A2; sessions ACME1, ACME2, drop copy ACMEDC) and BETA (B1;
+    session BETA1), demo instruments, one engine."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self.engine = MatchingEngine(demo_instruments())
+        self.pipeline = SyncPipeline(self.engine)
+        self.directory = FirmDirectory([
+            FirmSettings("ACME", (AccountSettings("A1", "ACME", overrides.pop("max_open", 0)),
+                                  AccountSettings("A2", "ACME"))),
+            FirmSettings("BETA", (AccountSettings("B1", "BETA"),)),
+        ])
+        base = dict(begin_string="FIX.4.4", sender_comp_id="EXCH")
+        session_overrides = overrides.pop("session", {})
+        self.acme = RecordingSession(attr.evolve(SessionSettings(
+            target_comp_id="ACME1", firm="ACME", **base), **session_overrides))
+        self.acme2 = RecordingSession(SessionSettings(target_comp_id="ACME2", firm="ACME", **base))
+        self.beta = RecordingSession(SessionSettings(target_comp_id="BETA1", firm="BETA", **base))
+        self.dc = RecordingSession(SessionSettings(target_comp_id="ACMEDC", firm="ACME",
+                                                   role=SessionRole.DROP_COPY, **base))
+        self.flushed: list = []
+        self.disconnected: list = []
+        self.app = OrderEntryApplication(
+            [self.acme, self.acme2, self.beta, self.dc], self.pipeline, demo_instruments(),
+            self.directory, now_ns=lambda: self.pipeline.now, flush=self.flushed.append,
+            disconnect=lambda s, text: self.disconnected.append((s, text)), **overrides,
+        )
+        self.pipeline.subscribers.append(self.app.on_released)
+
+    def send(self, session: RecordingSession, message: FixMessage, now: int | None = None) -> None:
+        self.app.on_message(session, message, self.pipeline.now if now is None else now)
+
+    def run(self, session: RecordingSession, message: FixMessage) -> list[tuple[str, dict]]:
+        """Send, tick, and return what ``session`` received."""
+        self.send(session, message)
+        self.pipeline.tick()
+        return session.take()
