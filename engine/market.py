@@ -81,7 +81,9 @@ class Market:
 
     def band(self) -> tuple[int, int]:
         """(lowest, highest) price allowed now; (0, huge) when there is no reference."""
-        ref = self.reference_price()
+        ref = self.last_price
+        if not ref:
+            ref = self.reference_price()
         if ref != self._band_ref:
             self._band_ref = ref
             if ref:

@@ -241,22 +241,22 @@ class MatchingEngine:
 
     def _check_new(self, m: Market, c: NewOrder) -> tuple[int, Any, Any, Any, Any]:
         """Validate a NewOrder: (reason or 0, side, ord_type, tif, stp) with enums coerced."""
-        side = c.side
+        side: Any = c.side
         if side is not BUY and side is not SELL:
             side = _as_enum(Side, side)
             if side is None:
                 return R.INVALID_SIDE, side, None, None, None
-        ot = c.ord_type
+        ot: Any = c.ord_type
         if ot is not LIMIT:
             ot = _as_enum(OrdType, ot)
             if ot is None:
                 return R.INVALID_ORDER_TYPE, side, ot, None, None
-        tif = c.tif
+        tif: Any = c.tif
         if tif is not GTC:
             tif = _as_enum(TimeInForce, tif)
             if tif is None:
                 return R.INVALID_TIF, side, ot, tif, None
-        stp = c.stp
+        stp: Any = c.stp
         if stp is not None:
             stp = _as_enum(StpMode, stp)
             if stp is None:
@@ -318,6 +318,40 @@ class MatchingEngine:
 
     def _on_new(self, c: NewOrder, ev: list) -> None:
         m = self.markets.get(c.symbol)
+        if m is not None and c.ord_type is LIMIT and c.tif is GTC and m.status is TRADING:
+            # fast path: a valid plain GTC limit order that does not cross rests at once;
+            # anything else (or any doubt) takes the general path below
+            side = c.side
+            price = c.price
+            qty = c.qty
+            inst = m.instrument
+            book = m.book
+            lo, hi = m.band()
+            if (
+                (price < book.best_ask if side is BUY else side is SELL and price > book.best_bid)
+                and lo <= price <= hi
+                and price > 0
+                and inst.min_qty <= qty <= inst.max_qty
+                and qty > 0
+                and c.stp is None
+                and not (c.display_qty or c.min_qty or c.post_only or c.reduce_only)
+                and c.seq not in self.orders
+            ):
+                oid = c.seq
+                cl = c.cl_ord_id
+                acct = c.account
+                sym = m.symbol
+                o = Order(oid, cl, acct, sym, side, price, qty, qty, 0, 0, qty, self._plain)
+                self.orders[oid] = o
+                self.exec_id += 1
+                ev.append(
+                    _tn(OrderAccepted, (oid, c.ts, self.exec_id, oid, cl, acct, sym, side,
+                                        LIMIT, GTC, price, 0, qty, 0, qty, 0))
+                )
+                book.add(o)
+                book.drain_levels(oid, ev)
+                return
+        reason: int
         if m is None:
             reason, side, ot, tif = R.UNKNOWN_SYMBOL, c.side, c.ord_type, c.tif
         else:
@@ -329,7 +363,7 @@ class MatchingEngine:
                               c.symbol, side if side is not None else c.side,
                               ot if ot is not None else c.ord_type,
                               tif if tif is not None else c.tif, c.price, c.stop_price, c.qty,
-                              reason)
+                              RejectReason(reason))
             )
             return
         assert m is not None
@@ -561,7 +595,19 @@ class MatchingEngine:
             self._request_reject(c, RequestKind.CANCEL, c.order_id, c.account,
                                  R.INSTRUMENT_HALTED, ev)
             return
-        self._cancel(m, o, C.USER, c.seq, c.ts, ev, c.cl_ord_id)
+        s = o.spec
+        if o.visible and not s.reduce_only:  # the common case, inlined
+            m.book.remove(o)
+            del self.orders[o.id]
+            o.leaves = 0
+            self.exec_id += 1
+            ev.append(
+                _tn(OrderCanceled, (c.seq, c.ts, self.exec_id, o.id, o.cl_ord_id, o.account,
+                                    o.symbol, o.side, s.ord_type, s.tif, o.price, s.stop_price,
+                                    o.qty, o.filled, 0, o.notional, C.USER, c.cl_ord_id))
+            )
+        else:
+            self._cancel(m, o, C.USER, c.seq, c.ts, ev, c.cl_ord_id)
         m.book.drain_levels(c.seq, ev)
 
     def _on_replace(self, c: ReplaceOrder, ev: list) -> None:
@@ -569,6 +615,7 @@ class MatchingEngine:
 
     def _on_mass_cancel(self, c: MassCancel, ev: list) -> None:
         side = c.side
+        reason: int
         if c.symbol is not None and c.symbol not in self.markets:
             reason = R.UNKNOWN_SYMBOL
         elif side is not None and _as_enum(Side, side) is None:
