@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import attr
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -104,10 +104,10 @@ class FixProtocol(Protocol):
             return
         now = self.host.now_ns()
         connection.receive_data(data, now)
-        self._inbound.feed(self._session_label(), data)
+        self._inbound.feed(self._label, data)
         self._pump(now)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError("closed"))) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
         self.host.protocols.discard(self)
         metrics.CONNECTIONS_OPEN.dec()
@@ -121,7 +121,7 @@ class FixProtocol(Protocol):
         log.info(
             "fix.disconnect peer={peer} session={session} reason={reason}",
             peer=self.peer,
-            session=self._session_label(),
+            session=self._label,
             reason=reason.getErrorMessage(),
         )
         self.host.connection_gone(self)
@@ -245,9 +245,6 @@ class FixProtocol(Protocol):
         self._closing = True
         self._cancel_timer()
         self._transport.abortConnection()
-
-    def _session_label(self) -> str:
-        return self._label
 
     # --- the one timer ---
 
