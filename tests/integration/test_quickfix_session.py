@@ -110,7 +110,8 @@ def test_logon_heartbeats_test_request_resend_and_logout(inprocess_server, quick
 @pytest.mark.slow
 def test_server_sigkill_restart_keeps_sequence_numbers(tmp_path, server_process, quickfix_client):
     """kill -9 the server subprocess, restart it: QuickFIX logs on again with sequence numbers
-    continuing on both sides (no reset, no 'MsgSeqNum too low'), and nothing is rejected."""
+    continuing on both sides (no reset, no 'MsgSeqNum too low'); then SIGTERM logs it out
+    cleanly; nothing is rejected."""
     port = free_port()
     server = server_process(server_config_text(port, str(tmp_path / "server-store")))
     server.start(port)
@@ -150,9 +151,15 @@ def test_server_sigkill_restart_keeps_sequence_numbers(tmp_path, server_process,
     client.send_test_request("AFTER-RESTART")
     client.wait_for("from_admin", _is("0", t112="AFTER-RESTART"), what="an answer after restart")
 
-    client.stop()  # Logout and its reply, from the test thread: the server is another process
+    # SIGTERM: a clean shutdown logs the connected client out and waits for its reply.
+    shutdown_mark = len(client.history)
     assert server.terminate() == 0, server.log()
+    logout = client.wait_for("from_admin", _is("5"), start=shutdown_mark, what="shutdown Logout")
+    assert logout.fields.get(58) == "server shutting down"
+    client.wait_for("to_admin", _is("5"), start=shutdown_mark, what="QuickFIX's Logout reply")
+    assert "fix.stopped" in server.log()
+    client.stop(force=True)
     client.poll()
     logouts = [e for e in client.history[mark:] if e.kind == "from_admin" and e.msg_type == "5"]
-    assert logouts and all("too low" not in e.fields.get(58, "") for e in logouts), logouts
+    assert all("too low" not in e.fields.get(58, "") for e in logouts), logouts
     _assert_nothing_rejected(client)
