@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine import (  # noqa: E402
+from engine import (
     CancelOrder,
     FastBook,
     MatchingEngine,
@@ -43,8 +43,8 @@ from engine import (  # noqa: E402
     Side,
     TimeInForce,
     demo_instruments,
+    gc_tuning,
 )
-from engine import gc_tuning  # noqa: E402
 
 SYMBOL = "BTC-PERP"
 REF = 600_000
@@ -55,7 +55,7 @@ TARGET_BYTES = 250
 RESTING_IDS = 10**12
 
 
-def make_workload(n: int, prefill: int, seed: int = SEED) -> list:
+def make_workload(n: int, prefill: int, seed: int = SEED) -> tuple[list, list]:
     """Build ``prefill`` resting orders then ``n`` mixed commands (see module docstring)."""
     rng = random.Random(seed)
     eng = MatchingEngine(demo_instruments())
@@ -169,7 +169,7 @@ def latencies(eng: MatchingEngine, cmds: list) -> list[int]:
 
 def pct(sorted_ns: list[int], p: float) -> float:
     """Percentile (nearest rank) in microseconds."""
-    k = min(len(sorted_ns) - 1, max(0, int(round(p / 100 * len(sorted_ns))) - 1))
+    k = min(len(sorted_ns) - 1, max(0, round(p / 100 * len(sorted_ns)) - 1))
     return sorted_ns[k] / 1000
 
 
@@ -272,7 +272,7 @@ def main() -> None:
         for name, factory, part in (("fast", FastBook, cmds), ("reference", ReferenceBook,
                                                                 cmds[:n_ref])):
             eng = fresh_engine(factory, prefill)
-            rate, n_events = throughput(eng, part)
+            rate, _n_events = throughput(eng, part)
             rates[name].append(rate)
     for name, factory, part in (("fast", FastBook, cmds), ("reference", ReferenceBook,
                                                             cmds[:n_ref])):

@@ -26,27 +26,87 @@ events on either.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from heapq import heapify, heappop, heappush
-from typing import Iterator
+from typing import Final
 
 from engine.enums import Side
 from engine.events import LevelChanged
 from engine.order import Order
 
-BUY = Side.BUY
-SELL = Side.SELL
-NO_ASK = 1 << 62  # best_ask when there are no asks (above every valid price)
-_tn = tuple.__new__
+BUY: Final = Side.BUY
+SELL: Final = Side.SELL
+NO_ASK: Final = 1 << 62  # best_ask when there are no asks (above every valid price)
+_tn: Final = tuple.__new__
+
+
+class Book:
+    """The interface the matcher uses; FastBook and ReferenceBook implement it.
+
+    ``best_bid`` is 0 and ``best_ask`` NO_ASK when that side is empty. Mutations record the
+    levels they touch; ``drain_levels`` turns them into LevelChanged events.
+    """
+
+    __slots__ = ()
+    symbol: str
+    best_bid: int
+    best_ask: int
+
+    def add(self, o: Order) -> None:
+        """Rest ``o`` (``o.visible`` already set) at the back of its price level."""
+        raise NotImplementedError
+
+    def remove(self, o: Order) -> None:
+        """Take a resting order out of the book (sets ``o.visible`` to 0)."""
+        raise NotImplementedError
+
+    def restate(self, o: Order, leaves: int) -> None:
+        """Reduce a resting order's leaves (0 < leaves <= o.leaves), keeping its priority."""
+        raise NotImplementedError
+
+    def best_order(self, side: Side) -> Order | None:
+        """The first order in time at the best price of ``side``, or None."""
+        raise NotImplementedError
+
+    def fill(self, o: Order, qty: int) -> None:
+        """Execute ``qty`` (<= visible) of the best order ``o`` at its price."""
+        raise NotImplementedError
+
+    def drain_levels(self, seq: int, out: list) -> None:
+        """Append a LevelChanged for every level touched since the last drain."""
+        raise NotImplementedError
+
+    def levels(self, side: Side) -> list[tuple[int, int, int]]:
+        """L2: (price, visible qty, order count) per level, best first."""
+        raise NotImplementedError
+
+    def orders_at(self, side: Side, price: int) -> list[Order]:
+        """L3: the live orders at one price, in time priority."""
+        raise NotImplementedError
+
+    def iter_side(self, side: Side) -> Iterator[list[Order]]:
+        """Each level's live orders in priority order, best level first."""
+        raise NotImplementedError
+
+    def order_count(self) -> int:
+        """Number of resting orders."""
+        raise NotImplementedError
 
 
 class Level:
     """One price level: FIFO orders with a head index and visible-quantity aggregates."""
 
-    __slots__ = ("price", "orders", "head", "qty", "count", "dead")
+    __slots__ = ("count", "dead", "head", "orders", "price", "qty")
+    price: int
+    orders: list[Order]
+    head: int
+    qty: int
+    count: int
+    dead: int
 
     def __init__(self, price: int) -> None:
         self.price = price
-        self.orders: list[Order] = []
+        self.orders = []
         self.head = 0
         self.qty = 0  # aggregate visible quantity of live orders
         self.count = 0  # live orders
@@ -57,33 +117,40 @@ class Level:
         return [o for o in self.orders[self.head :] if o.visible]
 
 
-class FastBook:
+class FastBook(Book):
     """Fast price-time priority book (see module docstring)."""
 
     __slots__ = (
-        "symbol",
-        "bids",
-        "asks",
-        "best_bid",
-        "best_ask",
-        "_bid_heap",
         "_ask_heap",
-        "_bid_heaped",
         "_ask_heaped",
+        "_bid_heap",
+        "_bid_heaped",
         "_touched",
+        "asks",
+        "best_ask",
+        "best_bid",
+        "bids",
+        "symbol",
     )
+    bids: dict[int, Level]
+    asks: dict[int, Level]
+    _bid_heap: list[int]
+    _ask_heap: list[int]
+    _bid_heaped: set[int]
+    _ask_heaped: set[int]
+    _touched: dict[int, None]
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
-        self.bids: dict[int, Level] = {}
-        self.asks: dict[int, Level] = {}
+        self.bids = {}
+        self.asks = {}
         self.best_bid = 0
         self.best_ask = NO_ASK
-        self._bid_heap: list[int] = []  # negated prices
-        self._ask_heap: list[int] = []
-        self._bid_heaped: set[int] = set()
-        self._ask_heaped: set[int] = set()
-        self._touched: dict[int, None] = {}  # -price for bids, +price for asks
+        self._bid_heap = []  # negated prices
+        self._ask_heap = []
+        self._bid_heaped = set()
+        self._ask_heaped = set()
+        self._touched = {}  # -price for bids, +price for asks
 
     # -- mutation -------------------------------------------------------------------------
 

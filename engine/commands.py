@@ -7,16 +7,14 @@ A NewOrder's order id *is* its ``seq``. Prices are integer ticks, quantities int
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import attr
 
 from engine.enums import InstrumentStatus, OrdType, Side, StpMode, TimeInForce
 
-_frozen = attr.s(slots=True, frozen=True, auto_attribs=True)
 
-
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class NewOrder:
     """Enter an order; its order id is ``seq``.
 
@@ -42,10 +40,10 @@ class NewOrder:
     reduce_only: bool = False
     display_qty: int = 0
     min_qty: int = 0
-    stp: Optional[StpMode] = None
+    stp: StpMode | None = None
 
 
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class CancelOrder:
     """Cancel a live order of ``account``; ``cl_ord_id`` is the cancel request's own id."""
 
@@ -56,7 +54,7 @@ class CancelOrder:
     cl_ord_id: str = ""
 
 
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class ReplaceOrder:
     """Change a live order's quantity and/or price (stop price too, for untriggered stops).
 
@@ -75,19 +73,19 @@ class ReplaceOrder:
     stop_price: int = 0
 
 
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class MassCancel:
     """Cancel every live order matching all the given filters (None matches anything)."""
 
     seq: int
     ts: int
-    account: Optional[str] = None
-    symbol: Optional[str] = None
-    side: Optional[Side] = None
+    account: str | None = None
+    symbol: str | None = None
+    side: Side | None = None
     cl_ord_id: str = ""
 
 
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class SetInstrumentStatus:
     """Change an instrument's trading status."""
 
@@ -97,7 +95,7 @@ class SetInstrumentStatus:
     status: InstrumentStatus
 
 
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class SetPosition:
     """Set an account's signed position (lots) in an instrument, e.g. from the risk system."""
 
@@ -108,7 +106,7 @@ class SetPosition:
     position: int
 
 
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class SetAccountStp:
     """Set an account's default self-trade-prevention mode."""
 
@@ -118,7 +116,7 @@ class SetAccountStp:
     mode: StpMode
 
 
-@_frozen
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class Tick:
     """The sequencer's time tick: expires GTD and DAY orders whose time is at or before ``ts``."""
 

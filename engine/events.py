@@ -265,7 +265,7 @@ class LevelChanged(NamedTuple):
     side: Side
     price: int
     qty: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count on purpose: feeds read .count
 
 
 ORDER_EVENTS = (

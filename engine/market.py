@@ -17,8 +17,8 @@ condition holds, so cascades trigger in arrival order.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from typing import Any
 
+from engine.book import Book
 from engine.enums import InstrumentStatus, OrdType, Side
 from engine.instruments import PPM, Instrument
 from engine.order import Order
@@ -37,30 +37,42 @@ class Market:
     """Mutable state of one instrument (see module docstring)."""
 
     __slots__ = (
-        "instrument",
-        "symbol",
+        "_band_hi",
+        "_band_lo",
+        "_band_ref",
         "book",
-        "status",
+        "instrument",
         "last_price",
         "positions",
         "reduce_only",
-        "stops_up",
+        "status",
         "stops_down",
-        "_band_ref",
-        "_band_lo",
-        "_band_hi",
+        "stops_up",
+        "symbol",
     )
+    instrument: Instrument
+    symbol: str
+    book: Book
+    status: InstrumentStatus
+    last_price: int
+    positions: dict[str, int]
+    reduce_only: dict[str, dict[int, Order]]
+    stops_up: list[tuple[int, int]]
+    stops_down: list[tuple[int, int]]
+    _band_ref: int
+    _band_lo: int
+    _band_hi: int
 
-    def __init__(self, instrument: Instrument, book: Any) -> None:
+    def __init__(self, instrument: Instrument, book: Book) -> None:
         self.instrument = instrument
         self.symbol = instrument.symbol
         self.book = book
         self.status = instrument.status
         self.last_price = 0
-        self.positions: dict[str, int] = {}
-        self.reduce_only: dict[str, dict[int, Order]] = {}
-        self.stops_up: list[tuple[int, int]] = []
-        self.stops_down: list[tuple[int, int]] = []
+        self.positions = {}
+        self.reduce_only = {}
+        self.stops_up = []
+        self.stops_down = []
         self._band_ref = -1
         self._band_lo = 0
         self._band_hi = _BIG

@@ -27,11 +27,12 @@ The book is pluggable (``book_factory``): :class:`engine.book.FastBook` or
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from heapq import heappop, heappush
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Final
 
 from engine import snapshot as _snapshot
-from engine.book import NO_ASK, FastBook
+from engine.book import NO_ASK, Book, FastBook
 from engine.commands import (
     CancelOrder,
     MassCancel,
@@ -60,7 +61,6 @@ from engine.events import (
     OrderCanceled,
     OrderExpired,
     OrderRejected,
-    OrderReplaced,
     OrderRestated,
     OrderTriggered,
     RequestRejected,
@@ -71,29 +71,35 @@ from engine.market import Market
 from engine.order import Order, OrderSpec
 from engine.replace import replace_order
 
-_tn = tuple.__new__
-BUY, SELL = Side.BUY, Side.SELL
-MARKET, LIMIT = OrdType.MARKET, OrdType.LIMIT
-STOP, STOP_LIMIT = OrdType.STOP, OrdType.STOP_LIMIT
-TAKE_PROFIT, TAKE_PROFIT_LIMIT = OrdType.TAKE_PROFIT, OrdType.TAKE_PROFIT_LIMIT
-GTC, IOC, FOK, GTD, DAY = (
-    TimeInForce.GTC,
-    TimeInForce.IOC,
-    TimeInForce.FOK,
-    TimeInForce.GTD,
-    TimeInForce.DAY,
-)
-TRADING, HALTED = InstrumentStatus.TRADING, InstrumentStatus.HALTED
-CANCEL_ONLY, POST_ONLY = InstrumentStatus.CANCEL_ONLY, InstrumentStatus.POST_ONLY
-R = RejectReason
-C = CancelReason
-CANCEL_NEWEST, CANCEL_OLDEST = StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST
-CANCEL_BOTH, DECREMENT_AND_CANCEL = StpMode.CANCEL_BOTH, StpMode.DECREMENT_AND_CANCEL
+_tn: Final = tuple.__new__
+BUY: Final = Side.BUY
+SELL: Final = Side.SELL
+MARKET: Final = OrdType.MARKET
+LIMIT: Final = OrdType.LIMIT
+STOP: Final = OrdType.STOP
+STOP_LIMIT: Final = OrdType.STOP_LIMIT
+TAKE_PROFIT: Final = OrdType.TAKE_PROFIT
+TAKE_PROFIT_LIMIT: Final = OrdType.TAKE_PROFIT_LIMIT
+GTC: Final = TimeInForce.GTC
+IOC: Final = TimeInForce.IOC
+FOK: Final = TimeInForce.FOK
+GTD: Final = TimeInForce.GTD
+DAY: Final = TimeInForce.DAY
+TRADING: Final = InstrumentStatus.TRADING
+HALTED: Final = InstrumentStatus.HALTED
+CANCEL_ONLY: Final = InstrumentStatus.CANCEL_ONLY
+POST_ONLY: Final = InstrumentStatus.POST_ONLY
+R: Final = RejectReason
+C: Final = CancelReason
+CANCEL_NEWEST: Final = StpMode.CANCEL_NEWEST
+CANCEL_OLDEST: Final = StpMode.CANCEL_OLDEST
+CANCEL_BOTH: Final = StpMode.CANCEL_BOTH
+DECREMENT_AND_CANCEL: Final = StpMode.DECREMENT_AND_CANCEL
 
-_MARKET_TYPES = (MARKET, STOP, TAKE_PROFIT)  # enter (or trigger into) a market order
-_STOP_TYPES = (STOP, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT)
-DAY_NS = 86_400 * 1_000_000_000
-_SPEC_CACHE_MAX = 4096
+_MARKET_TYPES: Final = (MARKET, STOP, TAKE_PROFIT)  # enter (or trigger into) a market order
+_STOP_TYPES: Final = (STOP, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT)
+DAY_NS: Final = 86_400 * 1_000_000_000
+_SPEC_CACHE_MAX: Final = 4096
 
 
 def _as_enum(enum: Any, value: Any) -> Any:
@@ -107,29 +113,41 @@ def _as_enum(enum: Any, value: Any) -> Any:
 class MatchingEngine:
     """Deterministic matching engine over a set of instruments (see module docstring)."""
 
+    instruments: list[Instrument]
+    book_factory: Callable[[str], Book]
+    default_stp: StpMode
+    day_offset_ns: int
+    account_stp: dict[str, StpMode]
+    markets: dict[str, Market]
+    orders: dict[int, Order]  # every live order (resting, working, untriggered)
+    exec_id: int
+    _expiry: list[tuple[int, int]]  # heap of (expire_ts, order id), lazy
+    _specs: dict[OrderSpec, OrderSpec]
+    _plain: OrderSpec
+
     def __init__(
         self,
         instruments: Iterable[Instrument],
         *,
-        book_factory: Callable[[str], Any] = FastBook,
+        book_factory: Callable[[str], Book] = FastBook,
         default_stp: StpMode = CANCEL_NEWEST,
-        account_stp: Optional[dict[str, StpMode]] = None,
+        account_stp: dict[str, StpMode] | None = None,
         day_offset_ns: int = 0,
     ) -> None:
         self.instruments = list(instruments)
         self.book_factory = book_factory
         self.default_stp = StpMode(default_stp)
         self.day_offset_ns = day_offset_ns
-        self.account_stp: dict[str, StpMode] = {
+        self.account_stp = {
             a: StpMode(m) for a, m in (account_stp or {}).items()
         }
-        self.markets: dict[str, Market] = {
+        self.markets = {
             i.symbol: Market(i, book_factory(i.symbol)) for i in self.instruments
         }
-        self.orders: dict[int, Order] = {}  # every live order (resting, working, untriggered)
+        self.orders = {}
         self.exec_id = 0
-        self._expiry: list[tuple[int, int]] = []  # heap of (expire_ts, order id), lazy
-        self._specs: dict[OrderSpec, OrderSpec] = {}
+        self._expiry = []
+        self._specs = {}
         self._plain = self._intern(OrderSpec(LIMIT, GTC, 0, 0, 0, None, False, False, 0, False))
 
     # -- public API -----------------------------------------------------------------------
@@ -150,7 +168,7 @@ class MatchingEngine:
 
     @classmethod
     def restore(
-        cls, data: bytes, *, book_factory: Callable[[str], Any] = FastBook
+        cls, data: bytes, *, book_factory: Callable[[str], Book] = FastBook
     ) -> MatchingEngine:
         """A new engine in exactly the state a snapshot was taken in."""
         return _snapshot.load(cls, data, book_factory)
@@ -159,7 +177,7 @@ class MatchingEngine:
         """An account's signed position in lots."""
         return self.markets[symbol].positions.get(account, 0)
 
-    def book(self, symbol: str) -> Any:
+    def book(self, symbol: str) -> Book:
         """The order book of one instrument (read it; do not change it)."""
         return self.markets[symbol].book
 
@@ -188,9 +206,8 @@ class MatchingEngine:
         s = o.spec
         return _tn(
             cls,
-            (seq, ts, self.exec_id, o.id, o.cl_ord_id, o.account, o.symbol, o.side,
-             s.ord_type, s.tif, o.price, s.stop_price, o.qty, o.filled, o.leaves, o.notional)
-            + extra,
+            (seq, ts, self.exec_id, o.id, o.cl_ord_id, o.account, o.symbol, o.side, s.ord_type,
+             s.tif, o.price, s.stop_price, o.qty, o.filled, o.leaves, o.notional, *extra),
         )
 
     def _request_reject(
@@ -280,7 +297,7 @@ class MatchingEngine:
         if qty > inst.max_qty:
             return R.QTY_ABOVE_MAX, side, ot, tif, stp
         is_stop = ot in _STOP_TYPES
-        has_limit = not (ot in _MARKET_TYPES)
+        has_limit = ot not in _MARKET_TYPES
         if has_limit and c.price <= 0:
             return R.INVALID_PRICE, side, ot, tif, stp
         if is_stop and c.stop_price <= 0:
@@ -390,7 +407,7 @@ class MatchingEngine:
                 OrderSpec(ot, tif, c.stop_price if is_stop else 0, c.display_qty, c.min_qty,
                           stp, bool(c.reduce_only), bool(c.post_only), expire, is_stop)
             )
-        price = c.price if not (ot in _MARKET_TYPES) else 0
+        price = c.price if ot not in _MARKET_TYPES else 0
         oid = c.seq
         o = Order(oid, c.cl_ord_id, c.account, m.symbol, side, price, qty, qty, 0, 0, 0, spec)
         self.orders[oid] = o
@@ -469,6 +486,8 @@ class MatchingEngine:
             elif book.best_bid < limit:
                 break
             mk = book.best_order(opp)
+            if mk is None:  # cannot happen: the side crossed, so it is not empty
+                break
             mka = mk.account
             if mka == acct:
                 if not self._self_trade(m, t, mk, seq, ts, ev):

@@ -11,7 +11,7 @@ removed order is freed by reference counting the moment the last index drops it.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from engine.enums import OrdType, Side, StpMode, TimeInForce
 
@@ -24,7 +24,7 @@ class OrderSpec(NamedTuple):
     stop_price: int  # 0 if none
     display: int  # iceberg display quantity, 0 if not an iceberg
     min_qty: int
-    stp: Optional[StpMode]  # None: the account default at match time
+    stp: StpMode | None  # None: the account default at match time
     reduce_only: bool
     post_only: bool
     expire_ts: int  # GTD/DAY expiry (ns), 0 if none
@@ -35,19 +35,31 @@ class Order:
     """A live order. ``visible`` is the displayed quantity resting in the book (0: not resting)."""
 
     __slots__ = (
-        "id",
-        "cl_ord_id",
         "account",
-        "symbol",
-        "side",
+        "cl_ord_id",
+        "filled",
+        "id",
+        "leaves",
+        "notional",
         "price",
         "qty",
-        "leaves",
-        "filled",
-        "notional",
-        "visible",
+        "side",
         "spec",
+        "symbol",
+        "visible",
     )
+    id: int
+    cl_ord_id: str
+    account: str
+    symbol: str
+    side: Side
+    price: int
+    qty: int
+    leaves: int
+    filled: int
+    notional: int
+    visible: int
+    spec: OrderSpec
 
     def __init__(
         self,

@@ -11,9 +11,9 @@ the matcher runs unchanged on it and both must produce identical events and stat
 from __future__ import annotations
 
 from bisect import insort
-from typing import Iterator
+from collections.abc import Iterator
 
-from engine.book import NO_ASK
+from engine.book import NO_ASK, Book
 from engine.enums import Side
 from engine.events import LevelChanged
 from engine.order import Order
@@ -22,7 +22,7 @@ BUY = Side.BUY
 SELL = Side.SELL
 
 
-class ReferenceBook:
+class ReferenceBook(Book):
     """Sorted-list book; O(n) everywhere, trivially right."""
 
     def __init__(self, symbol: str) -> None:
@@ -30,22 +30,19 @@ class ReferenceBook:
         self._sides: dict[Side, list[tuple[int, int, Order]]] = {BUY: [], SELL: []}
         self._stamp = 0
         self._touched: list[tuple[Side, int]] = []
+        self.best_bid = 0
+        self.best_ask = NO_ASK
+
+    def _refresh(self) -> None:
+        """Recompute best bid and ask from the sorted lists (after every change)."""
+        bids = self._sides[BUY]
+        asks = self._sides[SELL]
+        self.best_bid = bids[0][2].price if bids else 0
+        self.best_ask = asks[0][2].price if asks else NO_ASK
 
     def _touch(self, side: Side, price: int) -> None:
         if (side, price) not in self._touched:
             self._touched.append((side, price))
-
-    @property
-    def best_bid(self) -> int:
-        """Best bid price, 0 if none."""
-        entries = self._sides[BUY]
-        return entries[0][2].price if entries else 0
-
-    @property
-    def best_ask(self) -> int:
-        """Best ask price, NO_ASK if none."""
-        entries = self._sides[SELL]
-        return entries[0][2].price if entries else NO_ASK
 
     def add(self, o: Order) -> None:
         """Rest ``o`` behind every order at its price."""
@@ -53,6 +50,7 @@ class ReferenceBook:
         key = -o.price if o.side is BUY else o.price
         insort(self._sides[o.side], (key, self._stamp, o))
         self._touch(o.side, o.price)
+        self._refresh()
 
     def remove(self, o: Order) -> None:
         """Take ``o`` out of the book."""
@@ -65,6 +63,7 @@ class ReferenceBook:
             raise KeyError(o.id)
         o.visible = 0
         self._touch(o.side, o.price)
+        self._refresh()
 
     def restate(self, o: Order, leaves: int) -> None:
         """Reduce leaves, keeping priority; visible shrinks only if above the new leaves."""

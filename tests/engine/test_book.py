@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine import FastBook, ReferenceBook
+from engine import FastBook, OrdType, ReferenceBook, TimeInForce
 from engine.book import NO_ASK
 from engine.order import Order, OrderSpec
 from tests.engine.conftest import BUY, SELL
 
-SPEC = OrderSpec(2, 1, 0, 0, 0, None, False, False, 0, False)
-ICE = OrderSpec(2, 1, 0, 2, 0, None, False, False, 0, False)
+SPEC = OrderSpec(OrdType.LIMIT, TimeInForce.GTC, 0, 0, 0, None, False, False, 0, False)
+ICE = OrderSpec(OrdType.LIMIT, TimeInForce.GTC, 0, 2, 0, None, False, False, 0, False)
 
 
 def order(oid, side, price, qty, spec=SPEC):
@@ -100,7 +100,7 @@ def test_drain_levels_reports_touched_levels_once(book):
     book.add(a)
     book.add(order(2, BUY, 10, 1))
     book.remove(a)
-    out = []
+    out: list = []
     book.drain_levels(7, out)
     assert [(e.side, e.price, e.qty, e.count) for e in out] == [(BUY, 10, 1, 1)]
     out = []

@@ -202,15 +202,15 @@ def check_invariants(eng: MatchingEngine, cmds: list) -> None:
         # positions agree with the engine's, and every live order adds up
         for acct, p in positions.items():
             assert eng.position(acct, BTC) == p
-        for o in eng.orders.values():
-            assert o.filled + o.leaves == o.qty and o.leaves > 0
-            assert fills.get(o.id, 0) == o.filled
+        for live in eng.orders.values():
+            assert live.filled + live.leaves == live.qty and live.leaves > 0
+            assert fills.get(live.id, 0) == live.filled
         for side in (Side.BUY, Side.SELL):
             for price, qty, count in book.levels(side):
-                live = book.orders_at(side, price)
-                assert count == len(live) > 0
-                assert qty == sum(o.visible for o in live)
-                assert all(0 < o.visible <= o.leaves for o in live)
+                at_level = book.orders_at(side, price)
+                assert count == len(at_level) > 0
+                assert qty == sum(o.visible for o in at_level)
+                assert all(0 < o.visible <= o.leaves for o in at_level)
 
 
 @PROPS

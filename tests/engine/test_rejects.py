@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attr
 import pytest
 
@@ -27,6 +29,7 @@ from engine.instruments import OffGridError
 from tests.engine.conftest import BTC, BUY, REF, SELL, Driver, of
 
 R = RejectReason
+BAD: Any = 77  # not a member of any enum
 
 NEW_ORDER_CASES = [
     (R.UNKNOWN_SYMBOL, dict(symbol="DOGE-PERP")),
@@ -118,12 +121,12 @@ def test_cancel_and_replace_rejects(d):
         (ReplaceOrder(107, d.ts, "a", oid, 5, REF, stop_price=5), RequestKind.REPLACE,
          R.INVALID_STOP_PRICE),
         (MassCancel(108, d.ts, symbol="X"), RequestKind.MASS_CANCEL, R.UNKNOWN_SYMBOL),
-        (MassCancel(109, d.ts, side=5), RequestKind.MASS_CANCEL, R.INVALID_SIDE),
+        (MassCancel(109, d.ts, side=BAD), RequestKind.MASS_CANCEL, R.INVALID_SIDE),
         (SetInstrumentStatus(110, d.ts, "X", InstrumentStatus.HALTED), RequestKind.ADMIN,
          R.UNKNOWN_SYMBOL),
-        (SetInstrumentStatus(111, d.ts, BTC, 77), RequestKind.ADMIN, R.INVALID_STATUS),
+        (SetInstrumentStatus(111, d.ts, BTC, BAD), RequestKind.ADMIN, R.INVALID_STATUS),
         (SetPosition(112, d.ts, "a", "X", 1), RequestKind.ADMIN, R.UNKNOWN_SYMBOL),
-        (SetAccountStp(113, d.ts, "a", 0), RequestKind.ADMIN, R.INVALID_STP_MODE),
+        (SetAccountStp(113, d.ts, "a", BAD), RequestKind.ADMIN, R.INVALID_STP_MODE),
     ]
     for cmd, kind, reason in cases:
         ev = d.run(cmd)
