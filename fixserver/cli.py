@@ -3,6 +3,8 @@
 ``fixserver serve --config FILE`` runs the server until SIGTERM/SIGINT (a clean shutdown:
 every session is logged out first). ``fixserver check-config --config FILE`` only reads and
 checks the file. A bad config file prints one line naming the setting and exits 2.
+``fixserver admin kill-switch --firm X --on|--off --http URL`` switches a firm's kill switch
+through the server's HTTP admin API.
 """
 
 from __future__ import annotations
@@ -71,11 +73,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--config", required=True, metavar="FILE", help="config file")
     check_cmd = commands.add_parser("check-config", help="check a config file and summarise it")
     check_cmd.add_argument("--config", required=True, metavar="FILE", help="config file")
+    admin_cmd = commands.add_parser("admin", help="operator commands (over the HTTP admin API)")
+    admin_sub = admin_cmd.add_subparsers(dest="admin_command", required=True)
+    kill = admin_sub.add_parser("kill-switch", help="cancel a firm's orders and refuse new ones")
+    kill.add_argument("--firm", required=True)
+    on_off = kill.add_mutually_exclusive_group(required=True)
+    on_off.add_argument("--on", dest="active", action="store_true")
+    on_off.add_argument("--off", dest="active", action="store_false")
+    kill.add_argument("--http", required=True, metavar="URL",
+                      help="the server's HTTP side, e.g. http://127.0.0.1:9100")
     return parser
+
+
+def kill_switch(firm: str, active: bool, http: str) -> int:
+    """``fixserver admin kill-switch``: POST /admin/kill-switch and print the answer."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"firm": firm, "active": "1" if active else "0"})
+    url = f"{http.rstrip('/')}/admin/kill-switch?{query}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+            print(r.read().decode("utf-8").strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"fixserver: kill switch refused: {exc.read().decode('utf-8').strip()}",
+              file=sys.stderr)
+    except OSError as exc:
+        print(f"fixserver: cannot reach {http}: {exc}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "admin":
+        return kill_switch(args.firm, args.active, args.http)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

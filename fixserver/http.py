@@ -66,13 +66,16 @@ def build_site(
     sessions: Iterable[Session],
     status: Callable[[], str] = lambda: "ok",
     registry: CollectorRegistry = REGISTRY,
+    admin: Resource | None = None,
 ) -> Site:
-    """The HTTP site: ``/metrics`` and ``/health``."""
+    """The HTTP site: ``/metrics``, ``/health`` and (order entry) ``/admin``."""
     root = _Root()
     metrics_page: Any = MetricsResource(registry=registry)
     health_page: Any = HealthResource(sessions, status)
     root.putChild(b"metrics", metrics_page)
     root.putChild(b"health", health_page)
+    if admin is not None:
+        root.putChild(b"admin", admin)
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False  # no "Starting factory" lines on every start

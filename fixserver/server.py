@@ -29,6 +29,15 @@ from fixserver.store import MemoryMessageStore, MessageStore
 log = Logger(namespace="fixserver")
 
 ApplicationFactory = Callable[["FixServer"], Application]
+
+
+def default_application_factory(server: FixServer) -> Application:
+    """Order entry when the config has [FIRM]s (something to trade), else reject-all."""
+    if server.config.firms:
+        from fixserver.orderentry.wiring import order_entry_factory
+
+        return order_entry_factory(server)
+    return UnsupportedMessageApplication()
 StoreFactory = Callable[[SessionSettings], MessageStore]
 
 
@@ -58,7 +67,7 @@ class FixServer:
         self,
         config: ServerConfig,
         reactor: Any,
-        application_factory: ApplicationFactory = lambda server: UnsupportedMessageApplication(),
+        application_factory: ApplicationFactory | None = None,
         store_factory: StoreFactory | None = None,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -72,8 +81,11 @@ class FixServer:
             Session(s, self._store_factory(s), load_dictionary(s)) for s in config.sessions
         ]
         self.registry = SessionRegistry(self.sessions)
-        self.application = application_factory(self)
-        self.host = SessionHost(
+        self.application = (application_factory or default_application_factory)(self)
+        # An application may bring its own host (order entry: logon/logout notifications),
+        # its own start/stop (the order pipeline) and an /admin HTTP subtree.
+        host_class = getattr(self.application, "host_class", SessionHost)
+        self.host = host_class(
             self.registry,
             self.application,
             reactor,
@@ -102,6 +114,9 @@ class FixServer:
         """Listen on the FIX port(s) and the HTTP port; start group-committing the stores."""
         config = self.config
         reactor = self.reactor
+        start_application = getattr(self.application, "start", None)
+        if start_application is not None:
+            start_application()
         self.fix_port = reactor.listenTCP(
             config.accept_port, self.host, interface=config.accept_address
         )
@@ -119,7 +134,11 @@ class FixServer:
         if config.http_port is not None:
             self.http_port = reactor.listenTCP(
                 config.http_port,
-                build_site(self.sessions, lambda: self._status),
+                build_site(
+                    self.sessions,
+                    lambda: self._status,
+                    admin=getattr(self.application, "admin_resource", None),
+                ),
                 interface=config.http_address,
             )
             log.info("http.listen address={address}", address=_address(self.http_port))
@@ -180,6 +199,9 @@ class FixServer:
             if port is not None and port.connected:
                 yield port.stopListening()
         yield self.host.shutdown(self.config.shutdown_timeout)
+        stop_application = getattr(self.application, "stop", None)
+        if stop_application is not None:
+            yield stop_application()
         if self._sync_loop is not None and self._sync_loop.running:
             self._sync_loop.stop()
         if self._sync_in_flight is not None:

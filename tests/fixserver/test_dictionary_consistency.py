@@ -26,7 +26,7 @@ quickfix = pytest.importorskip("quickfix")
 #: Later-version standard fields the exchange uses at their standard number (spec/README.md).
 BACKPORTED_TAGS = {969, 1140}
 #: enum values of standard fields taken from FIX 5.0 SP2 (documented in spec/README.md)
-BACKPORTED_ENUMS = {150: {"L"}}
+BACKPORTED_ENUMS = {150: {"L"}, 380: {"8"}}
 
 
 def _installed(name: str) -> str:

@@ -1,0 +1,167 @@
+"""Composition of order entry: pipeline (journal, recovery), ledger, application, Postgres
+rows, kill-switch file. ``FixServer`` builds an :class:`OrderEntryService` when the config has
+``[FIRM]`` sections (see fixserver.server.default_application_factory).
+
+Start-up (blocking, before the reactor runs): the journal in ``JournalPath`` is recovered
+(snapshot + replay); the replayed commands and the snapshot's extra give the owners of the
+live orders and the ClOrdIDs each session used; the ledger is rebuilt from the recovered
+engine; the killed firms are read from ``JournalPath/kill-switch.json``; with a PostgresDSN
+the schema is migrated and the reference data seeded (a database that is down is logged and
+does not stop the exchange; the writer catches up).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from engine import MatchingEngine, demo_instruments
+from engine.instruments import Instrument
+from fixserver.codec import FixMessage
+from fixserver.config import ConfigError
+from fixserver.orderentry.application import OrderEntryApplication
+from fixserver.orderentry.controls import KillSwitchFile
+from fixserver.orderentry.firms import FirmDirectory
+from fixserver.orderentry.hosting import OrderEntryHost, admin_resource
+from fixserver.orderentry.ownership import OwnerRecorder
+from fixserver.orderentry.translate import stp_mode
+from fixserver.pipeline import open_pipeline
+
+log = Logger(namespace="fixserver.orderentry")
+
+
+class OrderEntryService:
+    """The Application FixServer hosts when order entry is configured (see module docstring)."""
+
+    host_class = OrderEntryHost
+
+    def __init__(self, server: Any, instruments: list[Instrument] | None = None,
+                 **pipeline_options: Any) -> None:
+        config = server.config
+        if not config.journal_path:
+            raise ConfigError("JournalPath is required in [DEFAULT] when [FIRM]s are configured")
+        for settings in config.sessions:
+            try:
+                stp_mode(settings.default_stp)
+            except ValueError as exc:
+                raise ConfigError(f"DefaultSTP of {settings.session_id}: {exc}") from None
+        self.server = server
+        self.reactor = server.reactor
+        self.instruments = instruments if instruments is not None else demo_instruments()
+        self.directory = FirmDirectory(config.firms)
+        self.kill_file = KillSwitchFile(os.path.join(config.journal_path, "kill-switch.json"))
+        replayed: list = []
+        pipeline_options.setdefault("now_ns", server.now_ns)
+        self.pipeline = open_pipeline(
+            config.journal_path, self.reactor, lambda: MatchingEngine(self.instruments),
+            MatchingEngine.restore, on_replayed=replayed.append,
+            snapshot_extra=self._snapshot_extra, **pipeline_options,
+        )
+        extra = self.pipeline.recovered_extra or {}
+        self.recorder = OwnerRecorder(
+            self.pipeline.sequencer,
+            {int(k): str(v) for k, v in dict(extra.get("owners", {})).items()},
+            {str(s): set(ids) for s, ids in dict(extra.get("used", {})).items()},
+        )
+        for p in replayed:
+            self.recorder.record(p.origin, p.command)
+        self.pipeline.sequencer = self.recorder
+        self.app = OrderEntryApplication(
+            server.sessions, self.pipeline, self.instruments, self.directory,
+            now_ns=server.now_ns, flush=self._flush, disconnect=self._disconnect,
+            killed=self.kill_file.load(),
+        )
+        self.app.ledger.restore(self.pipeline.engine, self.recorder.owners, self.recorder.used)
+        self.pipeline.subscribe(self.app.on_released)
+        self.pg_writer: Any = None
+        if config.postgres_dsn:
+            self._start_postgres(config.postgres_dsn)
+        self.admin_resource = admin_resource(self)
+        log.info("orderentry.recovered commands={n} live_orders={live} killed={killed}",
+                 n=self.pipeline.recovered_commands, live=len(self.pipeline.engine.orders),
+                 killed=sorted(self.app.killed))
+
+    def _snapshot_extra(self) -> Any:
+        return self.recorder.snapshot(self.pipeline.engine.orders)
+
+    def _start_postgres(self, dsn: str) -> None:
+        from fixserver.pg.rows import RowBuilder
+        from fixserver.pg.writer import PgWriter
+
+        try:
+            import psycopg
+
+            from fixserver.pg.migrations import migrate
+            from fixserver.pg.seed import seed
+
+            with psycopg.connect(dsn, connect_timeout=3) as conn:
+                migrate(conn)
+                seed(conn, self.instruments, self.server.config.sessions,
+                     self.directory.account_map())
+        except Exception as exc:  # the exchange runs without the database; the writer retries
+            log.warn("pg.seed_failed error={error}", error=repr(exc))
+        self.pg_writer = PgWriter(dsn, self.reactor)
+        builder = RowBuilder(self.instruments)
+        writer = self.pg_writer
+
+        def enqueue(processed: list) -> None:
+            rows = builder.rows(e for p in processed for e in p.events)
+            if rows:
+                writer.enqueue(rows)
+
+        self.pipeline.subscribe(enqueue)
+
+    # -- Application ----------------------------------------------------------------------
+
+    def on_message(self, session: Any, message: FixMessage, now_ns: int) -> None:
+        self.app.on_message(session, message, now_ns)
+
+    def on_logon(self, session: Any, logon: FixMessage | None, now_ns: int) -> None:
+        self.app.on_logon(session, logon, now_ns)
+
+    def on_logout(self, session: Any, now_ns: int) -> None:
+        self.app.on_logout(session, now_ns)
+
+    def _flush(self, session: Any) -> None:
+        self.server.host.flush(session)
+
+    def _disconnect(self, session: Any, text: str) -> None:
+        protocol = self.server.host.bound.get(session)
+        if protocol is not None:  # not inside the protocol's own pump: next reactor turn
+            self.reactor.callLater(0, protocol.logout, text)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.pipeline.start()
+        if self.pg_writer is not None:
+            self.pg_writer.start()
+        for s in self.server.config.sessions:
+            accounts = ",".join(self.directory.accounts_of(s.firm)) or "-"
+            log.info("orderentry.session connect_as SenderCompID={client} TargetCompID={us} "
+                     "role={role} firm={firm} accounts={accounts}", client=s.target_comp_id,
+                     us=s.sender_comp_id, role=s.role.value, firm=s.firm, accounts=accounts)
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Match and release what is queued, close the journal, flush Postgres (bounded)."""
+        yield self.pipeline.shutdown()
+        if self.pg_writer is not None:
+            flushed = self.pg_writer.flush()
+            timeout = self.reactor.callLater(5.0, flushed.cancel)
+            try:
+                yield flushed
+            except defer.CancelledError:
+                log.warn("pg.flush_timeout backlog={n}", n=self.pg_writer.backlog)
+            finally:
+                if timeout.active():
+                    timeout.cancel()
+            self.pg_writer.stop()
+
+
+def order_entry_factory(server: Any) -> OrderEntryService:
+    """FixServer application_factory for order entry."""
+    return OrderEntryService(server)
