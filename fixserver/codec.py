@@ -11,10 +11,13 @@ and CheckSum is the byte sum of everything before ``10=`` modulo 256, as three d
 bad BodyLength, a bad CheckSum, an oversize frame, a malformed field) or ``None`` when more
 bytes are needed. Every returned object consumes exactly its ``raw`` bytes from the front of
 the stream, so the raws of everything returned plus what is still buffered is the input. After
-a frame whose delimiters do not check out the decoder resynchronises on the next ``8=`` after
-that frame's start, so a good message behind a broken one is still found. Garbled frames are
-reported so the session can log them; per the FIX session protocol they are ignored and never
-consume a sequence number.
+a frame whose header does not check out the decoder resynchronises on the next ``8=`` after
+that frame's start, so a good message behind a broken one is still found. A frame whose
+BodyLength does not end at a CheckSum field is dropped the way QuickFIX drops it: up to the
+first ``<SOH>10=...<SOH>`` at or after where BodyLength says the body ends, which with a
+too-long BodyLength swallows the next message too (the conformance suites expect that). Garbled
+frames are reported so the session can log them; per the FIX session protocol they are ignored
+and never consume a sequence number.
 
 Waiting is bounded: the header must fit in a few dozen bytes and the frame size announced by
 BodyLength is checked against ``max_message_size`` before any body byte is awaited, so an
@@ -26,9 +29,11 @@ Parsing has a fast path built from a handful of C-level bytes operations (transl
 split, slicing, one set test) and no per-field Python code. It applies when the separators
 strictly alternate ``=`` and SOH (no ``=`` inside a value), every tag is a canonical number
 below 10000 and no length tag of a data field is present; anything else goes to the careful
-parser, which reads data fields (which may contain SOH) by their length. ``FixMessage`` keeps
-the fields in wire order (repeating groups are walked by the dictionary) and builds its tag
-index and the ``(int, bytes)`` field list only when first asked.
+parser, which reads data fields (which may contain SOH) by their length. Like QuickFIX, the
+careful parser reads a tag as a signed 32-bit number, so ``0=x`` and ``-1=x`` parse (the
+dictionary rejects those tags with Reject 373=0); a tag that is not a number garbles the
+frame. ``FixMessage`` keeps the fields in wire order (repeating groups are walked by the
+dictionary) and builds its tag index and the ``(int, bytes)`` field list only when first asked.
 
 The CheckSum is summed by ``zlib.adler32``: its low half is ``1 + sum(bytes) mod 65521``, which
 is the exact byte sum for chunks short enough never to reach 65521 (256 bytes, or 515 bytes of
@@ -254,11 +259,16 @@ def _fast_tag_set(data_tags: dict[int, int]) -> frozenset[bytes]:
     return fast_tags
 
 
+_MIN_TAG = -(2**31)
+_MAX_TAG = 2**31 - 1
+
+
 def _split_careful(raw: bytes, data_tags: dict[int, int]) -> tuple[list[bytes], list[bytes]]:
     """Split ``tag=value<SOH>`` fields one by one, reading data fields by their length.
 
     Returns canonical tag bytes and values. Raises FixCodecError for a field without ``=``, a
-    non-numeric tag, a bad data length or a missing final SOH.
+    tag that is not a (possibly negative) 32-bit number, a bad data length or a missing final
+    SOH.
     """
     tags: list[bytes] = []
     values: list[bytes] = []
@@ -270,9 +280,17 @@ def _split_careful(raw: bytes, data_tags: dict[int, int]) -> tuple[list[bytes], 
         if eq < 0:
             raise FixCodecError(f"field without '=' at offset {pos}")
         tag_bytes = raw[pos:eq]
-        if not tag_bytes.isdigit():
-            raise FixCodecError(f"tag {tag_bytes!r} is not a number at offset {pos}")
-        tag = int(tag_bytes)
+        if not tag_bytes.isdigit() and not (tag_bytes[:1] == b"-" and tag_bytes[1:].isdigit()):
+            raise FixCodecError(f"tag {tag_bytes[:20]!r} is not a number at offset {pos}")
+        # A signed 32-bit number, as QuickFIX reads tags: "0" and "-1" are parsed (the
+        # dictionary rejects them as invalid tag numbers, 373=0); larger ones cannot be tags.
+        # Leading zeros go first: int() refuses strings of thousands of digits.
+        digits = tag_bytes.lstrip(b"-").lstrip(b"0") or b"0"
+        tag = int(digits) if len(digits) <= 10 else _MAX_TAG + 1
+        if tag_bytes[:1] == b"-":
+            tag = -tag
+        if not _MIN_TAG <= tag <= _MAX_TAG:
+            raise FixCodecError(f"tag {tag_bytes[:20]!r} is out of range at offset {pos}")
         start = eq + 1
         length = pending_data.pop(tag, None)
         if length is not None:
@@ -315,7 +333,8 @@ def parse_fields(
 ) -> list[tuple[int, bytes]]:
     """Split ``tag=value<SOH>`` pairs, reading length-prefixed data fields by their length.
 
-    Raises FixCodecError for a field without ``=``, a non-numeric tag or a bad data length.
+    Raises FixCodecError for a field without ``=``, a tag that is not a number or a bad data
+    length.
     """
     tags, values = _split_careful(body, data_tags)
     return list(zip(map(int, tags), values))
@@ -469,7 +488,7 @@ class FrameDecoder:
         if not (
             buf.startswith(b"10=", trailer) and buf[end - 1] == 1 and checksum_digits.isdigit()
         ):
-            return self._drop_frame("BodyLength (9) does not end at a CheckSum (10) field")
+            return self._drop_misframed(trailer, length_digits)
         raw = buf[pos:end]
         self._pos = end
         declared = int(checksum_digits)
@@ -485,6 +504,38 @@ class FrameDecoder:
         except FixCodecError as exc:
             return GarbledMessage(str(exc), raw)
         return _WireMessage(tags, values, raw)
+
+    def _drop_misframed(self, trailer: int, length_digits: bytes) -> GarbledMessage | None:
+        """Drop a frame whose BodyLength does not end at its CheckSum, as QuickFIX does.
+
+        QuickFIX's parser takes a frame to end at the first ``<SOH>10=...<SOH>`` found from the
+        SOH where BodyLength says the body ends: a too-short BodyLength drops the message up to
+        its own CheckSum, a too-long one also swallows the message after it (the acceptance
+        test 2m_BodyLengthValueNotCorrect expects exactly that). The frame must still fit in
+        ``max_message_size``; when no trailer can end it within that bound, the frame is
+        dropped up to the next ``8=`` instead. While the trailer is awaited every new byte
+        rescans (bounded by ``max_message_size``; only a broken frame pays this).
+        """
+        buf = self._buf
+        pos = self._pos
+        limit = pos + self.max_message_size
+        found = buf.find(b"\x0110=", trailer - 1, limit)
+        if found >= 0:
+            stop = buf.find(SOH, found + 4, limit)
+            if stop >= 0:
+                self._pos = stop + 1
+                return GarbledMessage(
+                    f"BodyLength (9) {length_digits.decode('ascii')} does not end at a "
+                    "CheckSum (10) field; dropped up to the next CheckSum",
+                    buf[pos : stop + 1],
+                )
+        if len(buf) >= limit:
+            return self._drop_frame(
+                "BodyLength (9) does not end at a CheckSum (10) field and no CheckSum ends "
+                f"a frame within {self.max_message_size} bytes"
+            )
+        self._need = len(buf) - pos + 1
+        return None
 
     def _consume(self, stop: int, reason: str) -> GarbledMessage | None:
         """Report the bytes from the scan position to ``stop`` as garbled and drop them."""

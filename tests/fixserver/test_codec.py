@@ -175,6 +175,35 @@ def test_parse_rejects_malformed_fields(raw):
         parse(raw)
 
 
+def test_zero_and_negative_tags_parse_as_quickfix_reads_them():
+    """Tags 0 and -1 parse (the dictionary rejects them); '-' alone or '+1' do not."""
+    msg = parse(reframe(b"35=0\x010=HI\x01-1=HO\x01-035=X\x01"))
+    assert msg.fields[3:6] == [(0, b"HI"), (-1, b"HO"), (-35, b"X")]
+    assert msg.get(-1) == b"HO" and msg.get(-35) == b"X"
+    for tag in (b"-", b"+1", b"1-", b"--1"):
+        with pytest.raises(FixCodecError, match="not a number"):
+            parse(reframe(b"35=0\x01" + tag + b"=HI\x01"))
+
+
+def test_tags_beyond_32_bits_are_malformed():
+    """A tag outside the signed 32-bit range (or thousands of digits) is a codec error."""
+    assert parse(reframe(b"35=0\x012147483647=x\x01")).fields[3] == (2147483647, b"x")
+    assert parse(reframe(b"35=0\x01-2147483648=x\x01")).fields[3] == (-(2**31), b"x")
+    for tag in (b"2147483648", b"-2147483649", b"9" * 5000, b"0" * 5000 + b"7"):
+        if tag.endswith(b"7"):  # leading zeros are not digits of the number
+            assert parse(reframe(b"35=0\x01" + tag + b"=x\x01")).fields[3] == (7, b"x")
+            continue
+        with pytest.raises(FixCodecError, match="out of range"):
+            parse(reframe(b"35=0\x01" + tag + b"=x\x01"))
+
+
+def test_negative_tag_in_a_stream_is_a_message_not_garbled():
+    """A well-framed heartbeat carrying '-1=HI' comes out as a FixMessage with tag -1."""
+    raw = reframe(b"35=0\x0134=4\x01-1=HI\x01")
+    [item] = decode_chunks([raw])
+    assert isinstance(item, FixMessage) and (-1, b"HI") in item.fields
+
+
 def test_parse_fields_returns_int_tags():
     """parse_fields splits a body into (int, bytes) pairs."""
     assert parse_fields(b"35=0\x0134=1\x01") == [(35, b"0"), (34, b"1")]
@@ -258,14 +287,45 @@ def test_checksum_out_of_range_is_garbled():
     assert isinstance(item, GarbledMessage) and "CheckSum" in item.reason
 
 
-def test_bad_body_length_is_garbled_and_resyncs_on_next_frame():
-    """A too-short or too-long BodyLength garbles the frame; the following message survives."""
+def test_too_short_body_length_drops_the_frame_up_to_its_own_checksum():
+    """A too-short BodyLength garbles the frame up to its own CheckSum; the next one survives."""
     body = b"35=0\x0149=A\x01"
-    for wrong in (len(body) - 3, len(body) + 2):
-        items = decode_chunks([reframe(body, body_length=wrong) + HEARTBEAT_RAW])
-        assert kinds(items) == ["GarbledMessage", "_WireMessage"], wrong
-        assert "BodyLength" in items[0].reason
-        assert items[1] == parse(HEARTBEAT_RAW)
+    bad = reframe(body, body_length=len(body) - 3)
+    items = decode_chunks([bad + HEARTBEAT_RAW])
+    assert kinds(items) == ["GarbledMessage", "_WireMessage"]
+    assert items[0].raw == bad and "BodyLength" in items[0].reason
+    assert items[1] == parse(HEARTBEAT_RAW)
+
+
+def test_too_long_body_length_swallows_the_next_message_as_quickfix_does():
+    """A too-long BodyLength drops everything up to the next CheckSum, as QuickFIX's parser."""
+    body = b"35=0\x0149=A\x01"
+    bad = reframe(body, body_length=len(body) + 2)
+    items = decode_chunks([bad + HEARTBEAT_RAW + ORDER_RAW])
+    assert kinds(items) == ["GarbledMessage", "_WireMessage"]
+    assert items[0].raw == bad + HEARTBEAT_RAW and "BodyLength" in items[0].reason
+    assert items[1] == parse(ORDER_RAW)
+
+
+def test_too_long_body_length_waits_for_a_checksum_then_drops():
+    """With no CheckSum after the announced end yet, the decoder waits rather than guesses."""
+    body = b"35=0\x0149=A\x01"
+    bad = reframe(body, body_length=len(body) + 2)
+    decoder = FrameDecoder()
+    decoder.feed(bad + b"8=FIX.4.4\x019=5\x01")
+    assert decoder.next_message() is None
+    decoder.feed(b"35=0\x0110=000\x01" + HEARTBEAT_RAW)
+    items = drain(decoder)
+    assert kinds(items) == ["GarbledMessage", "_WireMessage"]
+    assert items[1] == parse(HEARTBEAT_RAW)
+
+
+def test_wrong_body_length_without_any_checksum_is_dropped_at_the_size_bound():
+    """If no CheckSum ends a frame within max_message_size, it is dropped up to the next 8=."""
+    bad = b"8=FIX.4.4\x019=5\x0135=0\x0149=" + b"A" * 200 + b"\x01"
+    items = decode_chunks([bad + HEARTBEAT_RAW], max_message_size=128)
+    assert kinds(items) == ["GarbledMessage", "_WireMessage"]
+    assert items[0].raw == bad and items[1] == parse(HEARTBEAT_RAW)
 
 
 def test_garbage_before_a_frame_is_reported_then_frame_decodes():
@@ -362,13 +422,15 @@ def test_field_without_equals_is_not_misaligned_by_fast_path():
 def test_every_item_consumes_exactly_its_raw_bytes():
     """Concatenated raws of all results plus what is buffered equal the input stream."""
     bad = reframe(b"35=0\x01", check=1)
-    stream = b"junk" + ORDER_RAW + bad + b"8=FIX.4.4\x019=5\x01" + HEARTBEAT_RAW + b"tail8"
+    stream = b"junk" + ORDER_RAW + bad + b"8=FIX.4.4\x01x" + HEARTBEAT_RAW + b"8=FIX.4.4\x019=5\x01"
+    stream += ORDER_RAW + HEARTBEAT_RAW + b"tail8"
     decoder = FrameDecoder()
     decoder.feed(stream)
     items = drain(decoder)
     assert b"".join(item.raw for item in items) + b"8" == stream
     assert decoder.buffered == 1
-    assert [item.msg_type for item in items if isinstance(item, FixMessage)] == [b"D", b"0"]
+    # The frame with 9=5 swallows the order behind it, up to the order's CheckSum (QuickFIX).
+    assert [item.msg_type for item in items if isinstance(item, FixMessage)] == [b"D", b"0", b"0"]
 
 
 def test_custom_data_tags_are_honoured():
