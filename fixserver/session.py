@@ -98,6 +98,8 @@ class SessionConnection:
     def __init__(self, registry: SessionRegistry, now_ns: int) -> None:
         self.registry = registry
         self.session: Session | None = None
+        #: the accepted Logon (the application reads its own tags from it, e.g. 7929)
+        self.logon_message: FixMessage | None = None
         self.state = ConnectionState.AWAITING_LOGON
         self.should_close = False
         self._decoder = FrameDecoder()
@@ -361,6 +363,7 @@ class SessionConnection:
             return
 
         self.session = session
+        self.logon_message = msg
         session.connection = self
         self._set_state(ConnectionState.ACTIVE)
         self._heart_bt_int_ns = heart_bt_int * NS_PER_SECOND

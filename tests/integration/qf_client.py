@@ -61,9 +61,12 @@ class Event:
 
 
 class _CapturingApplication(fix.Application):
-    def __init__(self, events: queue.Queue[Event]) -> None:
+    def __init__(
+        self, events: queue.Queue[Event], logon_fields: dict[int, str] | None = None
+    ) -> None:
         super().__init__()
         self.events = events
+        self.logon_fields = logon_fields or {}
         self.session_id: fix.SessionID | None = None
 
     def _push(self, kind: str, raw: str) -> None:
@@ -92,6 +95,12 @@ class _CapturingApplication(fix.Application):
         self._guard("logout", None, sessionID.toString())
 
     def toAdmin(self, message, sessionID):
+        try:
+            if self.logon_fields and message.getHeader().getField(35) == "A":
+                for tag, value in self.logon_fields.items():
+                    message.setField(fix.StringField(tag, value))
+        except Exception:  # must never escape into QuickFIX's thread
+            self._guard("error", None, traceback.format_exc())
         self._guard("to_admin", message)
 
     def fromAdmin(self, message, sessionID):
@@ -115,6 +124,7 @@ class QuickFixClient:
         target: str = "EXCH",
         heartbeat: int = 1,
         extra: dict[str, str] | None = None,
+        logon_fields: dict[int, str] | None = None,
     ) -> None:
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
@@ -152,7 +162,7 @@ class QuickFixClient:
             handle.writelines(f"{k}={settings[k]}\n" for k in identity)
         self.events: queue.Queue[Event] = queue.Queue()
         self.history: list[Event] = []
-        self._app = _CapturingApplication(self.events)
+        self._app = _CapturingApplication(self.events, logon_fields)
         self._settings = fix.SessionSettings(self.config_path)
         self._store = fix.FileStoreFactory(self._settings)
         self._log = fix.FileLogFactory(self._settings)

@@ -268,3 +268,24 @@ def test_kill_switch_and_cancel_on_disconnect(exchange, quickfix_client):
                      "cancel-on-disconnect seen on the drop copy")
     clean(acme, dc)
     yield threads.deferToThread(dc.stop)
+
+
+@pytest_twisted.inlineCallbacks
+def test_cancel_on_disconnect_set_at_logon_by_tag_7929(exchange, quickfix_client):
+    """CancelOnDisconnect=Y (7929) on the Logon turns cancel-on-disconnect on for a session
+    configured without it: its resting orders are canceled when it disconnects."""
+    server = exchange()
+    port = server.fix_port.getHost().port
+    acme = quickfix_client(port, sender="ACME1", logon_fields={7929: "Y"})
+    (dc,) = clients(server, quickfix_client, "ACMEDC")
+    acme.start()
+    for c in (acme, dc):
+        yield wait_until(lambda c=c: c.find("logon"), "logon")
+    order(acme, "C1", "1", "0.001", "59000")
+    yield wait_until(lambda: acme.find("from_app", er(t11="C1", t150="0")), "C1 accepted")
+    yield threads.deferToThread(acme.stop)
+    canceled = yield wait_until(lambda: dc.find("from_app", er(t11="C1", t150="4")),
+                                "cancel-on-disconnect from the Logon's 7929 on the drop copy")
+    assert canceled.fields[39] == "4"
+    clean(acme, dc)
+    yield threads.deferToThread(dc.stop)
