@@ -1,14 +1,16 @@
 """The application layer the hosting glue hands validated application messages to.
 
-Until order entry exists, every application message is answered with a
-BusinessMessageReject (35=j) with BusinessRejectReason 380=3 "Unsupported Message Type".
-Order entry replaces ``UnsupportedMessageApplication`` with its own ``Application``; the
-composition root picks one through its ``application_factory``.
+``UnsupportedMessageApplication`` answers every application message with a
+BusinessMessageReject (35=j) with BusinessRejectReason 380=3 "Unsupported Message Type"; it is
+what a session without order entry gets. The composition root picks the application through
+its ``application_factory`` (order entry and the conformance ``EchoApplication`` are others).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
+
+from fixserver.admin_messages import business_reject_fields
 
 if TYPE_CHECKING:
     from fixserver.codec import FixMessage
@@ -28,11 +30,6 @@ class UnsupportedMessageApplication:
     """Rejects every application message: BusinessMessageReject, 380=3."""
 
     def on_message(self, session: Session, message: FixMessage, now_ns: int) -> None:
-        msg_type = message.msg_type.decode("latin-1")
-        fields: list[tuple[int, bytes | str | int]] = [
-            (45, message.get(34, b"0") or b"0"),  # RefSeqNum
-            (372, msg_type),  # RefMsgType
-            (380, UNSUPPORTED_MESSAGE_TYPE),
-            (58, "Unsupported Message Type"),
-        ]
-        session.send(BUSINESS_MESSAGE_REJECT, fields, now_ns)
+        # 45, 58, 372, 380 in that order: what QuickFIX sends and conformance suites compare.
+        fields = business_reject_fields(message, UNSUPPORTED_MESSAGE_TYPE)
+        session.send(BUSINESS_MESSAGE_REJECT, fields, now_ns, reply_to=message)

@@ -74,6 +74,9 @@ class ServerConfig:
     firms: tuple[FirmSettings, ...] = ()
     #: order entry: directory of the command journal and snapshots (JournalPath)
     journal_path: str | None = None
+    #: the application behind the sessions (Application): "exchange" (order entry, or
+    #: reject-all without [FIRM]s) or "echo" (conformance runs: fixserver.echo_application)
+    application: str = "exchange"
 
 
 # --- value parsers: each raises ValueError with a short description of what was expected ---
@@ -175,6 +178,15 @@ def _parse_text(value: str) -> str:
     return value
 
 
+APPLICATIONS = ("exchange", "echo")
+
+
+def _parse_application(value: str) -> str:
+    if value.lower() not in APPLICATIONS:
+        raise ValueError("expected one of " + ", ".join(APPLICATIONS))
+    return value.lower()
+
+
 def _parse_acceptor(value: str) -> str:
     if value.lower() != "acceptor":
         raise ValueError("this server is an acceptor: expected acceptor")
@@ -241,6 +253,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "RedisURL": ("redis_url", _parse_text),
     "ShutdownTimeout": ("shutdown_timeout", _parse_positive_float),
     "JournalPath": ("journal_path", _parse_text),
+    "Application": ("application", _parse_application),
 }
 
 # [FIRM] and [ACCOUNT] keys (order entry): key -> parser.

@@ -32,12 +32,19 @@ ApplicationFactory = Callable[["FixServer"], Application]
 
 
 def default_application_factory(server: FixServer) -> Application:
-    """Order entry when the config has [FIRM]s (something to trade), else reject-all."""
+    """The config's Application: echo (conformance runs), else order entry when the config
+    has [FIRM]s (something to trade), else reject-all."""
+    if server.config.application == "echo":
+        from fixserver.echo_application import EchoApplication
+
+        return EchoApplication()
     if server.config.firms:
         from fixserver.orderentry.wiring import order_entry_factory
 
         return order_entry_factory(server)
     return UnsupportedMessageApplication()
+
+
 StoreFactory = Callable[[SessionSettings], MessageStore]
 
 
