@@ -1,7 +1,10 @@
 """Routes market-data messages (V, x) to the market-data application, the rest elsewhere.
 
 The composition root hands one ``Application`` to the session host; with order entry and
-market data both present it hands this router, built around both.
+market data both present it hands this router, built around both. Everything else the
+server or the host looks up on its application (``host_class``, ``start``, ``stop``,
+``on_logon``, ``admin_resource``) is the other application's, so the router can stand in
+for it without the server knowing.
 """
 
 from __future__ import annotations
@@ -32,3 +35,9 @@ class MarketDataRouter:
         on_logout = getattr(self.other, "on_logout", None)
         if on_logout is not None:
             on_logout(session, now_ns)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes the router lacks: they are the other application's.
+        if name in ("market_data", "other"):
+            raise AttributeError(name)
+        return getattr(self.other, name)

@@ -9,6 +9,7 @@ import pytest
 from engine.commands import NewOrder, SetInstrumentStatus
 from engine.enums import InstrumentStatus, Side
 from engine.recovery import ProcessedCommand
+from fixserver.marketdata.routing import MarketDataRouter
 from fixserver.settings import SessionRole
 from tests.fixserver.marketdata.harness import (
     ClientBook,
@@ -294,3 +295,35 @@ def test_other_message_types_get_a_business_reject():
     market.app.on_message(session, msg("D", (11, "c")), market.now)
     (msg_type, fields), = session.take()
     assert (msg_type, value(fields, 380), value(fields, 372)) == ("j", "3", "D")
+
+
+def test_router_sends_market_data_messages_to_the_market_data_application():
+    """V and x go to market data, other types to the other application; logout reaches both;
+    other attributes are the other application's."""
+
+    class Other:
+        host_class = "custom host"
+
+        def __init__(self):
+            self.messages, self.logouts = [], []
+
+        def on_message(self, session, message, now_ns):
+            self.messages.append(message.msg_type)
+
+        def on_logout(self, session, now_ns):
+            self.logouts.append(session)
+
+    market = Market()
+    other = Other()
+    router = MarketDataRouter(market.app, other)
+    session = RecordingSession()
+    router.on_message(session, msg("D", (11, "c")), market.now)
+    router.on_message(session, md_request("r", "1"), market.now)
+    router.on_message(session, msg("x", (320, "q"), (559, 4)), market.now)
+    assert other.messages == [b"D"]
+    assert [t for t, _ in session.take()] == ["W", "y"]
+    router.on_logout(session, market.now)
+    assert other.logouts == [session] and market.app.subscription_count() == 0
+    assert router.host_class == "custom host"
+    with pytest.raises(AttributeError):
+        router.no_such_thing  # noqa: B018
