@@ -338,8 +338,7 @@ class OrderEntryApplication:
         now = self.now_ns()
         for p in processed:
             o = p.origin
-            self.ledger.apply(o, p.command, p.events)
-            sid = origin_session(o)
+            sid = self.ledger.begin(o, p.command)
             for report in self.builder.reports(sid, o, p.events):
                 self._send(report, now, touched)
             if o is not None and o[1] == "q":

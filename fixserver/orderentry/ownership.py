@@ -211,7 +211,14 @@ class OrderLedger:
     # -- released events --------------------------------------------------------------------
 
     def apply(self, o: Any, command: Any, events: list) -> None:
-        """Update the view from one released command (call before building its reports)."""
+        """Update the view from one released command whose reports are not needed (replay)."""
+        sid = self.begin(o, command)
+        for event in events:
+            self.apply_event(sid, o, event)
+
+    def begin(self, o: Any, command: Any) -> str | None:
+        """A released command's own bookkeeping (its events are applied one by one after);
+        returns the origin's session id."""
         sid = origin_session(o)
         if type(command).__name__ == "NewOrder" and sid is not None:
             account = command.account
@@ -220,8 +227,7 @@ class OrderLedger:
                 self.in_flight[account] = left
             else:
                 self.in_flight.pop(account, None)
-        for event in events:
-            self.apply_event(sid, o, event)
+        return sid
 
     def apply_event(self, sid: str | None, o: Any, e: Any) -> None:
         kind = type(e)

@@ -193,9 +193,14 @@ class ReportBuilder:
         self.ledger = ledger
 
     def reports(self, sid: str | None, o: Any, events: list) -> list[Report]:
-        """Call after ``ledger.apply`` for the same command."""
+        """Apply each event to the ledger and report it as of that event, so that CumQty,
+        LeavesQty, AvgPx and OrdStatus step through the fills (a New ack of an order that
+        trades at once says CumQty 0; each fill shows the quantities after that fill).
+        Call after ``ledger.begin`` for the same command."""
         out: list[Report] = []
+        apply_event = self.ledger.apply_event
         for e in events:
+            apply_event(sid, o, e)
             kind = type(e)
             if kind is Trade:
                 self._trade(e, out)

@@ -19,7 +19,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine import MatchingEngine, demo_instruments
+from engine.events import Trade
 from engine.instruments import Instrument
+from engine.positions import PositionBook
 from fixserver.codec import FixMessage
 from fixserver.config import ConfigError
 from fixserver.orderentry.application import OrderEntryApplication
@@ -66,8 +68,14 @@ class OrderEntryService:
             {int(k): str(v) for k, v in dict(extra.get("owners", {})).items()},
             {str(s): set(ids) for s, ids in dict(extra.get("used", {})).items()},
         )
+        # Positions (size, entry price, realised PnL, fees) follow released fills; the book
+        # is saved with each snapshot and the replayed tail's fills are applied on top.
+        saved_positions = extra.get("positions")
+        self.positions = (PositionBook.from_dict(saved_positions) if saved_positions
+                          else PositionBook.for_instruments(self.instruments))
         for p in replayed:
             self.recorder.record(p.origin, p.command)
+            self._apply_fills(p.events)
         self.pipeline.sequencer = self.recorder
         self.app = OrderEntryApplication(
             server.sessions, self.pipeline, self.instruments, self.directory,
@@ -78,14 +86,28 @@ class OrderEntryService:
         self.pipeline.subscribe(self.app.on_released)
         self.pg_writer: Any = None
         if config.postgres_dsn:
-            self._start_postgres(config.postgres_dsn)
+            self._start_postgres(config.postgres_dsn)  # its RowBuilder applies the fills
+        else:
+            self.pipeline.subscribe(self._on_released_positions)
         self.admin_resource = admin_resource(self)
         log.info("orderentry.recovered commands={n} live_orders={live} killed={killed}",
                  n=self.pipeline.recovered_commands, live=len(self.pipeline.engine.orders),
                  killed=sorted(self.app.killed))
 
     def _snapshot_extra(self) -> Any:
-        return self.recorder.snapshot(self.pipeline.engine.orders)
+        extra = self.recorder.snapshot(self.pipeline.engine.orders)
+        extra["positions"] = self.positions.to_dict()
+        return extra
+
+    def _apply_fills(self, events: Any) -> None:
+        apply_trade = self.positions.apply_trade
+        for event in events:
+            if type(event) is Trade:
+                apply_trade(event)
+
+    def _on_released_positions(self, processed: list) -> None:
+        for p in processed:
+            self._apply_fills(p.events)
 
     def _start_postgres(self, dsn: str) -> None:
         from fixserver.pg.rows import RowBuilder
@@ -104,7 +126,7 @@ class OrderEntryService:
         except Exception as exc:  # the exchange runs without the database; the writer retries
             log.warn("pg.seed_failed error={error}", error=repr(exc))
         self.pg_writer = PgWriter(dsn, self.reactor)
-        builder = RowBuilder(self.instruments)
+        builder = RowBuilder(self.instruments, self.positions)
         writer = self.pg_writer
 
         def enqueue(processed: list) -> None:

@@ -239,3 +239,17 @@ def test_ledger_restores_owners_from_recorder_snapshot() -> None:
     view = ledger.find("FIX.4.4:EXCH->ACME1", "L2")
     assert view is not None and view.live and view.price == 590000
     assert ledger.is_used("FIX.4.4:EXCH->ACME1", "L1")
+
+
+def test_reports_step_through_fills_of_an_order_that_trades_on_entry() -> None:
+    """An aggressive order's New ack says CumQty 0 / LeavesQty = OrderQty, and each fill
+    against two makers shows the quantities after that fill, not after the whole command."""
+    x = Exchange()
+    x.run(x.acme, new_order("S1", side="2", qty="0.002"))
+    x.run(x.acme2, new_order("S2", side="2", qty="0.002"))
+    x.send(x.beta, new_order("B1", side="1", qty="0.004", account="B1"))
+    x.pipeline.tick()
+    ack, first, second = only(x.beta.take())
+    assert (ack[150], ack[39], ack[14], ack[151], ack[6]) == ("0", "0", "0", "0.004", "0")
+    assert (first[150], first[39], first[14], first[151]) == ("F", "1", "0.002", "0.002")
+    assert (second[150], second[39], second[14], second[151]) == ("F", "2", "0.004", "0")
