@@ -34,6 +34,12 @@ DISCONNECTS = Counter(
     "Connections closed by the server, by cause",
     ["cause"],
 )
+ORDER_PROCESSING_LATENCY_MS = Histogram(
+    "order_processing_latency_ms",
+    "From an order message (D, F, G) reaching the application to its first report being "
+    "released (after matching and the journal fsync), in milliseconds",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0),
+)
 STORE_SYNC_SECONDS = Histogram(
     "fix_store_sync_seconds",
     "Time of one group commit (fsync) of the message stores",

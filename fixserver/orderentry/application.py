@@ -30,6 +30,7 @@ from engine.commands import CancelOrder, MassCancel
 from engine.events import MassCancelDone, RequestRejected
 from engine.instruments import Instrument
 from fixserver.admin_messages import business_reject_fields
+from fixserver.metrics import ORDER_PROCESSING_LATENCY_MS
 from fixserver.codec import FixMessage
 from fixserver.orderentry import status
 from fixserver.orderentry.controls import Throttle, Verdict
@@ -95,6 +96,8 @@ class OrderEntryApplication:
     ) -> None:
         self.sessions = {s.settings.session_id: s for s in sessions}
         self.gateway = gateway
+        #: (session id, ClOrdID) -> when the request reached the application (ns)
+        self._received_ns: dict[tuple[Any, Any], int] = {}
         self.instruments = {i.symbol: i for i in instruments}
         self.directory = directory
         self.now_ns = now_ns
@@ -142,11 +145,13 @@ class OrderEntryApplication:
             self._submit_quietly(origin(sid, "X"), CancelOrder(0, 0, view.account,
                                                                view.order_id, ""))
 
-    def _submit_quietly(self, o: Any, request: Any) -> bool:
+    def _submit_quietly(self, o: Any, request: Any, received_ns: int = 0) -> bool:
         try:
             self.gateway.submit(o, request)
         except Exception:  # the pipeline is stopped: nothing more can be canceled or entered
             return False
+        if received_ns:  # order_processing_latency_ms is observed when its tick is released
+            self._received_ns[(o[0], request.cl_ord_id)] = received_ns
         return True
 
     # -- kill switch ----------------------------------------------------------------------
@@ -236,7 +241,7 @@ class OrderEntryApplication:
                                f"MaxOpenOrders {limit} reached for account {account}", now_ns)
             return
         stp = (msg.get(7928) or b"").decode("latin-1")
-        if not self._submit_quietly(origin(sid, "D", stp), result):
+        if not self._submit_quietly(origin(sid, "D", stp), result, now_ns):
             self._refuse_order(session, msg, REJ_OTHER, "exchange is not accepting orders",
                                now_ns)
             return
@@ -289,7 +294,7 @@ class OrderEntryApplication:
             if isinstance(request, BusinessRefused):
                 self._business_reject(session, msg, request.reason, request.text, now_ns)
                 return
-        if not self._submit_quietly(origin(sid, msg.msg_type.decode(), orig), request):
+        if not self._submit_quietly(origin(sid, msg.msg_type.decode(), orig), request, now_ns):
             refuse(CXL_OTHER, "exchange is not accepting requests", view)
             return
         if not is_cancel:
@@ -336,8 +341,13 @@ class OrderEntryApplication:
         """A durable tick: update the ledger, send every report, flush the sessions."""
         touched: set[Any] = set()
         now = self.now_ns()
+        received = self._received_ns
         for p in processed:
             o = p.origin
+            if received and o is not None:
+                at = received.pop((o[0], getattr(p.command, "cl_ord_id", None)), 0)
+                if at:
+                    ORDER_PROCESSING_LATENCY_MS.observe((now - at) / 1e6)
             sid = self.ledger.begin(o, p.command)
             for report in self.builder.reports(sid, o, p.events):
                 self._send(report, now, touched)

@@ -253,3 +253,18 @@ def test_reports_step_through_fills_of_an_order_that_trades_on_entry() -> None:
     assert (ack[150], ack[39], ack[14], ack[151], ack[6]) == ("0", "0", "0", "0.004", "0")
     assert (first[150], first[39], first[14], first[151]) == ("F", "1", "0.002", "0.002")
     assert (second[150], second[39], second[14], second[151]) == ("F", "2", "0.004", "0")
+
+
+def test_order_processing_latency_is_observed_when_the_ack_is_released() -> None:
+    """order_processing_latency_ms counts one observation per order, at its release."""
+    from prometheus_client import REGISTRY
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("order_processing_latency_ms_count") or 0.0
+
+    x = Exchange()
+    before = count()
+    x.send(x.acme, new_order("L1"))
+    assert count() == before, "nothing is observed before the tick is released"
+    x.pipeline.tick()
+    assert count() == before + 1
