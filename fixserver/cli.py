@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--config", required=True, metavar="FILE", help="config file")
     check_cmd = commands.add_parser("check-config", help="check a config file and summarise it")
     check_cmd.add_argument("--config", required=True, metavar="FILE", help="config file")
+    commands.add_parser(
+        "migrate", add_help=False,
+        help="apply or check the Postgres migrations (fixserver migrate --help for options)",
+    )
     admin_cmd = commands.add_parser("admin", help="operator commands (over the HTTP admin API)")
     admin_sub = admin_cmd.add_subparsers(dest="admin_command", required=True)
     kill = admin_sub.add_parser("kill-switch", help="cancel a firm's orders and refuse new ones")
@@ -106,6 +110,11 @@ def kill_switch(firm: str, active: bool, http: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["migrate"]:  # its own options: fixserver.pg.migrations
+        from fixserver.pg.migrations import main as migrate_main
+
+        return migrate_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "admin":
         return kill_switch(args.firm, args.active, args.http)

@@ -8,6 +8,8 @@ import sys
 
 from fixserver.cli import EXIT_CONFIG_ERROR, main
 
+from .pg_fixtures import pg_dsn  # noqa: F401  (fixture)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -56,3 +58,13 @@ def test_unloadable_dictionary_is_a_config_error(tmp_path, capsys):
     assert main(["serve", "--config", str(cfg)]) == EXIT_CONFIG_ERROR
     err = capsys.readouterr().err
     assert "DataDictionary" in err and "bad.xml" in err and "FIX.4.4:A->B" in err
+
+
+def test_migrate_subcommand_applies_then_checks_the_schema(pg_dsn, capsys):
+    """`fixserver migrate --check` fails on an empty database, `fixserver migrate` applies
+    the migrations, and the check then passes."""
+    assert main(["migrate", "--dsn", pg_dsn, "--check"]) == 1
+    assert "missing migration" in capsys.readouterr().err
+    assert main(["migrate", "--dsn", pg_dsn]) == 0
+    assert main(["migrate", "--dsn", pg_dsn, "--check"]) == 0
+    assert "schema up to date" in capsys.readouterr().out
