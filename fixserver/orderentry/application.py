@@ -30,12 +30,12 @@ from engine.commands import CancelOrder, MassCancel
 from engine.events import MassCancelDone, RequestRejected
 from engine.instruments import Instrument
 from fixserver.admin_messages import business_reject_fields
-from fixserver.metrics import ORDER_PROCESSING_LATENCY_MS
 from fixserver.codec import FixMessage
+from fixserver.metrics import ORDER_PROCESSING_LATENCY_MS
 from fixserver.orderentry import status
 from fixserver.orderentry.controls import Throttle, Verdict
 from fixserver.orderentry.firms import FirmDirectory
-from fixserver.orderentry.ownership import OrderLedger, origin, origin_session
+from fixserver.orderentry.ownership import OrderLedger, origin
 from fixserver.orderentry.reports import (
     LocalExecIds,
     Report,
