@@ -62,7 +62,7 @@ def test_unloadable_dictionary_is_a_config_error(tmp_path, capsys):
     assert "DataDictionary" in err and "bad.xml" in err and "FIX.4.4:A->B" in err
 
 
-def test_migrate_subcommand_applies_then_checks_the_schema(pg_dsn, capsys):  # noqa: F811
+def test_migrate_subcommand_applies_then_checks_the_schema(pg_dsn, capsys):
     """`fixserver migrate --check` fails on an empty database, `fixserver migrate` applies
     the migrations, and the check then passes."""
     assert main(["migrate", "--dsn", pg_dsn, "--check"]) == 1
