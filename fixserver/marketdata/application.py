@@ -15,8 +15,9 @@ so the client's book after each X equals the exchange's book at the X's update i
 Streams are grouped by *shape*: (depth, entry types). For each batch the application keeps,
 per book channel (symbol, depth) that has subscribers, the prices its subscribers hold, to
 tell a new level (MDUpdateAction 0) from a changed one (1) and a deleted one (2) once for all
-of them; then it builds each shape's X entries once and sends them to every stream of that
-shape, prefixed with the stream's own MDReqID (the only per-subscriber field).
+of them; then it builds and encodes each shape's NoMDEntries group once
+(:func:`~fixserver.marketdata.messages.packed_group`) and sends it to every stream of that
+shape, after the stream's own MDReqID (the only per-subscriber field).
 
 Sending from a batch happens outside a socket pump, so ``flush`` is called for each session
 written to. Subscriptions end with an unsubscribe (263=2), at logout (:meth:`on_logout`), or
@@ -320,15 +321,13 @@ class MarketDataApplication:
                         entries += book[1]
                 if not entries:
                     continue
-                body = [(268, b"%d" % len(entries))]
-                for entry in entries:
-                    body += entry
+                group = m.packed_group(268, entries)
                 for stream in streams:
                     session = stream.session
                     if session.connection is None:
                         gone[session] = None
                         continue
-                    session.send("X", [(262, stream.req_id), *body], now)
+                    session.send("X", [(262, stream.req_id), group], now)
                     touched[session] = None
         for key in resync:
             self._resync(key, now, touched)

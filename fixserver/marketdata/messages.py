@@ -5,6 +5,13 @@ quantities are decimal strings rendered from integer ticks and lots with the ins
 tick and lot size (``feeds.numbers.UnitFormatter``: no Decimal on the hot path). Field order
 inside each group entry follows the group's definition in spec/FIX44-exchange.xml, with
 RptSeq (83) last: the exchange-wide update id (spec/market-data.md).
+
+:func:`packed_group` encodes an X's NoMDEntries group once for every subscriber of the same
+shape: the whole group travels as the value of its count field (``268=N<SOH>279=...``, the
+encoder appends the final SOH), so a subscriber's message costs the header, its MDReqID and
+one join, not a per-field encode of every entry. The bytes on the wire are exactly those of
+the field-by-field encoding (the codec copies values as given; a value holding SOH is the
+caller's business, and these hold only complete, encoded fields).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from decimal import Decimal
 from engine.enums import InstrumentStatus
 from engine.instruments import Instrument
 from feeds.numbers import UnitFormatter
-from fixserver.codec import FieldValue
+from fixserver.codec import FieldValue, encode_body
 from fixserver.timeutil import format_utc_timestamp
 
 Fields = list[tuple[int, FieldValue]]
@@ -86,6 +93,12 @@ def trade_entry(symbol: bytes, trade_id: int, px: bytes, size: bytes, ts: int,
     date, time = format_utc_timestamp(ts).split(b"-")
     return [(279, NEW), (269, TRADE), (278, b"%d" % trade_id), (55, symbol), (270, px),
             (271, size), (272, date), (273, time), (83, b"%d" % seq)]
+
+
+def packed_group(count_tag: int, entries: Sequence[Fields]) -> tuple[int, bytes]:
+    """A repeating group encoded once, as one field: ``(count_tag, b"N<SOH>tag=value...")``."""
+    flat = [field for entry in entries for field in entry]
+    return (count_tag, b"%d\x01%s" % (len(entries), encode_body(flat)[:-1]))
 
 
 def reject_fields(md_req_id: str, reason: str | None, text: str) -> Fields:

@@ -14,7 +14,7 @@ from engine.matcher import MatchingEngine
 from feeds.core import FeedCore
 from feeds.hub import FeedHub
 from feeds.numbers import UnitFormatter
-from fixserver.codec import FixMessage
+from fixserver.codec import FixMessage, encode_body
 from fixserver.dictionary import spec_path
 from fixserver.marketdata import build_market_data_application
 from fixserver.settings import SessionRole, SessionSettings
@@ -34,14 +34,19 @@ class RecordingSession:
         self.settings = SessionSettings("FIX.4.4", "EXCH", name, role=role)
         self.connection: object | None = object()  # "logged on"
         self.sent: list[tuple[str, list]] = []
+        self.raw_fields: list[list] = []  # the fields as given to send()
 
     def send(self, msg_type: str, fields: list, now_ns: int, reply_to: Any = None,
              header: Any = ()) -> int:
-        self.sent.append((msg_type, list(fields)))
+        self.raw_fields.append(list(fields))
+        # as the wire has them: a packed group comes out as its own fields
+        wire = encode_body(fields)[:-1].split(b"\x01")
+        self.sent.append((msg_type, [(int(t), v) for t, _, v in (f.partition(b"=")
+                                                                  for f in wire)]))
         return len(self.sent)
 
     def take(self) -> list[tuple[str, list]]:
-        out, self.sent = self.sent, []
+        out, self.sent, self.raw_fields = self.sent, [], []
         return out
 
 

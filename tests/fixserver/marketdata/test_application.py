@@ -114,20 +114,23 @@ def test_entry_types_filter_what_is_sent():
 
 
 def test_one_body_per_shape_shared_by_subscribers():
-    """Subscribers with the same depth and entry types get the same entry objects; only the
-    MDReqID differs."""
+    """Subscribers with the same depth and entry types get the same encoded group object;
+    only the MDReqID differs."""
     market = Market(seed=7)
     market.run(50)
     a, b = RecordingSession("A"), RecordingSession("B")
     subscribe(market, a, md_request("ra", "1", 0, ("0", "1", "2")))
     subscribe(market, b, md_request("rb", "1", 0, ("2", "1", "0")))
     market.run(200)
+    raw_a, raw_b = a.raw_fields, b.raw_fields
     sent_a, sent_b = a.take(), b.take()
     assert len(sent_a) == len(sent_b) > 0
     for (_, fa), (_, fb) in zip(sent_a, sent_b):
         assert (fa[0], fb[0]) == ((262, b"ra"), (262, b"rb"))
         assert fa[1:] == fb[1:]
-        assert all(x is y for x, y in zip(fa[1:], fb[1:]))
+    for fa, fb in zip(raw_a, raw_b):
+        assert len(fa) == len(fb) == 2
+        assert fa[1] is fb[1]  # one encoded group, shared
 
 
 def test_flush_is_called_once_per_session_written_to():
