@@ -402,6 +402,10 @@ def test_quickfix_fix44_server_script_over_tcp(path, conformance_server):
     port, process = conformance_server
     with open(path, "rb") as handle:
         script = handle.read()
+    if b"8=FIX.4.2" in script:
+        # QuickFIX's folder holds two FIX.4.2 scripts (14j, 14k); the conformance setup is one
+        # FIX.4.4 session, so their Logon finds no session and is dropped.
+        pytest.skip("a FIX.4.2 script: ops/conformance.cfg configures only FIX.4.4")
     started = time.monotonic()
     run_script(port, process, script)
     took = time.monotonic() - started
