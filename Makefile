@@ -13,9 +13,12 @@ install: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 
 run: install
+	bash ops/local-services.sh fixexchange
+	$(VENV)/bin/fixserver migrate --config ops/fixserver.cfg --seed
 	$(VENV)/bin/fixserver serve --config ops/fixserver.cfg
 
 test: install
+	bash ops/local-services.sh fixexchange_test
 	$(PY) -m pytest -q
 
 lint: install
