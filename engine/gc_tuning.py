@@ -41,7 +41,8 @@ def freeze_long_lived() -> int:
 
 def apply_server_settings(freeze: bool = True) -> None:
     """Set the server's thresholds and (by default) freeze what is alive now."""
-    gc.set_threshold(*SERVER_THRESHOLDS)
+    if hasattr(gc, "set_threshold"):  # CPython; PyPy's incremental GC has no generations
+        gc.set_threshold(*SERVER_THRESHOLDS)
     if freeze:
         freeze_long_lived()
 
@@ -50,4 +51,5 @@ def restore_defaults() -> None:
     """Undo :func:`apply_server_settings` (unfreeze, default thresholds); for tests and benches."""
     if hasattr(gc, "unfreeze"):
         gc.unfreeze()
-    gc.set_threshold(*DEFAULT_THRESHOLDS)
+    if hasattr(gc, "set_threshold"):
+        gc.set_threshold(*DEFAULT_THRESHOLDS)

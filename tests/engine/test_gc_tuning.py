@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import gc
+import platform
+
+import pytest
 
 from engine import gc_tuning
+
+pytestmark = pytest.mark.skipif(
+    platform.python_implementation() != "CPython",
+    reason="CPython's cyclic collector and reference counting (PyPy has neither)",
+)
 
 
 def test_apply_and_restore_server_settings():
