@@ -55,6 +55,24 @@ class HealthResource(Resource):
         return json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
+class StateHashResource(Resource):
+    """GET /admin/state-hash: ``{"seq": last matched seq, "state_hash": engine hash}``, read
+    between ticks, so an offline replay of the journal up to ``seq`` must hash the same."""
+
+    isLeaf = True
+
+    def __init__(self, state: Callable[[], tuple[int, str]]) -> None:
+        super().__init__()
+        self._state = state
+
+    def render_GET(self, request: Request) -> bytes:
+        seq, state_hash = self._state()
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        body = {"seq": seq, "state_hash": state_hash}
+        return json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
 class _Root(Resource):
     """The site root: known children, and an escaped 404 page for everything else."""
 

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from fixserver.http import StateHashResource
 from fixserver.protocol import FixProtocol, SessionHost
 
 log = Logger(namespace="fixserver.orderentry")
@@ -87,4 +88,8 @@ def admin_resource(service: Any) -> Resource:
     """The ``/admin`` subtree."""
     admin = Resource()
     admin.putChild(b"kill-switch", KillSwitchResource(service))
+    pipeline = service.pipeline
+    state_hash: Any = StateHashResource(  # the live engine, for the crash test's replay check
+        lambda: (pipeline.sequencer.position()[0] - 1, pipeline.engine.state_hash()))
+    admin.putChild(b"state-hash", state_hash)
     return admin

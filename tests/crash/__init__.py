@@ -1,0 +1,1 @@
+"""Crash tests: the server as a subprocess, SIGKILLed and restarted."""

@@ -1,0 +1,198 @@
+"""SIGKILL crash test: the exchange under load from several FIX sessions is killed at random
+moments and restarted; nothing any client was told is lost or contradicted."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.crash.harness import (
+    ServerProcess,
+    TradingClient,
+    compare,
+    engine_exec_id,
+    free_port,
+    postgres_rows,
+    replay_journal,
+    write_config,
+)
+from tests.fixserver.pg_fixtures import pg_dsn  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.integration
+
+SEED = int(os.environ.get("CRASH_SEED", "20261125"))
+CYCLES = int(os.environ.get("CRASH_CYCLES", "5"))
+CLIENTS = (("CRASH1", "F1", "A1"), ("CRASH2", "F2", "A2"), ("CRASH3", "F3", "A3"))
+PG_TIMEOUT = float(os.environ.get("CRASH_PG_TIMEOUT", "20"))
+
+
+@pytest.fixture
+def exchange(tmp_path, pg_dsn: str) -> Iterator[tuple[ServerProcess, str]]:  # noqa: F811
+    """A configured exchange (not started) and its Postgres DSN; stopped afterwards."""
+    fix_port, http_port = free_port(), free_port()
+    config = write_config(str(tmp_path), CLIENTS, fix_port=fix_port, http_port=http_port,
+                          postgres_dsn=pg_dsn)
+    server = ServerProcess(config, fix_port, http_port, str(tmp_path / "server.log"))
+    try:
+        yield server, pg_dsn
+    finally:
+        if server.proc is not None:
+            server.kill()
+
+
+def drive(clients: list[TradingClient], seconds: float, rng: random.Random,
+          trading: bool = True) -> None:
+    """Read from every connected client for ``seconds``; every 3 ms each caught-up client
+    sends a request with probability 0.7 (when ``trading``)."""
+    end = time.monotonic() + seconds
+    next_act = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            return
+        if trading and now >= next_act:
+            for c in clients:
+                if c.connected and c.session.caught_up and rng.random() < 0.7:
+                    c.act()
+            next_act = now + 0.003
+        links = {c.link: c for c in clients if c.connected}
+        wait = max(0.0, min(end, next_act if trading else end) - time.monotonic())
+        ready, _, _ = select.select(list(links), [], [], wait)
+        for link in ready:
+            links[link].on_readable()
+
+
+def reconnect(clients: list[TradingClient], server: ServerProcess, timeout: float = 15.0) -> None:
+    """Log every client on again (sequence numbers carry on) and wait until caught up."""
+    for c in clients:
+        c.connect(server.fix_port)
+    deadline = time.monotonic() + timeout
+    while not all(c.connected and c.session.caught_up for c in clients):
+        gone = [c.comp_id for c in clients if not c.connected]
+        assert not gone, f"{gone} disconnected during logon; server log:\n{server.log_tail()}"
+        assert time.monotonic() < deadline, (
+            f"not caught up after {timeout}s: "
+            f"{[(c.comp_id, c.session.logged_on, c.session.resend_until) for c in clients]}")
+        links = {c.link: c for c in clients}
+        ready, _, _ = select.select(list(links), [], [], 0.05)
+        for link in ready:
+            links[link].on_readable()
+
+
+def settle(clients: list[TradingClient], since: dict[str, int], timeout: float = 15.0) -> None:
+    """Read until every request sent since ``since`` (index into ``sent``) is answered."""
+    deadline = time.monotonic() + timeout
+    rng = random.Random(0)
+    while True:
+        waiting = {c.comp_id: [cl for cl in c.sent[since[c.comp_id]:] if cl not in c.answered]
+                   for c in clients}
+        if not any(waiting.values()):
+            return
+        assert time.monotonic() < deadline, f"requests never answered: {waiting}"
+        drive(clients, 0.05, rng, trading=False)
+
+
+def check_violations(clients: list[TradingClient]) -> None:
+    problems = [v for c in clients for v in (c.violations + c.session.violations)]
+    assert not problems, "\n".join(problems[:20])
+
+
+def wait_for_postgres(dsn: str, reports: dict[str, dict[int, str]]) -> dict:
+    """Postgres rows of every engine ExecID in ``reports`` (polls until all are written)."""
+    wanted = [e for e in reports if engine_exec_id(e)]
+    deadline = time.monotonic() + PG_TIMEOUT
+    while True:
+        rows = postgres_rows(dsn, wanted)
+        if len(rows) == len(wanted) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def all_reports(clients: list[TradingClient]) -> dict[str, dict[int, str]]:
+    out: dict[str, dict[int, str]] = {}
+    for c in clients:
+        out.update(c.reports)
+    return out
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known bugs, reported to the lead: (1) orderentry ExecutionReports carry the order's state "
+    "after the whole command (a taker's New/fill reports show its final CumQty/LeavesQty), "
+    "not the state at each event as the journal and Postgres rows do; (2) after a restart "
+    "the Postgres writer does not catch up rows of ticks released before the kill"))
+def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
+    """Across SIGKILL restarts every ExecutionReport a client got is in Postgres and in the
+    replayed engine with the same content, sequence numbers carry on, resends repeat the
+    originals, and the server's state hash equals an offline replay of its journal."""
+    server, dsn = exchange
+    journal = os.path.join(os.path.dirname(server.config_path), "journal")
+    rng = random.Random(SEED)
+    clients = [TradingClient(comp, account, SEED * 10 + i)
+               for i, (comp, _, account) in enumerate(CLIENTS)]
+    server.start()
+    reconnect(clients, server)
+    for cycle in range(CYCLES):
+        drive(clients, rng.uniform(0.2, 1.5), rng)
+        server.kill()
+        for c in clients:
+            c.drop()
+        server.start()
+        reconnect(clients, server)
+        # Resends after the reconnect bring what the kill cut off; a little more trading too.
+        drive(clients, 0.2, rng)
+        check_violations(clients)
+        reports = all_reports(clients)
+        replayed = replay_journal(journal)
+        problems = compare(reports, replayed.rows)
+        assert not problems, f"cycle {cycle}: reports vs the journal replay:\n" + \
+            "\n".join(problems[:20])
+        rows = wait_for_postgres(dsn, reports)
+        problems = compare(reports, rows)
+        assert not problems, f"cycle {cycle}: reports vs Postgres ({len(problems)}):\n" + \
+            "\n".join(problems[:20])
+
+    # The end: quiet, every request since the last restart answered, then a clean stop.
+    since = {c.comp_id: len(c.sent) for c in clients}
+    drive(clients, 0.5, rng)
+    settle(clients, since)
+    check_violations(clients)
+    status, state = server.http_get("/admin/state-hash")
+    assert server.stop() == 0, server.log_tail()
+    reports = all_reports(clients)
+    assert sum(1 for e in reports if engine_exec_id(e)) > 50 * CYCLES, "too little traffic"
+    assert any(c.repeats or c.session.resend_requests for c in clients) or CYCLES < 3, \
+        "no resend ever happened: the test does not exercise recovery"
+    replayed = replay_journal(journal, hash_at=state["seq"] if status == 200 else None)
+    problems = compare(reports, replayed.rows) + compare(reports, wait_for_postgres(dsn, reports))
+    assert not problems, "\n".join(problems[:20])
+    if status == 200:
+        assert replayed.hashes.get(state["seq"]) == state["state_hash"], (
+            f"live state hash at seq {state['seq']} {state['state_hash']} != replay "
+            f"{replayed.hashes.get(state['seq'])}")
+    else:
+        pytest.fail(f"GET /admin/state-hash answered {status}: {state}")
+    # Books: what each client believes is live is what the replayed engine holds, except
+    # where the engine made a report that never reached the client (killed between the
+    # journal's fsync and the send): those orders are listed.
+    received = set(reports)
+    undelivered = {r.exec_id for r in replayed.rows.values()
+                   if r.account in {c.account for c in clients} and r.exec_id not in received}
+    explained = {replayed.rows[e].order_id for e in undelivered}
+    for c in clients:
+        engine_live = {o.id for o in replayed.engine.orders.values() if o.account == c.account}
+        differ = engine_live ^ set(c.live)
+        assert differ <= explained, (
+            f"{c.comp_id}: live orders differ from the engine's without an undelivered report:"
+            f" {sorted(differ - explained)}")
+    if os.environ.get("CRASH_DEBUG"):
+        for e in sorted(undelivered, key=lambda x: replayed.rows[x].engine_exec_id):
+            print("undelivered:", replayed.rows[e])
+    print(f"\ncrash test: {CYCLES} kills, {len(reports)} reports, "
+          f"{sum(c.repeats for c in clients)} PossDup repeats, "
+          f"{sum(c.session.resend_requests for c in clients)} resend requests, "
+          f"{len(undelivered)} engine reports never delivered")
