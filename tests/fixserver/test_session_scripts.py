@@ -25,11 +25,6 @@ from tests.fixserver.session_script import (
 )
 
 DEFS_DIR = os.environ.get("FIX_SESSION_DEFS_DIR")
-#: scripts whose expectations depend on the codec's framing of broken input, not the session
-#: (negative tag numbers; a too-long BodyLength swallowing the next message)
-CODEC_DEPENDENT = {"14a_BadField.def", "2m_BodyLengthValueNotCorrect.def"}
-
-
 def _run(text: str) -> None:
     registry = SessionRegistry(default_sessions(standard_dictionary()))
     run_script(text, registry, EchoApplication(), START_NS)
@@ -83,6 +78,4 @@ def test_quickfix_fix44_server_script(path):
         text = handle.read()
     if "8=FIX.4.2" in text:
         pytest.skip(f"{name} is a FIX.4.2 script")
-    if name in CODEC_DEPENDENT:
-        pytest.xfail("depends on the codec's framing of broken input (see module docstring)")
     _run(text)
