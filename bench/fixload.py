@@ -37,7 +37,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
 
-from fixserver.codec import FixMessage, FrameDecoder, GarbledMessage, encode
+from fixserver.codec import (
+    FixMessage,
+    FrameDecoder,
+    GarbledMessage,
+    encode,
+    encode_body,
+    frame_body,
+)
 from fixserver.timeutil import format_utc_timestamp
 
 #: header and trailer tags: what may differ between an original and its PossDup resend
@@ -86,28 +93,38 @@ class ClientSession:
     def build(self, msg_type: bytes, body: Sequence[tuple[int, Any]], now_ns: int,
               header: Sequence[tuple[int, Any]] = ()) -> bytes:
         """Framed bytes of one message with the next MsgSeqNum (also queued by ``send``)."""
+        return self.build_raw(msg_type, encode_body([*header, *body]), now_ns)
+
+    def build_raw(self, msg_type: bytes, body: bytes, now_ns: int) -> bytes:
+        """Like ``build`` with the body (and extra header fields) already encoded: the load
+        generator's fast path (only MsgSeqNum, SendingTime and the body vary)."""
         seq = self.next_out
         self.next_out = seq + 1
         self.last_sent_ns = now_ns
-        fields: list[tuple[int, Any]] = [
-            (35, msg_type), (34, seq), (49, self.sender), (52, self.sending_time(now_ns)),
-            (56, self.target),
-        ]
-        fields += header
-        fields += body
-        return encode(fields, self.begin_string)
+        head = b"35=%s\x0134=%d\x0149=%s\x0152=%s\x0156=%s\x01" % (
+            msg_type, seq, self.sender, self.sending_time(now_ns), self.target)
+        return frame_body(head + body, self.begin_string)
 
     def send(self, msg_type: bytes, body: Sequence[tuple[int, Any]], now_ns: int,
              header: Sequence[tuple[int, Any]] = ()) -> None:
         self._out.append(self.build(msg_type, body, now_ns, header))
 
-    def logon(self, now_ns: int) -> None:
-        """Queue a Logon that carries on from ``next_out`` (a reconnect starts a new decoder)."""
+    def queue(self, data: bytes) -> None:
+        """Queue already framed bytes (from ``build``/``build_raw``)."""
+        self._out.append(data)
+
+    def logon(self, now_ns: int, reset: bool = False) -> None:
+        """Queue a Logon that carries on from ``next_out`` (a reconnect starts a new decoder);
+        ``reset``: ResetSeqNumFlag (141=Y), both sides start again at 1."""
         self._decoder = FrameDecoder()
         self.logged_on = False
         self.logout_received = False
         self.resend_until = 0
-        self.send(b"A", [(98, 0), (108, self.heartbeat_s)], now_ns)
+        body: list[tuple[int, Any]] = [(98, 0), (108, self.heartbeat_s)]
+        if reset:
+            self.next_out = self.next_in = 1
+            body.append((141, b"Y"))
+        self.send(b"A", body, now_ns)
 
     def logout(self, now_ns: int, text: str = "") -> None:
         self.send(b"5", [(58, text)] if text else [], now_ns)
@@ -302,20 +319,22 @@ class OrderFlow:
     so the sessions' orders cross each other (every other order trades)."""
 
     def __init__(self, index: int, account: str, symbol: str = "BTC-PERP",
-                 price: str = "60000", qty: str = "0.001") -> None:
-        self.prefix = f"L{index}-".encode()
+                 price: str = "60000", qty: str = "0.001", run: str = "") -> None:
+        # ClOrdIDs must be new to the exchange in every run (it refuses duplicates)
+        self.prefix = f"L{index}-{run}-".encode()
         self.n = 0
         self.index = index
-        self.tail_buy = [(1, account), (55, symbol), (54, b"1"), (38, qty), (40, b"2"),
-                         (44, price), (59, b"1")]
-        self.tail_sell = [(1, account), (55, symbol), (54, b"2"), (38, qty), (40, b"2"),
-                          (44, price), (59, b"1")]
+        common = [(1, account), (55, symbol)]
+        rest = [(38, qty), (40, "2"), (44, price), (59, "1")]
+        self.tail_buy = encode_body([*common, (54, "1"), *rest])
+        self.tail_sell = encode_body([*common, (54, "2"), *rest])
 
-    def next(self, now_ns: int, transact_time: bytes) -> tuple[bytes, list[tuple[int, Any]]]:
+    def next(self, transact_time: bytes) -> tuple[bytes, bytes]:
+        """(ClOrdID, encoded body) of the next order."""
         self.n += 1
-        cl = self.prefix + str(self.n).encode()
+        cl = b"%s%d" % (self.prefix, self.n)
         tail = self.tail_buy if (self.n + self.index) & 1 else self.tail_sell
-        return cl, [(11, cl), (60, transact_time), *tail]
+        return cl, b"11=%s\x0160=%s\x01%s" % (cl, transact_time, tail)
 
 
 def run_load(
@@ -332,9 +351,10 @@ def run_load(
     """Send NewOrderSingles from every session; latencies and rates as a dict (see main)."""
     links = [Link(ClientSession(s, t), host, port) for s, t, _ in sessions]
     for link in links:
-        link.session.logon(time.time_ns())
+        link.session.logon(time.time_ns(), reset=True)  # every run starts at MsgSeqNum 1
     wait_logged_on(links)
-    flows = [OrderFlow(i, account) for i, (_, _, account) in enumerate(sessions)]
+    run = f"{time.time_ns() // 1_000_000 % 10**9:x}"
+    flows = [OrderFlow(i, account, run=run) for i, (_, _, account) in enumerate(sessions)]
     outstanding = [0] * len(links)
     sent_at: dict[bytes, int] = {}  # ClOrdID -> perf_counter_ns at send
     latencies: list[int] = []
@@ -343,6 +363,7 @@ def run_load(
     sent_total = 0
     ers = 0
     perf = time.perf_counter_ns
+    cpu0 = time.process_time()
     start = perf()
     measure_from = start + int(warmup * 1e9)
     stop_sending = measure_from + int(duration * 1e9)
@@ -365,8 +386,8 @@ def run_load(
         link = links[i]
         session = link.session
         wall = time.time_ns()
-        cl, body = flows[i].next(wall, session.sending_time(wall))
-        session.send(b"D", body, wall)
+        cl, body = flows[i].next(session.sending_time(wall))
+        session.queue(session.build_raw(b"D", body, wall))
         burst.append(cl)
         outstanding[i] += 1
         sent_total += 1
@@ -418,13 +439,15 @@ def run_load(
                     continue  # not the order's first report
                 outstanding[i] -= 1
                 acks += 1
-                if t0 >= measure_from and t0 < stop_sending:
-                    latencies.append(now - t0)
-                    acked_in_window += 1
+                if measure_from <= now < stop_sending:
+                    acked_in_window += 1  # throughput: acks that arrived in the window
+                if measure_from <= t0 < stop_sending:
+                    latencies.append(now - t0)  # latency: orders sent in the window
             if link.closed:
                 raise ConnectionError(f"{link.session.sender.decode()}: connection closed")
             link.flush()
     elapsed = (min(perf(), stop_sending) - measure_from) / 1e9
+    client_cpu = (time.process_time() - cpu0) / ((perf() - start) / 1e9)
     for link in links:
         link.session.logout(time.time_ns())
         link.flush()
@@ -441,6 +464,7 @@ def run_load(
         "measured_s": round(elapsed, 3),
         "acks_per_s": round(acked_in_window / elapsed, 1) if elapsed > 0 else 0.0,
         "latency_us": percentiles_us(latencies),
+        "client_cpu": round(client_cpu, 2),  # cores busy in this process over the run
         "violations": violations[:5],
     }
 
@@ -468,11 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--window", type=int, default=200)
+    parser.add_argument("--drain", type=float, default=10.0,
+                        help="seconds to wait for the last acks after sending stops")
     args = parser.parse_args(argv)
     sessions = [tuple(s.split(":", 2)) for s in args.session]
     result = run_load(args.host, args.port, sessions,  # type: ignore[arg-type]
                       rate=args.rate, duration=args.duration, warmup=args.warmup,
-                      window=args.window)
+                      window=args.window, drain_timeout=args.drain)
     print(json.dumps(result))
     return 0
 
