@@ -88,6 +88,10 @@ class Book:
         """Each level's live orders in priority order, best level first."""
         raise NotImplementedError
 
+    def iter_crossing(self, side: Side, limit: int) -> Iterator[list[Order]]:
+        """Like iter_side, but only levels at or better than ``limit`` (lazily, best first)."""
+        raise NotImplementedError
+
     def order_count(self) -> int:
         """Number of resting orders."""
         raise NotImplementedError
@@ -342,6 +346,40 @@ class FastBook(Book):
         """Each level's live orders in priority order, best level first."""
         book = self.bids if side is BUY else self.asks
         for p in sorted(book, reverse=side is BUY):
+            yield book[p].live()
+
+    def iter_crossing(self, side: Side, limit: int) -> Iterator[list[Order]]:
+        """Levels of ``side`` priced at or better than ``limit``, best first, lazily.
+
+        Walks tick by tick from the best price when that is fewer steps than there are
+        levels (the usual case: a limit near the touch, or a consumer that stops early);
+        otherwise sorts just the crossing prices. Used by the FOK/min-qty dry run.
+        """
+        if side is BUY:
+            book = self.bids
+            if not book:
+                return
+            best = self.best_bid
+            if best - limit < len(book):
+                for p in range(best, limit - 1, -1):
+                    lv = book.get(p)
+                    if lv is not None:
+                        yield lv.live()
+                return
+            prices = sorted((p for p in book if p >= limit), reverse=True)
+        else:
+            book = self.asks
+            if not book:
+                return
+            best = self.best_ask
+            if limit - best < len(book):
+                for p in range(best, limit + 1):
+                    lv = book.get(p)
+                    if lv is not None:
+                        yield lv.live()
+                return
+            prices = sorted(p for p in book if p <= limit)
+        for p in prices:
             yield book[p].live()
 
     def order_count(self) -> int:

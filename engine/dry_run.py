@@ -28,12 +28,7 @@ def executable_qty(eng: Any, m: Any, t: Any, limit: int, need: int) -> int:
     positions = m.positions
     sim_pos: dict[str, int] = {}
     got = 0
-    for level in m.book.iter_side(opp):
-        if not level:
-            continue
-        px = level[0].price
-        if (px > limit) if buy else (px < limit):
-            break
+    for level in m.book.iter_crossing(opp, limit):
         queue = deque([o, o.visible, o.leaves] for o in level)
         while queue:
             o, vis, lv = queue.popleft()

@@ -121,6 +121,14 @@ class ReferenceBook(Book):
         for price, _, _ in self.levels(side):
             yield self.orders_at(side, price)
 
+    def iter_crossing(self, side: Side, limit: int) -> Iterator[list[Order]]:
+        """Each level at or better than ``limit``, best first."""
+        for level in self.iter_side(side):
+            price = level[0].price
+            if (price < limit) if side is BUY else (price > limit):
+                return
+            yield level
+
     def order_count(self) -> int:
         """Number of resting orders."""
         return len(self._sides[BUY]) + len(self._sides[SELL])

@@ -118,3 +118,16 @@ def test_fast_book_heap_stays_bounded():
         book.remove(o)
     assert len(book._bid_heap) <= 2 * len(book.bids) + 257
     assert book.best_bid == 1_000
+
+
+def test_iter_crossing_yields_only_crossing_levels_best_first(book):
+    """iter_crossing walks levels at or better than the limit, best first, both strategies."""
+    for i, p in enumerate([100, 103, 110, 200]):
+        book.add(order(i + 1, SELL, p, 1))
+    for i, p in enumerate([90, 80, 79]):
+        book.add(order(i + 10, BUY, p, 1))
+    assert [lv[0].price for lv in book.iter_crossing(SELL, 105)] == [100, 103]
+    assert [lv[0].price for lv in book.iter_crossing(SELL, 10_000)] == [100, 103, 110, 200]
+    assert [lv[0].price for lv in book.iter_crossing(BUY, 80)] == [90, 80]
+    assert [lv[0].price for lv in book.iter_crossing(BUY, 1)] == [90, 80, 79]
+    assert list(book.iter_crossing(SELL, 99)) == []
