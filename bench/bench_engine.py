@@ -319,8 +319,9 @@ def main() -> None:
         for name, factory, part in (("fast", FastBook, cmds), ("reference", ReferenceBook,
                                                                 cmds[:n_ref])):
             eng = fresh_engine(factory, prefill)
-            rate, _n_events = throughput(eng, part)
+            rate, cpu_rate = throughput(eng, part)
             rates[name].append(rate)
+            cpu_rates[name].append(cpu_rate)
     for name, factory, part in (("fast", FastBook, cmds), ("reference", ReferenceBook,
                                                             cmds[:n_ref])):
         eng = fresh_engine(factory, prefill)
