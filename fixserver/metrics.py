@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -53,6 +54,22 @@ _MSG_TYPE = re.compile(rb"\x0135=([^\x01]*)\x01")
 _REJECT_REASON = {b"3": (b"\x01373=", "session"), b"j": (b"\x01380=", "business")}
 
 
+# Labelled children by (metric, session, MsgType label). ``labels()`` takes a lock and builds
+# a tuple on every call: at thousands of messages a second that was a tenth of the reactor's
+# time (py-spy, bench/bench_e2e.py). The label sets are bounded (configured sessions and
+# clipped MsgTypes), so the cache is too.
+_CHILDREN: dict[tuple[str, str, str], Any] = {}
+
+
+def _message_counter(metric: Any, name: str, session: str, msg_type: bytes) -> Any:
+    label = _label(msg_type)
+    key = (name, session, label)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(session, label)
+    return child
+
+
 def _label(msg_type: bytes) -> str:
     if 0 < len(msg_type) <= 2 and msg_type.isalnum():
         return msg_type.decode("ascii")
@@ -68,7 +85,7 @@ def scan_msg_types(data: bytes) -> Iterator[tuple[bytes, int]]:
 def count_sent(session: str, data: bytes) -> None:
     """Count outbound messages (``data`` is whole messages) and the rejects among them."""
     for msg_type, end in scan_msg_types(data):
-        MESSAGES_SENT.labels(session, _label(msg_type)).inc()
+        _message_counter(MESSAGES_SENT, "sent", session, msg_type).inc()
         reject = _REJECT_REASON.get(msg_type)
         if reject is not None:
             tag, kind = reject
@@ -101,5 +118,5 @@ class InboundCounter:
             self._carry = b""
             return
         for msg_type, _ in scan_msg_types(buffer):
-            MESSAGES_RECEIVED.labels(session, _label(msg_type)).inc()
+            _message_counter(MESSAGES_RECEIVED, "received", session, msg_type).inc()
         self._carry = buffer[last_soh:][:16]
