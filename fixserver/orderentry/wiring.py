@@ -75,7 +75,6 @@ class OrderEntryService:
                           else PositionBook.for_instruments(self.instruments))
         for p in replayed:
             self.recorder.record(p.origin, p.command)
-            self._apply_fills(p.events)
         self.pipeline.sequencer = self.recorder
         self.app = OrderEntryApplication(
             server.sessions, self.pipeline, self.instruments, self.directory,
@@ -86,8 +85,13 @@ class OrderEntryService:
         self.pipeline.subscribe(self.app.on_released)
         self.pg_writer: Any = None
         if config.postgres_dsn:
-            self._start_postgres(config.postgres_dsn)  # its RowBuilder applies the fills
+            # Its RowBuilder applies the fills to the positions. The replayed tail's rows are
+            # queued again: ticks released before a crash may not have reached Postgres, and
+            # the writer's upserts make the repeat harmless.
+            self._start_postgres(config.postgres_dsn, replayed)
         else:
+            for p in replayed:
+                self._apply_fills(p.events)
             self.pipeline.subscribe(self._on_released_positions)
         self.admin_resource = admin_resource(self)
         log.info("orderentry.recovered commands={n} live_orders={live} killed={killed}",
@@ -109,7 +113,7 @@ class OrderEntryService:
         for p in processed:
             self._apply_fills(p.events)
 
-    def _start_postgres(self, dsn: str) -> None:
+    def _start_postgres(self, dsn: str, replayed: list) -> None:
         from fixserver.pg.rows import RowBuilder
         from fixserver.pg.writer import PgWriter
 
@@ -128,6 +132,9 @@ class OrderEntryService:
         self.pg_writer = PgWriter(dsn, self.reactor)
         builder = RowBuilder(self.instruments, self.positions)
         writer = self.pg_writer
+        catch_up = builder.rows(e for p in replayed for e in p.events)
+        if catch_up:
+            writer.enqueue(catch_up)
 
         def enqueue(processed: list) -> None:
             rows = builder.rows(e for p in processed for e in p.events)

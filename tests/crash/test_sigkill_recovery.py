@@ -120,11 +120,6 @@ def all_reports(clients: list[TradingClient]) -> dict[str, dict[int, str]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known bugs, reported to the lead: (1) orderentry ExecutionReports carry the order's state "
-    "after the whole command (a taker's New/fill reports show its final CumQty/LeavesQty), "
-    "not the state at each event as the journal and Postgres rows do; (2) after a restart "
-    "the Postgres writer does not catch up rows of ticks released before the kill"))
 def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
     """Across SIGKILL restarts every ExecutionReport a client got is in Postgres and in the
     replayed engine with the same content, sequence numbers carry on, resends repeat the
