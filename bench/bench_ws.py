@@ -35,8 +35,9 @@ BATCH_S = 0.010
 
 # -- server process ------------------------------------------------------------------------
 
-def run_server(mode: str) -> None:
-    """Serve the feed on a loopback port (printed) and generate flow until stdin closes."""
+def run_server(mode: str, subscribers: int) -> None:
+    """Serve the feed on a loopback port (printed); once ``subscribers`` have subscribed,
+    generate flow until stdin closes (so connecting clients are not flooded meanwhile)."""
     from twisted.internet import reactor, stdio
     from twisted.internet.protocol import Protocol
     from twisted.internet.task import LoopingCall
@@ -64,13 +65,19 @@ def run_server(mode: str) -> None:
         for _ in range(n):
             hub.publish(engine.process(flow.next_command(time.time_ns())))
 
-    if mode == "latency":
-        def next_burst() -> None:
-            burst(10)
-            reactor.callLater(rng.uniform(0.0, 0.2), next_burst)
-        reactor.callLater(0.1, next_burst)
-    else:
-        LoopingCall(burst, 3).start(0.001)
+    def start_flow() -> None:
+        if hub.subscriber_count("trades@BTC-PERP") < subscribers:
+            reactor.callLater(0.05, start_flow)
+            return
+        if mode == "latency":
+            def next_burst() -> None:
+                burst(10)
+                reactor.callLater(rng.uniform(0.0, 0.2), next_burst)
+            next_burst()
+        else:
+            LoopingCall(burst, 3).start(0.001)
+
+    start_flow()
     FeedBatcher(hub, BATCH_S).start()
 
     class StopOnEOF(Protocol):
@@ -131,7 +138,7 @@ def run_clients(port: int, n: int, fmt: str, seconds: float) -> None:
             if i % 50 == 49:
                 yield task.deferLater(reactor, 0.02, lambda: None)
         yield all_acked
-        yield task.deferLater(reactor, 0.5, lambda: None)  # settle
+        yield task.deferLater(reactor, 1.0, lambda: None)  # the server starts its flow
         state["measuring"] = True
         started = time.perf_counter()
         yield task.deferLater(reactor, seconds, lambda: None)
@@ -153,7 +160,11 @@ def run_clients(port: int, n: int, fmt: str, seconds: float) -> None:
         reactor.stop()
 
     reactor.callWhenRunning(lambda: main().addErrback(fail))
-    reactor.callLater(seconds + 120, reactor.stop)  # hard bound
+    def give_up() -> None:
+        print(json.dumps({"error": f"timed out; state {state}"}), flush=True)
+        reactor.stop()
+
+    reactor.callLater(seconds + 120, give_up)  # hard bound
     reactor.run()
 
 
@@ -162,7 +173,7 @@ def run_clients(port: int, n: int, fmt: str, seconds: float) -> None:
 def one_run(mode: str, n: int, fmt: str, seconds: float) -> dict:
     """Start a server and a client process, return the client's result."""
     me = os.path.abspath(__file__)
-    server = subprocess.Popen([sys.executable, me, "server", mode], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, me, "server", mode, str(n)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline() if server.stdout else ""
@@ -175,7 +186,7 @@ def one_run(mode: str, n: int, fmt: str, seconds: float) -> dict:
         )
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
         if not lines:
-            raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
+            return {"error": f"client printed nothing: {out.stderr[-300:]}"}
         return json.loads(lines[-1])
     finally:
         if server.stdin:
@@ -189,7 +200,7 @@ def one_run(mode: str, n: int, fmt: str, seconds: float) -> dict:
 def main() -> None:
     """Run every scenario ``--repeats`` times and print the medians."""
     if len(sys.argv) > 1 and sys.argv[1] == "server":
-        run_server(sys.argv[2])
+        run_server(sys.argv[2], int(sys.argv[3]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "clients":
         run_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))

@@ -227,7 +227,8 @@ def test_bad_requests_get_errors_and_oversized_closes():
 @pytest_twisted.inlineCallbacks
 def test_slow_consumer_closed_while_other_keeps_receiving():
     """A client that stops reading is closed with 4008; the other gets every update in order."""
-    hub, factory, port = start_server(max_buffer_bytes=64 * 1024)
+    # a long close-handshake timeout: the slow client must get to read the 4008 close frame
+    hub, factory, port = start_server(max_buffer_bytes=64 * 1024, close_timeout_s=60)
     waiter = Waiter()
     fast_book = BookReplica()
     errors = []
@@ -271,6 +272,7 @@ def test_slow_consumer_closed_while_other_keeps_receiving():
         assert server_slow.closed_cause == "slow_consumer", "the slow client was never closed"
         assert server_slow.queued_bytes == 0
         assert hub.subscriber_count("orderbook@BTC-PERP@full") == 1
+        slow.transport.resumeProducing()  # read again: the close frame is behind the backlog
         # the fast client keeps getting updates after the slow one is gone
         for _ in range(20):
             seq += 1
@@ -279,7 +281,6 @@ def test_slow_consumer_closed_while_other_keeps_receiving():
         last = hub.book_snapshot("BTC-PERP").update_id
         yield waiter.until(lambda: fast_book.update_id == last, "the fast client to catch up")
         assert not errors, errors[:3]
-        slow.transport.resumeProducing()
         _, code, reason = yield fs.closed
         assert code == SLOW_CONSUMER_CODE and reason == "slow consumer", (code, reason)
     finally:
