@@ -110,7 +110,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         """Start and wait until the FIX port accepts connections."""
         assert self.proc is None, "already running"
         log = open(self.log_path, "ab")
@@ -172,6 +172,11 @@ class ServerProcess:
             return status, json.loads(body)
         except ValueError:
             return status, body
+
+    def log_text(self) -> str:
+        """The whole server log (every start)."""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
 
     def log_tail(self, n: int = 40) -> str:
         try:
