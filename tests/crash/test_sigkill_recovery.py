@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.fixload import ClientSession
+from fixserver.codec import encode
 from tests.crash.harness import (
     ServerProcess,
     TradingClient,
@@ -23,8 +25,6 @@ from tests.crash.harness import (
     write_config,
 )
 from tests.fixserver.pg_fixtures import pg_dsn  # noqa: F401  (the fixture)
-
-pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("CRASH_SEED", "20261125"))
 CYCLES = int(os.environ.get("CRASH_CYCLES", "5"))
@@ -121,6 +121,7 @@ def all_reports(clients: list[TradingClient]) -> dict[str, dict[int, str]]:
     return out
 
 
+@pytest.mark.integration
 def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
     """Across SIGKILL restarts every ExecutionReport a client got is in Postgres and in the
     replayed engine with the same content, sequence numbers carry on, resends repeat the
@@ -194,3 +195,63 @@ def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
           f"{sum(c.repeats for c in clients)} PossDup repeats, "
           f"{sum(c.session.resend_requests for c in clients)} resend requests, "
           f"{len(undelivered)} engine reports never delivered")
+
+
+# -- the test client's own checks: the crash test's verdict depends on them ------------------
+
+T0 = 1_700_000_000_000_000_000
+
+
+def exchange_msg(msg_type: bytes, seq: int, *body: tuple[int, object],
+                 poss_dup: bool = False) -> bytes:
+    """A message from the exchange (EXCH) to CLIENT."""
+    header = [(35, msg_type), (34, seq), (49, b"EXCH"), (52, b"20231114-22:13:20.000"),
+              (56, b"CLIENT")]
+    if poss_dup:
+        header += [(43, b"Y"), (122, b"20231114-22:13:20.000")]
+    return encode([*header, *body])  # type: ignore[list-item]
+
+
+def logged_on_client() -> ClientSession:
+    client = ClientSession("CLIENT", "EXCH")
+    client.logon(T0)
+    client.data_to_send()
+    client.receive(exchange_msg(b"A", 1, (98, 0), (108, 30)), T0)
+    return client
+
+
+def test_client_asks_for_a_resend_on_a_gap_and_takes_the_resent_messages() -> None:
+    """A MsgSeqNum above the expected one is dropped and answered by ResendRequest 7=N 16=0;
+    the resent messages (PossDupFlag=Y, in sequence) are taken as new."""
+    client = logged_on_client()
+    assert client.receive(exchange_msg(b"8", 3, (17, b"X2")), T0) == []
+    assert b"35=2\x01" in client.data_to_send() and client.resend_until == 3
+    got = client.receive(exchange_msg(b"8", 2, (17, b"X1"), poss_dup=True)
+                         + exchange_msg(b"8", 3, (17, b"X2"), poss_dup=True), T0)
+    assert [(m.get(17), repeat) for m, repeat in got] == [(b"X1", False), (b"X2", False)]
+    assert client.caught_up and client.next_in == 4 and not client.violations
+
+
+def test_client_flags_repeats_and_sequence_numbers_that_go_back() -> None:
+    """A PossDup message below the expected MsgSeqNum is returned as a repeat; one without
+    PossDupFlag is a violation (the exchange's sequence numbers went back)."""
+    client = logged_on_client()
+    client.receive(exchange_msg(b"8", 2, (17, b"X1")), T0)
+    got = client.receive(exchange_msg(b"8", 2, (17, b"X1"), poss_dup=True), T0)
+    assert [(m.get(17), repeat) for m, repeat in got] == [(b"X1", True)]
+    assert not client.violations
+    client.receive(exchange_msg(b"8", 2, (17, b"X1")), T0)
+    assert client.violations and "went back" in client.violations[0]
+
+
+def test_client_answers_test_requests_and_resend_requests() -> None:
+    """TestRequest -> Heartbeat with its TestReqID; ResendRequest -> one SequenceReset-GapFill
+    to the next outgoing MsgSeqNum (stale orders are never resent)."""
+    client = logged_on_client()
+    client.receive(exchange_msg(b"1", 2, (112, b"ping")), T0)
+    assert b"35=0\x01" in client.data_to_send()
+    client.receive(exchange_msg(b"2", 3, (7, 1), (16, 0)), T0)
+    out = client.data_to_send()
+    # we sent Logon (1) and Heartbeat (2): the gap fill says the next is 3
+    assert b"35=4\x01" in out and b"\x01123=Y\x01" in out and b"\x0136=3\x01" in out
+    assert client.next_in == 4 and not client.violations
