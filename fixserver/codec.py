@@ -38,14 +38,34 @@ dictionary) and builds its tag index and the ``(int, bytes)`` field list only wh
 The CheckSum is summed by ``zlib.adler32``: its low half is ``1 + sum(bytes) mod 65521``, which
 is the exact byte sum for chunks short enough never to reach 65521 (256 bytes, or 515 bytes of
 ASCII), about ten times faster than ``sum()`` over the bytes.
+
+On CPython the optional C extension ``fixserver._codec_accel`` (built by setup.py where a
+compiler is available) takes over the two hot paths: the stream fast path (header, BodyLength,
+trailer, CheckSum and the field split in one call, tags shared from a table instead of
+allocated) and ``encode``/``frame_body``. It accepts exactly what the pure fast paths accept
+and returns None for everything else, which then goes through the same careful Python code, so
+the pure code is the reference: tests check both give identical results. Setting the
+environment variable ``FIXSERVER_PURE_CODEC=1`` (or running on PyPy, or without the built
+extension) uses the pure code only.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from typing import Union
 from zlib import adler32
+
+try:
+    if os.environ.get("FIXSERVER_PURE_CODEC", "") not in ("", "0"):
+        raise ImportError("FIXSERVER_PURE_CODEC is set")
+    from fixserver import _codec_accel
+except ImportError:
+    _codec_accel = None  # type: ignore[assignment]  # PyPy, no compiler, or pure asked for
+
+#: Whether the C accelerator is in use (FrameDecoder's default, and encode/frame_body).
+ACCELERATED = _codec_accel is not None
 
 SOH = b"\x01"
 
@@ -247,6 +267,7 @@ def checksum(data: bytes) -> int:
 
 
 _FAST_TAG_SETS: dict[frozenset[int], frozenset[bytes]] = {}
+_FAST_TAG_TABLES: dict[frozenset[bytes], tuple[bytes | None, ...]] = {}
 
 
 def _fast_tag_set(data_tags: dict[int, int]) -> frozenset[bytes]:
@@ -257,6 +278,15 @@ def _fast_tag_set(data_tags: dict[int, int]) -> frozenset[bytes]:
         fast_tags = frozenset(_TAG_BYTES[1:]) - {_tag_key(tag) for tag in length_tags}
         _FAST_TAG_SETS[length_tags] = fast_tags
     return fast_tags
+
+
+def _fast_tag_table(fast_tags: frozenset[bytes]) -> tuple[bytes | None, ...]:
+    """The C accelerator's form of a fast tag set: tag number -> its canonical bytes or None."""
+    table = _FAST_TAG_TABLES.get(fast_tags)
+    if table is None:
+        table = tuple(key if key in fast_tags else None for key in _TAG_BYTES)
+        _FAST_TAG_TABLES[fast_tags] = table
+    return table
 
 
 _MIN_TAG = -(2**31)
@@ -365,10 +395,19 @@ class FrameDecoder:
         self,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         data_tags: dict[int, int] = STANDARD_DATA_TAGS,
+        accelerated: bool | None = None,
     ) -> None:
+        """``accelerated``: use the C fast path (default: when it is available); False forces
+        the pure-Python code, True raises ValueError where the extension is not available."""
         self.max_message_size = max_message_size
         self.data_tags = data_tags
         self._fast_tags = _fast_tag_set(data_tags)
+        if accelerated is None:
+            accelerated = _codec_accel is not None
+        if accelerated and _codec_accel is None:
+            raise ValueError("the C codec accelerator is not available")
+        self._next_frame = _codec_accel.next_frame if accelerated else None
+        self._fast_table = _fast_tag_table(self._fast_tags) if accelerated else ()
         # Scan buffer and the offset of its first unconsumed byte.
         self._buf = b""
         self._pos = 0
@@ -406,6 +445,17 @@ class FrameDecoder:
             if len(self._buf) - self._pos + self._pending_size < self._need:
                 return None
             self._absorb_pending()
+        next_frame = self._next_frame
+        if next_frame is not None:
+            # The pure fast path below, in C; None for everything that path does not take.
+            found = next_frame(self._buf, self._pos, self.max_message_size, self._fast_table)
+            if found is None:
+                return self._next_careful()
+            msg = _new_message(_WireMessage)
+            self._pos, msg.raw, msg._tags, msg._values = found
+            msg._fields = None
+            msg._index = None
+            return msg
         # Fast path: a complete, well-formed frame whose fields the C-level split can take.
         # Everything it does not return is left to _next_careful, which decides from scratch.
         buf = self._buf
@@ -583,11 +633,21 @@ def _to_bytes(value: FieldValue) -> bytes:
 _HEADER_PREFIXES: dict[bytes, bytes] = {}
 
 
-def frame_body(body: bytes, begin_string: bytes = b"FIX.4.4") -> bytes:
-    """Wrap an encoded body (``35=...<SOH>...<SOH>``) with BeginString, BodyLength, CheckSum."""
+def _header_prefix(begin_string: bytes) -> bytes:
+    """``8=<BeginString><SOH>9=`` (cached per BeginString)."""
     prefix = _HEADER_PREFIXES.get(begin_string)
     if prefix is None:
         prefix = _HEADER_PREFIXES[begin_string] = b"8=%s\x019=" % begin_string
+    return prefix
+
+
+def frame_body(body: bytes, begin_string: bytes = b"FIX.4.4") -> bytes:
+    """Wrap an encoded body (``35=...<SOH>...<SOH>``) with BeginString, BodyLength, CheckSum."""
+    prefix = _HEADER_PREFIXES.get(begin_string) or _header_prefix(begin_string)
+    if _codec_accel is not None:
+        framed = _codec_accel.frame_body(prefix, body)
+        if framed is not None:
+            return framed
     head = b"%s%d\x01" % (prefix, len(body))
     return b"%s%s%s" % (head, body, _CHECKSUM_FIELDS[(_byte_sum(head) + _byte_sum(body)) & 0xFF])
 
@@ -611,4 +671,12 @@ def encode(fields: Iterable[tuple[int, FieldValue]], begin_string: bytes = b"FIX
 
     Adds BeginString, BodyLength and CheckSum.
     """
+    if _codec_accel is not None:
+        # One C pass for a list or tuple of (int, bytes | latin-1 str | int) tuples; None for
+        # any other shape, which the pure code converts or rejects.
+        message = _codec_accel.encode_message(
+            _HEADER_PREFIXES.get(begin_string) or _header_prefix(begin_string), fields
+        )
+        if message is not None:
+            return message
     return frame_body(encode_body(fields), begin_string)
