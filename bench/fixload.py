@@ -75,6 +75,9 @@ class ClientSession:
         self.resend_requests = 0
         self.violations: list[str] = []
         self.rejects: list[FixMessage] = []  # session-level Rejects (35=3) of our messages
+        #: (MsgSeqNum, NewSeqNo) of gap fills over numbers already received (after a
+        #: ResendRequest of ours for messages we had: the caller checks what they covered)
+        self.stale_gap_fills: list[tuple[int, int]] = []
         self.last_sent_ns = 0
         self._decoder = FrameDecoder()
         self._out: list[bytes] = []
@@ -198,6 +201,7 @@ class ClientSession:
         new_seq = msg.get_int(36) or 0
         if msg.get(123) == b"Y":
             if seq < self.next_in:
+                self.stale_gap_fills.append((seq, new_seq))
                 return  # a gap fill we have already been past
             if seq > self.next_in:
                 self._gap(seq, now_ns)
@@ -208,6 +212,10 @@ class ClientSession:
         self.next_in = new_seq
         if self.resend_until and self.next_in > self.resend_until:
             self.resend_until = 0
+
+    def request_resend(self, begin: int, end: int, now_ns: int) -> None:
+        """Ask for messages again (e.g. ones already received, to compare the resends)."""
+        self.send(b"2", [(7, begin), (16, end)], now_ns)
 
     def _gap(self, seq: int, now_ns: int) -> None:
         if self.resend_until:  # one ResendRequest (to infinity) is out already

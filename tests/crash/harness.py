@@ -417,6 +417,24 @@ class TradingClient:
                                      (59, b"1")], now)
         self.link.flush()
 
+    def ask_again(self, count: int) -> None:
+        """ResendRequest for the last ``count`` MsgSeqNums received: the exchange must resend
+        the same application messages (compared in ``_on_message``), never gap-fill them."""
+        assert self.link is not None
+        end = self.session.next_in - 1
+        if end >= 1:
+            self.session.request_resend(max(1, end - count + 1), end, time.time_ns())
+            self.link.flush()
+
+    def check_gap_fills(self) -> None:
+        """A gap fill over a number that carried an application message is a lost message."""
+        for begin, new_seq in self.session.stale_gap_fills:
+            covered = [seq for seq in range(begin, new_seq) if seq in self._bodies_by_seq]
+            if covered:
+                self.violations.append(f"{self.comp_id}: a gap fill {begin}->{new_seq} covers "
+                                       f"application messages {covered[:5]}")
+        self.session.stale_gap_fills.clear()
+
     @property
     def unanswered(self) -> list[str]:
         return [cl for cl in self.sent if cl not in self.answered]

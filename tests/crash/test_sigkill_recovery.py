@@ -140,8 +140,13 @@ def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
             c.drop()
         server.start()
         reconnect(clients, server)
-        # Resends after the reconnect bring what the kill cut off; a little more trading too.
-        drive(clients, 0.2, rng)
+        # Resends after the reconnect bring what the kill cut off; each client also asks for
+        # its last 40 messages again, which must come back identical (from the durable store).
+        for c in clients:
+            c.ask_again(40)
+        drive(clients, 0.3, rng)
+        for c in clients:
+            c.check_gap_fills()
         check_violations(clients)
         reports = all_reports(clients)
         replayed = replay_journal(journal)
@@ -158,6 +163,7 @@ def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
     drive(clients, 0.5, rng)
     settle(clients, since)
     check_violations(clients)
+    assert all(c.repeats for c in clients), "resent messages were never compared"
     status, state = server.http_get("/admin/state-hash")
     assert server.stop() == 0, server.log_tail()
     reports = all_reports(clients)
