@@ -382,7 +382,7 @@ def run_load(
     n_links = len(links)
     burst: list[bytes] = []
 
-    def send_one(now: int) -> None:
+    def send_one() -> None:
         nonlocal rr, sent_total
         for _ in range(n_links):
             i = rr
@@ -413,14 +413,14 @@ def run_load(
         if now < stop_sending:
             if rate > 0:
                 while next_due <= now:
-                    send_one(now)
+                    send_one()
                     next_due += interval
                 flush_burst()
                 timeout = max(0.0, (next_due - perf()) / 1e9)
             else:
                 before = sent_total
                 for _ in range(n_links * 8):
-                    send_one(now)
+                    send_one()
                 flush_burst()
                 timeout = 0.0 if sent_total != before else 0.05
         else:
