@@ -8,10 +8,10 @@ the cost once the session looks at it). simplefix's parser does not verify the C
 Encode = fields in, complete message bytes out (BodyLength and CheckSum computed). Ours is
 measured with bytes values (the fast path) and with str/int values.
 
-Ours is measured twice: with the C accelerator (fixserver._codec_accel, when it is built) and on
-the pure-Python code (the fallback, e.g. on PyPy). Prints the median messages/s over several
-repetitions and each one's ratio to simplefix; the parse target is judged on the accelerated
-numbers where the accelerator is built.
+Ours is measured twice: with the C accelerator (fixserver._codec_accel, when it is built) and
+on the pure-Python code (the fallback, e.g. on PyPy). Prints the median messages per CPU
+second over several repetitions and each one's ratio to simplefix; the parse target is judged
+on the accelerated numbers where the accelerator is built.
 Usage: python bench/bench_codec.py [--reps N] [--quick]
 """
 
@@ -163,16 +163,18 @@ def encode_simplefix(bodies: list[list], count: int) -> int:
 
 
 def median_rate(reps: int, run: Callable[..., int], *args: Any) -> float:
-    """Median messages/s of ``run(*args)`` over ``reps`` runs after a warm-up, GC off."""
+    """Median messages per CPU second of ``run(*args)`` over ``reps`` runs after a warm-up, GC
+    off. Process CPU time, not wall time: on the two shared cores other processes preempt us,
+    which wall time would count against whichever side happened to be running."""
     run(*args)
     rates = []
     for _ in range(reps):
         gc.collect()
         gc.disable()
         try:
-            start = time.perf_counter()
+            start = time.process_time()
             done = run(*args)
-            elapsed = time.perf_counter() - start
+            elapsed = time.process_time() - start
         finally:
             gc.enable()
         rates.append(done / elapsed)
