@@ -70,3 +70,27 @@ def test_migrate_subcommand_applies_then_checks_the_schema(pg_dsn, capsys):
     assert main(["migrate", "--dsn", pg_dsn]) == 0
     assert main(["migrate", "--dsn", pg_dsn, "--check"]) == 0
     assert "schema up to date" in capsys.readouterr().out
+
+
+def test_serve_gc_tuning_freezes_state_and_sweeps_every_minute():
+    """The served process runs with the shipped GC thresholds, frozen start-up state, and a
+    once-a-minute sweep that collects and freezes again."""
+    import gc
+
+    from twisted.internet import task
+
+    from engine.gc_tuning import SERVER_THRESHOLDS, restore_defaults
+    from fixserver.cli import GC_SWEEP_INTERVAL_S, _tune_gc
+
+    clock = task.Clock()
+    try:
+        _tune_gc(clock)
+        assert gc.get_threshold() == SERVER_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        clock.advance(GC_SWEEP_INTERVAL_S)
+        assert gc.get_freeze_count() > 0, "the sweep froze the survivors again"
+    finally:
+        for call in clock.getDelayedCalls():
+            call.cancel()
+        restore_defaults()
