@@ -35,6 +35,11 @@ def test_engine_state_has_no_reference_cycles():
     from engine import FastBook, MatchingEngine, NewOrder, Side, demo_instruments
     from engine.order import Order
 
+    def live_orders() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is Order)
+
+    gc.collect()
+    before = live_orders()  # engines other tests left to the collector do not count
     gc.disable()
     try:
         eng = MatchingEngine(demo_instruments(), book_factory=FastBook)
@@ -45,6 +50,6 @@ def test_engine_state_has_no_reference_cycles():
         ref = weakref.ref(eng)
         del eng
         assert ref() is None
-        assert not any(type(o) is Order for o in gc.get_objects())
+        assert live_orders() == before
     finally:
         gc.enable()
