@@ -14,7 +14,9 @@ The pipeline calls :meth:`on_released` with each durable tick: the ledger is upd
 reports are built (:mod:`fixserver.orderentry.reports`) and sent to the owning session and,
 for ExecutionReports, to the drop-copy sessions of the account's firm (CopyMsgIndicator 797=Y).
 Sending at release happens outside a socket pump, so ``flush`` is called for each session
-written to.
+written to. :meth:`reports_of` and :meth:`deliveries` are the two halves of that path; the
+start-up redelivery (:mod:`fixserver.orderentry.redelivery`) runs the journal tail through
+them too.
 
 Session life: :meth:`on_logon` reads CancelOnDisconnect (7929) from the Logon;
 :meth:`on_logout` cancels the session's live orders if it is set (and orders of the session
@@ -348,26 +350,40 @@ class OrderEntryApplication:
                 at = received.pop((o[0], getattr(p.command, "cl_ord_id", None)), 0)
                 if at:
                     ORDER_PROCESSING_LATENCY_MS.observe((now - at) / 1e6)
-            sid = self.ledger.begin(o, p.command)
-            for report in self.builder.reports(sid, o, p.events):
+            for report in self.reports_of(p):
                 self._send(report, now, touched)
-            if o is not None and o[1] == "q":
-                self._mass_cancel_done(sid, o, p.events, now, touched)
             self._cancel_if_gone(p.events)
         for session in touched:
             self.flush(session)
 
-    def replayed(self, processed: Any) -> None:
-        """Start-up replay: the ledger follows, nothing is sent."""
-        self.ledger.apply(processed.origin, processed.command, processed.events)
+    def reports_of(self, p: Any) -> list[Report]:
+        """Apply one released (or, at start-up, replayed) command to the ledger and build its
+        reports in the order they are sent. The start-up redelivery calls this too, so a
+        report rebuilt from the journal is the one the live path made."""
+        o = p.origin
+        sid = self.ledger.begin(o, p.command)
+        reports = self.builder.reports(sid, o, p.events)
+        if o is not None and o[1] == "q":
+            self._mass_cancel_done(sid, o, p.events, reports)
+        return reports
 
-    def _send(self, report: Report, now: int, touched: set[Any]) -> None:
+    def deliveries(self, report: Report) -> list[tuple[Any, str, list]]:
+        """(session, MsgType, fields) of every message ``report`` becomes: the owning
+        session's, then a copy (797=Y) per drop-copy session of the account's firm."""
+        out: list[tuple[Any, str, list]] = []
         session = self.sessions.get(report.session_id or "")
         if session is not None:
-            session.send(report.msg_type, report.fields, now)
-            touched.add(session)
+            out.append((session, report.msg_type, report.fields))
         if report.copy and report.msg_type == "8":
-            self._copy(report.account, report.fields, now, touched)
+            firm = self.directory.firm_of(report.account)
+            for copy_session in self._drop_copies.get(firm or "", ()):
+                out.append((copy_session, "8", [*report.fields, (797, "Y")]))
+        return out
+
+    def _send(self, report: Report, now: int, touched: set[Any]) -> None:
+        for session, msg_type, fields in self.deliveries(report):
+            session.send(msg_type, fields, now)
+            touched.add(session)
 
     def _copy(self, account: str, fields: list, now: int, touched: set[Any]) -> None:
         firm = self.directory.firm_of(account)
@@ -375,8 +391,9 @@ class OrderEntryApplication:
             copy_session.send("8", [*fields, (797, "Y")], now)
             touched.add(copy_session)
 
-    def _mass_cancel_done(self, sid: str | None, o: Any, events: list, now: int,
-                          touched: set[Any]) -> None:
+    def _mass_cancel_done(self, sid: str | None, o: Any, events: list,
+                          out: list[Report]) -> None:
+        """The OrderMassCancelReport of a q request, once its last part is matched."""
         if sid is None:
             return
         request_type, index, count = str(o[2]), int(o[3]), int(o[4])
@@ -392,13 +409,13 @@ class OrderEntryApplication:
                     e.cl_ord_id, f"MC-{e.exec_id}", request_type, request_type, total, e.ts,
                     symbol=e.symbol if isinstance(e.symbol, str) else None,
                     side=e.side if e.side is not None else None)  # type: ignore[arg-type]
-                self._send(Report(sid, "", "r", fields, copy=False), now, touched)
+                out.append(Report(sid, "", "r", fields, copy=False))
             elif type(e) is RequestRejected:
                 self._mass.pop((sid, e.cl_ord_id), None)
                 fields = mass_cancel_report_fields(
                     e.cl_ord_id, f"MC-{e.exec_id}", request_type, "0", 0, e.ts,
                     reject_reason=99, text=e.reason.name.lower().replace("_", " "))
-                self._send(Report(sid, "", "r", fields, copy=False), now, touched)
+                out.append(Report(sid, "", "r", fields, copy=False))
 
     def _cancel_if_gone(self, events: list) -> None:
         """Orders accepted for a session that left with cancel-on-disconnect: cancel them."""

@@ -18,9 +18,12 @@ Every request is submitted to the sequencer with an *origin* (journaled with it)
 ClOrdIDs are claimed when a request is *submitted* (:meth:`OrderLedger.claim`), not when it is
 released, so two messages with the same ClOrdID in one tick are told apart.
 
-Restart: the pipeline's snapshot carries :meth:`OwnerRecorder.snapshot` (taken at the
-snapshot's tick boundary, in step with the engine), and the journal tail is replayed; then
-:meth:`OrderLedger.restore` rebuilds the views of the live orders from the recovered engine.
+Restart: the pipeline's snapshot carries :meth:`OwnerRecorder.snapshot` and
+:meth:`OrderLedger.details` (taken at the snapshot's tick boundary, in step with the engine).
+The views of the orders live at the snapshot are taken from the restored engine
+(:meth:`OrderLedger.views_of`, :meth:`OrderLedger.adopt`), then the journal tail is replayed
+through the ledger event by event as the live path applies released ticks (see
+:mod:`fixserver.orderentry.redelivery`), so orders that ended after the snapshot are known too.
 """
 
 from __future__ import annotations
@@ -128,8 +131,11 @@ class OwnerRecorder:
     def next_batch(self, now_ns: int) -> Any:
         batch = self._sequencer.next_batch(now_ns)
         if batch is not None:
-            for o, command in batch.entries:
-                self.record(o, command)
+            for tagged, command in batch.entries:
+                # The order pipeline submits (origin, packed journal entry); unwrap it.
+                if tagged is not None and isinstance(tagged[1], bytes):
+                    tagged = tagged[0]
+                self.record(tagged, command)
         return batch
 
     def record(self, o: Any, command: Any) -> None:
@@ -301,24 +307,55 @@ class OrderLedger:
 
     # -- restart ----------------------------------------------------------------------------
 
-    def restore(self, engine: Any, owners: dict[int, str], used: dict[str, set[str]]) -> None:
-        """Rebuild views of the engine's live orders (after recovery) and the used ClOrdIDs."""
-        for sid, ids in used.items():
-            self.used.setdefault(sid, set()).update(ids)
+    @staticmethod
+    def views_of(engine: Any) -> list[OrderView]:
+        """Views of the engine's live orders, owner not yet known (``session_id`` empty).
+        Taken from the engine restored from a snapshot, before the journal tail is replayed."""
+        views = []
         for oid in sorted(engine.orders):
             order = engine.orders[oid]
-            owner = owners.get(oid)
-            if owner is None:
-                continue
-            sid = owner
             spec = order.spec
-            view = OrderView(oid, sid, order.account, order.symbol, order.side, spec.ord_type,
+            view = OrderView(oid, "", order.account, order.symbol, order.side, spec.ord_type,
                              spec.tif, order.price, spec.stop_price, order.qty, order.cl_ord_id)
             view.filled = order.filled
             view.leaves = order.leaves
             view.notional = order.notional
             view.status = view.working_status()
+            views.append(view)
+        return views
+
+    def details(self, live_order_ids: Iterable[int]) -> dict[int, list[str]]:
+        """msgpack-able: what the engine does not keep of the live orders and their reports
+        carry (the STP instruction 7928 as sent, the OrigClOrdID of a replace), where set."""
+        out: dict[int, list[str]] = {}
+        orders = self.orders
+        for oid in live_order_ids:
+            view = orders.get(oid)
+            if view is not None and (view.stp or view.orig_cl_ord_id):
+                out[oid] = [view.stp, view.orig_cl_ord_id]
+        return out
+
+    def adopt(self, views: Iterable[OrderView], owners: dict[int, str],
+              used: dict[str, set[str]], details: dict[int, Any] | None = None) -> None:
+        """Take the live orders' views (:meth:`views_of`) with their owners and
+        :meth:`details`, and the used ClOrdIDs; orders with no known owner are left out."""
+        for sid, ids in used.items():
+            self.used.setdefault(sid, set()).update(ids)
+        details = details or {}
+        for view in views:
+            oid = view.order_id
+            owner = owners.get(oid)
+            if owner is None:
+                continue
+            view.session_id = owner
+            extra = details.get(oid)
+            if extra:
+                view.stp, view.orig_cl_ord_id = str(extra[0]), str(extra[1])
             self.orders[oid] = view
-            self.name(sid, order.cl_ord_id, oid)
-            self.live_by_account.setdefault(order.account, set()).add(oid)
-            self.live_by_session.setdefault(sid, set()).add(oid)
+            self.name(owner, view.cl_ord_id, oid)
+            self.live_by_account.setdefault(view.account, set()).add(oid)
+            self.live_by_session.setdefault(owner, set()).add(oid)
+
+    def restore(self, engine: Any, owners: dict[int, str], used: dict[str, set[str]]) -> None:
+        """Rebuild views of the engine's live orders (after recovery) and the used ClOrdIDs."""
+        self.adopt(self.views_of(engine), owners, used)

@@ -4,10 +4,13 @@ rows, kill-switch file. ``FixServer`` builds an :class:`OrderEntryService` when 
 
 Start-up (blocking, before the reactor runs): the journal in ``JournalPath`` is recovered
 (snapshot + replay); the replayed commands and the snapshot's extra give the owners of the
-live orders and the ClOrdIDs each session used; the ledger is rebuilt from the recovered
-engine; the killed firms are read from ``JournalPath/kill-switch.json``; with a PostgresDSN
-the schema is migrated and the reference data seeded (a database that is down is logged and
-does not stop the exchange; the writer catches up).
+live orders and the ClOrdIDs each session used; the ledger starts from the orders live at
+the snapshot and follows the replayed tail event by event, rebuilding its reports, and the
+ones a crash kept from the sessions' stores are stored now, before any new tick
+(:mod:`fixserver.orderentry.redelivery`); the killed firms are read from
+``JournalPath/kill-switch.json``; with a PostgresDSN the schema is migrated and the
+reference data seeded (a database that is down is logged and does not stop the exchange;
+the writer catches up).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from fixserver.orderentry.application import OrderEntryApplication
 from fixserver.orderentry.controls import KillSwitchFile
 from fixserver.orderentry.firms import FirmDirectory
 from fixserver.orderentry.hosting import OrderEntryHost, admin_resource
-from fixserver.orderentry.ownership import OwnerRecorder
+from fixserver.orderentry.ownership import OrderLedger, OwnerRecorder
+from fixserver.orderentry.redelivery import redeliver
 from fixserver.orderentry.translate import stp_mode
 from fixserver.pipeline import open_pipeline
 
@@ -56,11 +60,24 @@ class OrderEntryService:
         self.directory = FirmDirectory(config.firms)
         self.kill_file = KillSwitchFile(os.path.join(config.journal_path, "kill-switch.json"))
         replayed: list = []
+        # The views of the orders live at the snapshot are taken from the engine as restored,
+        # before the tail is replayed into it (the ledger then follows the tail event by event).
+        at_snapshot: list = []
+
+        def new_engine() -> MatchingEngine:
+            at_snapshot.clear()
+            return MatchingEngine(self.instruments)
+
+        def restore(data: bytes) -> MatchingEngine:
+            engine = MatchingEngine.restore(data)
+            at_snapshot[:] = OrderLedger.views_of(engine)
+            return engine
+
         pipeline_options.setdefault("now_ns", server.now_ns)
         self.pipeline = open_pipeline(
-            config.journal_path, self.reactor, lambda: MatchingEngine(self.instruments),
-            MatchingEngine.restore, on_replayed=replayed.append,
-            snapshot_extra=self._snapshot_extra, **pipeline_options,
+            config.journal_path, self.reactor, new_engine, restore,
+            on_replayed=replayed.append, snapshot_extra=self._snapshot_extra,
+            **pipeline_options,
         )
         extra = self.pipeline.recovered_extra or {}
         self.recorder = OwnerRecorder(
@@ -73,6 +90,7 @@ class OrderEntryService:
         saved_positions = extra.get("positions")
         self.positions = (PositionBook.from_dict(saved_positions) if saved_positions
                           else PositionBook.for_instruments(self.instruments))
+        owners_at_snapshot = dict(self.recorder.owners)
         for p in replayed:
             self.recorder.record(p.origin, p.command)
         self.pipeline.sequencer = self.recorder
@@ -81,7 +99,21 @@ class OrderEntryService:
             now_ns=server.now_ns, flush=self._flush, disconnect=self._disconnect,
             killed=self.kill_file.load(),
         )
-        self.app.ledger.restore(self.pipeline.engine, self.recorder.owners, self.recorder.used)
+        self.app.ledger.adopt(
+            at_snapshot, owners_at_snapshot, self.recorder.used,
+            {int(k): v for k, v in dict(extra.get("details", {})).items()},
+        )
+        at_snapshot.clear()
+        self.redelivery = redeliver(self.app, replayed, server.now_ns())
+        write_batch = getattr(server, "write_batch", None)
+        if write_batch is not None:  # stored now: a second crash before any logon keeps them
+            write_batch.flush()
+        log.info("orderentry.redelivered messages={n} per_session={per} rebuilt={rebuilt} "
+                 "stored_scanned={scanned} scan_s={scan:.3f} total_s={total:.3f} "
+                 "skipped_before_reset={skipped}", n=self.redelivery.total_redelivered,
+                 per=self.redelivery.redelivered, rebuilt=self.redelivery.rebuilt,
+                 scanned=self.redelivery.scanned, scan=self.redelivery.scan_seconds,
+                 total=self.redelivery.seconds, skipped=self.redelivery.skipped_before_reset)
         self.pipeline.subscribe(self.app.on_released)
         self.pg_writer: Any = None
         if config.postgres_dsn:
@@ -99,7 +131,15 @@ class OrderEntryService:
                  killed=sorted(self.app.killed))
 
     def _snapshot_extra(self) -> Any:
-        extra = self.recorder.snapshot(self.pipeline.engine.orders)
+        # Called right after the snapshot's tick is released and before its file is written:
+        # the reports of the ticks it holds must be in the kernel (not in the server's write
+        # batch) before the snapshot can exist, as the next start-up will not redeliver them.
+        write_batch = getattr(self.server, "write_batch", None)
+        if write_batch is not None:
+            write_batch.flush()
+        live = self.pipeline.engine.orders
+        extra = self.recorder.snapshot(live)
+        extra["details"] = self.app.ledger.details(live)
         extra["positions"] = self.positions.to_dict()
         return extra
 
