@@ -375,10 +375,13 @@ class OrderEntryApplication:
         if session is not None:
             out.append((session, report.msg_type, report.fields))
         if report.copy and report.msg_type == "8":
-            firm = self.directory.firm_of(report.account)
-            for copy_session in self._drop_copies.get(firm or "", ()):
+            for copy_session in self.drop_copies_of(report.account):
                 out.append((copy_session, "8", [*report.fields, (797, "Y")]))
         return out
+
+    def drop_copies_of(self, account: str) -> list[Any]:
+        """The drop-copy sessions of the account's firm."""
+        return self._drop_copies.get(self.directory.firm_of(account) or "", [])
 
     def _send(self, report: Report, now: int, touched: set[Any]) -> None:
         for session, msg_type, fields in self.deliveries(report):

@@ -13,7 +13,7 @@ Decimals are rendered in plain notation (never exponents: FIX forbids them).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from engine.enums import CancelReason, OrdType, RejectReason, RequestKind, Side, TimeInForce
 from engine.events import (
@@ -191,6 +191,10 @@ class ReportBuilder:
     def __init__(self, instruments: dict[str, Instrument], ledger: OrderLedger) -> None:
         self.instruments = instruments
         self.ledger = ledger
+        #: start-up redelivery only: ``delivered(session_id, account, exec_id)`` True skips
+        #: building an order event's or fill's ExecutionReport that every recipient already
+        #: stored (the ledger still follows the event); None (live): build every report
+        self.delivered: Callable[[str, str, str], bool] | None = None
 
     def reports(self, sid: str | None, o: Any, events: list) -> list[Report]:
         """Apply each event to the ledger and report it as of that event, so that CumQty,
@@ -222,9 +226,11 @@ class ReportBuilder:
         view = self._view(e.order_id)
         if view is None:
             return
+        exec_id = exec_id_str(e.exec_id)
+        if self.delivered is not None and self.delivered(view.session_id, view.account, exec_id):
+            return
         inst = self.instruments[view.symbol]
         kind = type(e)
-        exec_id = exec_id_str(e.exec_id)
         cl = orig = None
         text = None
         if kind is OrderAccepted:
@@ -266,6 +272,9 @@ class ReportBuilder:
         ):
             view = self._view(order_id)
             if view is None:
+                continue
+            if self.delivered is not None and self.delivered(view.session_id, view.account,
+                                                             exec_id):
                 continue
             fields = order_fields(view, inst, exec_id=exec_id, exec_type="F",
                                   ord_status=FILLED if view.leaves == 0 else "1", ts=t.ts)
