@@ -65,6 +65,16 @@ class ServerConfig:
     store_sync_interval: float = 0.005
     postgres_dsn: str | None = None
     redis_url: str | None = None
+    #: key prefix of everything the feed writes to Redis (several exchanges, or tests, in one db)
+    redis_key_prefix: str = "md"
+    #: WebSocket market-data feed; None = no WebSocket feed
+    websocket_port: int | None = None
+    websocket_address: str = "127.0.0.1"
+    websocket_max_connections_per_address: int = 100
+    #: per-connection send queue before a slow WebSocket consumer is closed (4008)
+    websocket_max_buffer_bytes: int = 4 * 1024 * 1024
+    #: milliseconds between feed batches (WebSocket, Redis and FIX market data)
+    feed_batch_interval_ms: float = 10.0
     #: seconds a clean shutdown waits for the Logout replies
     shutdown_timeout: float = 2.0
     socket_nodelay: bool = True
@@ -119,6 +129,18 @@ def _parse_positive_float(value: str) -> float:
     if not number > 0:
         raise ValueError("expected a number > 0")
     return number
+
+
+def _parse_redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected redis://host:port/db (or rediss://, unix://)")
+    return value
+
+
+def _parse_key_prefix(value: str) -> str:
+    if not value or any(c.isspace() or c in "*?[]" for c in value):
+        raise ValueError("expected a non-empty prefix without spaces or glob characters")
+    return value
 
 
 def _parse_time(value: str) -> datetime.time:
@@ -250,7 +272,14 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "FileStorePath": ("file_store_path", _parse_text),
     "StoreSyncInterval": ("store_sync_interval", _parse_positive_float),
     "PostgresDSN": ("postgres_dsn", _parse_text),
-    "RedisURL": ("redis_url", _parse_text),
+    "RedisURL": ("redis_url", _parse_redis_url),
+    "RedisKeyPrefix": ("redis_key_prefix", _parse_key_prefix),
+    "WebSocketAddress": ("websocket_address", _parse_text),
+    "WebSocketPort": ("websocket_port", _parse_port),
+    "WebSocketMaxConnectionsPerAddress": (
+        "websocket_max_connections_per_address", _parse_positive_int),
+    "WebSocketMaxBufferBytes": ("websocket_max_buffer_bytes", _parse_positive_int),
+    "FeedBatchInterval": ("feed_batch_interval_ms", _parse_positive_float),
     "ShutdownTimeout": ("shutdown_timeout", _parse_positive_float),
     "JournalPath": ("journal_path", _parse_text),
     "Application": ("application", _parse_application),
@@ -483,7 +512,29 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
             "but SocketAcceptPortTLS is not"
         )
 
+    if "websocket_port" not in server:
+        for name in ("WebSocketAddress", "WebSocketMaxConnectionsPerAddress",
+                     "WebSocketMaxBufferBytes"):
+            if name in default.values:
+                raise ConfigError(
+                    f"{source}:{default.values[name][1]}: {name} is set in [DEFAULT] "
+                    "but WebSocketPort is not (no WebSocket feed)"
+                )
+    if "RedisKeyPrefix" in default.values and "redis_url" not in server:
+        raise ConfigError(
+            f"{source}:{default.values['RedisKeyPrefix'][1]}: RedisKeyPrefix is set in "
+            "[DEFAULT] but RedisURL is not"
+        )
+
     firms = _build_firms(source, firm_sections)
+    if not firms or server.get("application") == "echo":
+        for name in ("WebSocketPort", "RedisURL"):
+            if name in default.values:
+                raise ConfigError(
+                    f"{source}:{default.values[name][1]}: {name}: market data comes from the "
+                    "exchange's order book, which needs order entry ([FIRM] sections and "
+                    "Application=exchange)"
+                )
     if firms:
         known = {f.firm for f in firms}
         for settings, section in zip(sessions, session_sections):
@@ -491,8 +542,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
                 raise ConfigError(
                     f"{source}: Firm={settings.firm} in {section.where()} has no [FIRM] section"
                 )
-    return ServerConfig(  # type: ignore[arg-type]
-        sessions=tuple(sessions), source=source, firms=firms, **server
+    return ServerConfig(
+        sessions=tuple(sessions), source=source, firms=firms, **server  # type: ignore[arg-type]
     )
 
 

@@ -2,7 +2,8 @@
 
 Seams for what comes later: ``application_factory`` (order entry replaces the reject-all
 application), ``store_factory`` (e.g. a Postgres-backed store), ``clock`` and ``now_ns``
-(tests). The engine and the feeds will be wired here too, next to the FIX sessions.
+(tests). Order entry (fixserver.orderentry.wiring) and market data (fixserver.feeds_wiring)
+are built by the default application factory.
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ ApplicationFactory = Callable[["FixServer"], Application]
 
 
 def default_application_factory(server: FixServer) -> Application:
-    """The config's Application: echo (conformance runs), else order entry when the config
-    has [FIRM]s (something to trade), else reject-all."""
+    """The config's Application: echo (conformance runs), else order entry with market data
+    when the config has [FIRM]s (something to trade), else reject-all."""
     if server.config.application == "echo":
         from fixserver.echo_application import EchoApplication
 
         return EchoApplication()
     if server.config.firms:
+        from fixserver.feeds_wiring import MarketDataFeeds
         from fixserver.orderentry.wiring import order_entry_factory
 
-        return order_entry_factory(server)
+        service = order_entry_factory(server)
+        # Market data (WebSocket, Redis, FIX V/x) from the service's released ticks.
+        server.feeds = MarketDataFeeds(server, service)
+        return server.feeds.application
     return UnsupportedMessageApplication()
 
 
@@ -88,6 +93,8 @@ class FixServer:
             Session(s, self._store_factory(s), load_dictionary(s)) for s in config.sessions
         ]
         self.registry = SessionRegistry(self.sessions)
+        #: market data (fixserver.feeds_wiring.MarketDataFeeds), set by the application factory
+        self.feeds: Any = None
         self.application = (application_factory or default_application_factory)(self)
         # An application may bring its own host (order entry: logon/logout notifications),
         # its own start/stop (the order pipeline) and an /admin HTTP subtree.
@@ -124,6 +131,8 @@ class FixServer:
         start_application = getattr(self.application, "start", None)
         if start_application is not None:
             start_application()
+        if self.feeds is not None:
+            self.feeds.start()
         self.fix_port = reactor.listenTCP(
             config.accept_port, self.host, interface=config.accept_address
         )
@@ -209,6 +218,8 @@ class FixServer:
         stop_application = getattr(self.application, "stop", None)
         if stop_application is not None:
             yield stop_application()
+        if self.feeds is not None:  # after the pipeline released its last tick
+            yield self.feeds.stop()
         if self._sync_loop is not None and self._sync_loop.running:
             self._sync_loop.stop()
         if self._sync_in_flight is not None:
