@@ -90,3 +90,15 @@ def test_unknown_path_is_404():
     """Paths other than /metrics and /health are not found."""
     response, _ = yield _get(build_site([]), b"/admin")
     assert response.code == 404
+
+
+def test_state_hash_resource_reports_seq_and_hash():
+    """GET /admin/state-hash answers the engine's last seq and state hash as JSON."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from fixserver.http import StateHashResource
+
+    request = DummyRequest([b""])
+    body = StateHashResource(lambda: (42, "abc123")).render_GET(request)
+    assert json.loads(body) == {"seq": 42, "state_hash": "abc123"}
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [b"application/json"]
