@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-from typing import Optional
 
 import attr
 
@@ -36,31 +35,31 @@ class SessionSettings:
     begin_string: str
     sender_comp_id: str
     target_comp_id: str
-    sender_sub_id: Optional[str] = None
-    target_sub_id: Optional[str] = None
-    session_qualifier: Optional[str] = None
+    sender_sub_id: str | None = None
+    target_sub_id: str | None = None
+    session_qualifier: str | None = None
     role: SessionRole = SessionRole.ORDER_ENTRY
     #: firm the session belongs to (accounts it may trade; drop copies it receives)
-    firm: Optional[str] = None
+    firm: str | None = None
     #: path of the QuickFIX-format XML data dictionary; None = the exchange's spec/ dictionary
-    data_dictionary: Optional[str] = None
+    data_dictionary: str | None = None
     use_data_dictionary: bool = True
     validate_fields_out_of_order: bool = True
     validate_fields_have_values: bool = True
     validate_user_defined_fields: bool = True
     allow_unknown_msg_fields: bool = False
     #: HeartBtInt the acceptor requires; None accepts any positive value the client proposes
-    heart_bt_int: Optional[int] = None
+    heart_bt_int: int | None = None
     reset_on_logon: bool = False
     reset_on_logout: bool = False
     reset_on_disconnect: bool = False
     refresh_on_logon: bool = False
     #: daily session window in UTC (QuickFIX StartTime/EndTime); None = always open
-    start_time: Optional[datetime.time] = None
-    end_time: Optional[datetime.time] = None
+    start_time: datetime.time | None = None
+    end_time: datetime.time | None = None
     #: optional weekly window days (0=Monday), QuickFIX StartDay/EndDay
-    start_day: Optional[int] = None
-    end_day: Optional[int] = None
+    start_day: int | None = None
+    end_day: int | None = None
     check_latency: bool = True
     #: seconds; SendingTime further than this from our clock is rejected (373=10) and logged out
     max_latency: int = 120
@@ -74,18 +73,18 @@ class SessionSettings:
     #: disconnect after HeartBtInt * heartbeat_timeout_multiplier of silence after the TestRequest
     heartbeat_timeout_multiplier: float = 2.4
     auth: LogonAuth = LogonAuth.NONE
-    username: Optional[str] = None
-    password: Optional[str] = None
+    username: str | None = None
+    password: str | None = None
     #: secret key for HMAC-signed logons
-    hmac_key: Optional[bytes] = None
+    hmac_key: bytes | None = None
     #: seconds a signed logon's SendingTime may differ from our clock, and nonce memory horizon
     hmac_window: int = 30
     #: application: cancel the session's open orders when it disconnects
     cancel_on_disconnect: bool = False
     #: application: messages per second before BusinessMessageReject (380=8)
-    throttle_rate: Optional[int] = None
+    throttle_rate: int | None = None
     #: application: default self-trade prevention mode
-    default_stp: Optional[str] = None
+    default_stp: str | None = None
     #: queued output bytes before a slow reader is disconnected
     max_output_buffer: int = 8 * 1024 * 1024
 
