@@ -330,3 +330,39 @@ def waiter_for_count(factory, n):
             return
         yield task.deferLater(reactor, 0.01, lambda: None)
     raise AssertionError(f"server still holds {len(factory.connections)} connections")
+
+
+@pytest_twisted.inlineCallbacks
+def test_keepalive_drops_a_client_that_stops_answering_pings():
+    """The server pings every client; one that never answers with a pong is dropped after the
+    ping timeout, while a client that answers stays connected through several pings."""
+    _, factory, port = start_server(ping_interval_s=0.5, ping_timeout_s=1.0)
+    try:
+        f_mute, d_mute = connect(port)
+        _, d_live = connect(port)
+        mute = yield d_mute
+        live = yield d_live
+        mute_pings = []
+        mute.onPing = mute_pings.append  # Autobahn's default onPing answers with a pong
+        pings = {"live": 0}
+        original = live.onPing
+
+        def counting_on_ping(payload, _original=original):
+            pings["live"] += 1
+            return _original(payload)
+
+        live.onPing = counting_on_ping
+        yield f_mute.closed.addTimeout(TIMEOUT, reactor)
+        assert live.state == live.STATE_OPEN
+        waiter = Waiter()
+        loop = task.LoopingCall(waiter.check)
+        loop.start(0.05)
+        try:
+            yield waiter.until(lambda: pings["live"] >= 3, "three pings answered by a live client")
+        finally:
+            loop.stop()
+        assert live.state == live.STATE_OPEN, "a client answering pings is kept"
+    finally:
+        for c in factory.connections.copy():
+            c.dropConnection(abort=True)
+        yield port.stopListening()
