@@ -93,7 +93,8 @@ def build_site(
     root.putChild(b"metrics", metrics_page)
     root.putChild(b"health", health_page)
     if admin is not None:
-        root.putChild(b"admin", admin)
+        admin_page: Any = admin  # a Resource; twisted's stubs want the IResource interface
+        root.putChild(b"admin", admin_page)
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False  # no "Starting factory" lines on every start

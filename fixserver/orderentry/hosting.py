@@ -21,23 +21,27 @@ class OrderEntryHost(SessionHost):
     """SessionHost that tells the application when a session logs on, logs out or loses its
     connection (cancel-on-disconnect; CancelOnDisconnect 7929 on the Logon)."""
 
+    def _hooks(self) -> Any:
+        """The order-entry application: it has logon/logout hooks beyond ``Application``."""
+        return self.application
+
     def logged_on(self, session: Any, protocol: FixProtocol) -> None:
         super().logged_on(session, protocol)
         # The session core keeps the accepted Logon as ``logon_message`` (when it does).
         logon = getattr(protocol.connection, "logon_message", None)
-        self.application.on_logon(session, logon, self.now_ns())
+        self._hooks().on_logon(session, logon, self.now_ns())
 
     def logged_out(self, session: Any, protocol: FixProtocol, reason: str) -> None:
         was_bound = self.bound.get(session) is protocol
         super().logged_out(session, protocol, reason)
         if was_bound:
-            self.application.on_logout(session, self.now_ns())
+            self._hooks().on_logout(session, self.now_ns())
 
     def connection_gone(self, protocol: FixProtocol) -> None:
         lost = [s for s, p in self.bound.items() if p is protocol]
         super().connection_gone(protocol)
         for session in lost:  # lost without a LoggedOut event
-            self.application.on_logout(session, self.now_ns())
+            self._hooks().on_logout(session, self.now_ns())
 
 
 class KillSwitchResource(Resource):
@@ -87,7 +91,8 @@ class KillSwitchResource(Resource):
 def admin_resource(service: Any) -> Resource:
     """The ``/admin`` subtree."""
     admin = Resource()
-    admin.putChild(b"kill-switch", KillSwitchResource(service))
+    kill_switch: Any = KillSwitchResource(service)  # IResource by inheritance (stubs)
+    admin.putChild(b"kill-switch", kill_switch)
     pipeline = service.pipeline
     state_hash: Any = StateHashResource(  # the live engine, for the crash test's replay check
         lambda: (pipeline.sequencer.position()[0] - 1, pipeline.engine.state_hash()))

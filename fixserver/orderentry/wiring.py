@@ -93,7 +93,8 @@ class OrderEntryService:
         owners_at_snapshot = dict(self.recorder.owners)
         for p in replayed:
             self.recorder.record(p.origin, p.command)
-        self.pipeline.sequencer = self.recorder
+        # The recorder wraps the sequencer (same interface) to note owners as ticks match.
+        self.pipeline.sequencer = self.recorder  # type: ignore[assignment]
         self.app = OrderEntryApplication(
             server.sessions, self.pipeline, self.instruments, self.directory,
             now_ns=server.now_ns, flush=self._flush, disconnect=self._disconnect,
