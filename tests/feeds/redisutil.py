@@ -114,15 +114,19 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def until(condition: Any, what: str, timeout: float = TIMEOUT) -> defer.Deferred:
-    """A Deferred firing once ``condition()`` holds (checked every 5 ms of reactor time)."""
+def until(condition: Any, what: Any, timeout: float = TIMEOUT) -> defer.Deferred:
+    """A Deferred firing once ``condition()`` holds (checked every 5 ms of reactor time).
+
+    ``what`` (a string, or a callable giving one at the time of failure) names the wait.
+    """
     deadline = time.monotonic() + timeout
 
     @defer.inlineCallbacks
     def poll() -> Any:
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                said = what() if callable(what) else what
+                raise AssertionError(f"timed out after {timeout}s waiting for {said}")
             yield task.deferLater(reactor, 0.005, lambda: None)
 
     return poll()
