@@ -126,7 +126,7 @@ def reply_routing(message: FixMessage) -> list[tuple[int, bytes]]:
 class HeaderBuilder:
     """Encodes complete outbound messages for one configured session."""
 
-    __slots__ = ("begin_string", "static")
+    __slots__ = ("_after_52", "_before_52", "begin_string", "static")
 
     def __init__(self, settings: SessionSettings) -> None:
         self.begin_string = settings.begin_string.encode("latin-1")
@@ -137,6 +137,11 @@ class HeaderBuilder:
         if settings.target_sub_id:
             static.append((57, settings.target_sub_id))
         self.static = static
+        # The usual message has no extra header fields: its header is 35, 34, then these
+        # constant fields around SendingTime (52), already in tag order and as bytes.
+        as_bytes = [(tag, _latin1(value)) for tag, value in static]
+        self._before_52 = [f for f in as_bytes if f[0] < 52]
+        self._after_52 = [f for f in as_bytes if f[0] > 52]
 
     def encode(
         self,
@@ -146,7 +151,12 @@ class HeaderBuilder:
         body: Iterable[tuple[int, FieldValue]] = (),
         header: Iterable[tuple[int, FieldValue]] = (),
     ) -> bytes:
-        fields: list[tuple[int, FieldValue]] = [(34, seq), (52, sending_time), *self.static]
+        if not header:
+            fields: list[tuple[int, FieldValue]] = [(35, msg_type), (34, seq), *self._before_52,
+                                                    (52, sending_time), *self._after_52]
+            fields.extend(body)
+            return encode(fields, self.begin_string)
+        fields = [(34, seq), (52, sending_time), *self.static]
         fields.extend(header)
         fields.sort(key=_tag_of)
         fields.insert(0, (35, msg_type))
@@ -156,6 +166,10 @@ class HeaderBuilder:
 
 def _tag_of(field: tuple[int, FieldValue]) -> int:
     return field[0]
+
+
+def _latin1(value: FieldValue) -> FieldValue:
+    return value.encode("latin-1") if isinstance(value, str) else value
 
 
 def reject_fields(

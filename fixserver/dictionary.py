@@ -415,6 +415,8 @@ class DataDictionary:
         self._accepts = tables.accepts
         self._layouts = tables.layouts
         self._unknown_type_layout = tables.unknown_type_layout
+        #: message shapes known to need only their value checks (``groups.validate_message``)
+        self._clean_shapes: dict[tuple, list] = {}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **options: bool) -> DataDictionary:

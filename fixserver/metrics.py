@@ -84,8 +84,9 @@ def scan_msg_types(data: bytes) -> Iterator[tuple[bytes, int]]:
 
 def count_sent(session: str, data: bytes) -> None:
     """Count outbound messages (``data`` is whole messages) and the rejects among them."""
+    counts: dict[bytes, int] = {}
     for msg_type, end in scan_msg_types(data):
-        _message_counter(MESSAGES_SENT, "sent", session, msg_type).inc()
+        counts[msg_type] = counts.get(msg_type, 0) + 1
         reject = _REJECT_REASON.get(msg_type)
         if reject is not None:
             tag, kind = reject
@@ -96,6 +97,14 @@ def count_sent(session: str, data: bytes) -> None:
                 value_start = start + len(tag)
                 reason = _label(data[value_start : data.find(b"\x01", value_start)])
             REJECTS_SENT.labels(kind, reason).inc()
+    _add_counts(MESSAGES_SENT, "sent", session, counts)
+
+
+def _add_counts(metric: Any, name: str, session: str, counts: dict[bytes, int]) -> None:
+    # One inc() per MsgType per write or read, not per message: each inc() takes the
+    # value's lock, and a released tick writes dozens of ExecutionReports in one chunk.
+    for msg_type, n in counts.items():
+        _message_counter(metric, name, session, msg_type).inc(n)
 
 
 class InboundCounter:
@@ -117,6 +126,8 @@ class InboundCounter:
             # No SOH, so no ``35=`` field can start here (its leading SOH would be in it).
             self._carry = b""
             return
+        counts: dict[bytes, int] = {}
         for msg_type, _ in scan_msg_types(buffer):
-            _message_counter(MESSAGES_RECEIVED, "received", session, msg_type).inc()
+            counts[msg_type] = counts.get(msg_type, 0) + 1
+        _add_counts(MESSAGES_RECEIVED, "received", session, counts)
         self._carry = buffer[last_soh:][:16]

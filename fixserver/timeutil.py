@@ -2,7 +2,8 @@
 
 FIX 4.4 UTCTimestamp is ``YYYYMMDD-HH:MM:SS`` optionally followed by ``.sss`` (we also accept
 the micro- and nanosecond forms FIX 5.0 later allowed). The session formats SendingTime on
-every outbound message, so ``format_utc_timestamp`` caches the per-second prefix.
+every outbound message, so ``format_utc_timestamp`` caches the per-second prefix and the last
+millisecond's text.
 """
 
 from __future__ import annotations
@@ -27,13 +28,24 @@ def _second_prefix(second: int) -> bytes:
     return _cached_prefix
 
 
+_cached_ms = -1
+_cached_ms_text = b""
+
+
 def format_utc_timestamp(now_ns: int, millis: bool = True) -> bytes:
     """``YYYYMMDD-HH:MM:SS.sss`` (or without milliseconds) for a time in ns since the epoch."""
-    second, rest = divmod(now_ns, NS_PER_SECOND)
-    prefix = _second_prefix(second)
+    global _cached_ms, _cached_ms_text
     if not millis:
-        return prefix
-    return b"%s.%03d" % (prefix, rest // NS_PER_MS)
+        return _second_prefix(now_ns // NS_PER_SECOND)
+    # Every message released in one tick is stamped within the same millisecond or two
+    # (SendingTime, TransactTime): the last one formatted is the one asked for again.
+    ms = now_ns // NS_PER_MS
+    if ms == _cached_ms:
+        return _cached_ms_text
+    second, rest = divmod(ms, 1000)
+    text = b"%s.%03d" % (_second_prefix(second), rest)
+    _cached_ms, _cached_ms_text = ms, text
+    return text
 
 
 def _days_from_civil(year: int, month: int, day: int) -> int:

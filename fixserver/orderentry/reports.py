@@ -124,18 +124,58 @@ def plain(d: Decimal) -> str:
     return format(d, "f") if d else "0"
 
 
+#: rendered prices and quantities, keyed by (tick or lot size, integer units): an order's
+#: reports repeat the same few values (its price, quantity, leaves, fills), and Decimal
+#: arithmetic plus formatting is the costliest part of building a report. Bounded: cleared
+#: when full (the values in play are re-rendered once after that).
+_UNITS_CACHE_MAX = 8192
+_units_cache: dict[tuple[str, int], str] = {}
+
+
+def _units_str(size: str, units: int) -> str:
+    key = (size, units)
+    text = _units_cache.get(key)
+    if text is None:
+        if len(_units_cache) >= _UNITS_CACHE_MAX:
+            _units_cache.clear()
+        text = _units_cache[key] = plain(Decimal(units) * Decimal(size))
+    return text
+
+
 def price_str(inst: Instrument, ticks: int) -> str:
-    return plain(Decimal(ticks) * Decimal(inst.tick_size))
+    return _units_str(inst.tick_size, ticks)
 
 
 def qty_str(inst: Instrument, lots: int) -> str:
-    return plain(Decimal(lots) * Decimal(inst.lot_size))
+    return _units_str(inst.lot_size, lots)
+
+
+_avg_cache: dict[tuple[str, int, int], str] = {}
+_fee_cache: dict[tuple[str, str, int], str] = {}
 
 
 def avg_px(inst: Instrument, notional: int, filled: int) -> str:
     if not filled:
         return "0"
-    return plain(Decimal(notional) / Decimal(filled) * Decimal(inst.tick_size))
+    key = (inst.tick_size, notional, filled)
+    text = _avg_cache.get(key)
+    if text is None:
+        if len(_avg_cache) >= _UNITS_CACHE_MAX:
+            _avg_cache.clear()
+        text = _avg_cache[key] = plain(
+            Decimal(notional) / Decimal(filled) * Decimal(inst.tick_size))
+    return text
+
+
+def fee_str(inst: Instrument, fee: int) -> str:
+    """A fee in integer fee units as quote currency (Commission, 12)."""
+    key = (inst.tick_size, inst.lot_size, fee)
+    text = _fee_cache.get(key)
+    if text is None:
+        if len(_fee_cache) >= _UNITS_CACHE_MAX:
+            _fee_cache.clear()
+        text = _fee_cache[key] = plain(inst.fee_to_quote(fee).normalize())
+    return text
 
 
 class Report(NamedTuple):
@@ -279,7 +319,7 @@ class ReportBuilder:
             fields = order_fields(view, inst, exec_id=exec_id, exec_type="F",
                                   ord_status=FILLED if view.leaves == 0 else "1", ts=t.ts)
             fields += [(32, qty_str(inst, t.qty)), (31, price_str(inst, t.price)),
-                       (12, plain(inst.fee_to_quote(fee).normalize())), (13, "3"), (851, liquidity)]
+                       (12, fee_str(inst, fee)), (13, "3"), (851, liquidity)]
             out.append(Report(view.session_id, view.account, "8", fields))
 
     def _rejected(self, sid: str, e: OrderRejected) -> Report:

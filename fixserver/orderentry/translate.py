@@ -125,7 +125,19 @@ def resolve_account(msg: FixMessage, ctx: SessionContext) -> str:
     return account
 
 
+#: (lot or tick size, wire value) -> integer units, for values that converted: clients send
+#: the same few prices and quantities over and over, and Decimal parsing is a good part of
+#: translating an order. Bounded: cleared when full. Failures are not cached (they raise).
+_UNITS_CACHE_MAX = 8192
+_lots_cache: dict[tuple[str, bytes], int] = {}
+_ticks_cache: dict[tuple[str, bytes], int] = {}
+
+
 def _lots(inst: Instrument, value: bytes, name: str, refuse: Any) -> int:
+    key = (inst.lot_size, value)
+    lots = _lots_cache.get(key)
+    if lots is not None:
+        return lots
     try:
         lots = inst.qty_to_lots(value.decode("latin-1"))
     except OffGridError:
@@ -133,10 +145,17 @@ def _lots(inst: Instrument, value: bytes, name: str, refuse: Any) -> int:
         raise _Refuse(refuse(REJ_INCORRECT_QTY, text)) from None
     except (InvalidOperation, ValueError):
         raise _Refuse(refuse(REJ_INCORRECT_QTY, f"{name} is not a number")) from None
+    if len(_lots_cache) >= _UNITS_CACHE_MAX:
+        _lots_cache.clear()
+    _lots_cache[key] = lots
     return lots
 
 
 def _ticks(inst: Instrument, value: bytes, name: str, refuse: Any) -> int:
+    key = (inst.tick_size, value)
+    ticks = _ticks_cache.get(key)
+    if ticks is not None:
+        return ticks
     try:
         ticks = inst.price_to_ticks(value.decode("latin-1"))
     except OffGridError:
@@ -146,6 +165,9 @@ def _ticks(inst: Instrument, value: bytes, name: str, refuse: Any) -> int:
         raise _Refuse(refuse(REJ_OTHER, f"{name} is not a number")) from None
     if ticks <= 0:
         raise _Refuse(refuse(REJ_OTHER, f"{name} must be positive"))
+    if len(_ticks_cache) >= _UNITS_CACHE_MAX:
+        _ticks_cache.clear()
+    _ticks_cache[key] = ticks
     return ticks
 
 
