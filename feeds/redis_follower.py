@@ -180,6 +180,10 @@ class RedisFollower:
         self._generation += 1  # results of reads under the old subscription are void
         self._held = None
         self._reading = False
+        self._reread = False
+        if self._retry is not None:  # a read retry belongs to the lost subscription
+            self._retry.cancel()
+            self._retry = None
         self._went_down(failure, "subscription")
         self._schedule(self._subscribe)
 
