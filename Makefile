@@ -26,8 +26,13 @@ lint: install
 	$(VENV)/bin/mypy fixserver engine feeds
 
 bench: install
+	bash ops/local-services.sh fixexchange_test
 	$(PY) bench/bench_codec.py
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_journal.py
+	$(PY) bench/bench_pg_writer.py
+	$(PY) bench/bench_e2e.py
+	$(PY) bench/bench_ws.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info var
