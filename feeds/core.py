@@ -17,6 +17,7 @@ the same messages.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -33,6 +34,21 @@ from feeds.numbers import UnitFormatter
 from feeds.ticker import RollingTicker
 
 _SIDE_NAMES = {Side.BUY: "buy", Side.SELL: "sell"}
+
+#: trades kept per symbol for :meth:`FeedCore.recent_trades` (the Redis sink's list length)
+RECENT_TRADES = 200
+
+
+class SeedTrade(NamedTuple):
+    """A past trade to rebuild tickers, candles and recent trades from (integers: ticks, lots)."""
+
+    symbol: str
+    price: int
+    qty: int
+    ts: int  # engine ns (from Postgres: floored to the microsecond, as it stores them)
+    trade_id: int  # the engine exec id (the trade message's "id")
+    aggressor_side: Side
+    seq: int  # the command that traded (the trade message's "u")
 
 
 class FeedMessage:
@@ -78,7 +94,9 @@ class _SymbolFeed:
         notional_unit = Decimal(instrument.tick_size) * Decimal(instrument.lot_size)
         self.quote = UnitFormatter(str(notional_unit * instrument.multiplier))
         self.book = BookFeed(symbol)
-        self.trades: list[Trade] = []
+        self.trades: list[Trade] = []  # queued for the next flush
+        # (id, seq, ts, price, qty, aggressor side) of the latest trades, published or not
+        self.recent: deque[tuple[int, int, int, int, int, Side]] = deque(maxlen=RECENT_TRADES)
         self.ticker = RollingTicker(symbol)
         self.ticker_dirty = False
         self.top: tuple = (None, None)
@@ -125,10 +143,42 @@ class FeedCore:
                 f = feeds.get(ev.symbol)
                 if f is not None:
                     f.trades.append(ev)
+                    f.recent.append(
+                        (ev.exec_id, ev.seq, ev.ts, ev.price, ev.qty, ev.aggressor_side))
                     f.ticker.on_trade(ev.ts, ev.price, ev.qty)
                     f.ticker_dirty = True
                     for series in f.klines.values():
                         series.on_trade(ev.ts, ev.price, ev.qty)
+
+    def seed_trades(self, trades: Iterable[SeedTrade]) -> None:
+        """Rebuild tickers, candles and recent trades from past trades, publishing nothing.
+
+        ``trades`` are in trade order (engine exec id), and older than any event applied
+        later. The state left is the one :meth:`apply` of the same trades followed by a
+        :meth:`flush` leaves, minus the messages: no trade, candle or ticker is queued, so
+        the next flush publishes only what happens after the seed (a restart's recovered
+        history is not news). Trades of unknown symbols are ignored.
+        """
+        feeds = self._feeds
+        touched: set[str] = set()
+        for t in trades:
+            f = feeds.get(t.symbol)
+            if f is None:
+                continue
+            if t.ts > self.now:
+                self.now = t.ts
+            touched.add(t.symbol)
+            f.recent.append((t.trade_id, t.seq, t.ts, t.price, t.qty, t.aggressor_side))
+            f.ticker.on_trade(t.ts, t.price, t.qty)
+            for series in f.klines.values():
+                series.on_trade(t.ts, t.price, t.qty)
+        now = self.now
+        for symbol in touched:
+            f = feeds[symbol]
+            f.ticker.advance(now)
+            for series in f.klines.values():
+                series.advance(now)
+                series.take_changed()  # seeded candles are state, not updates to send
 
     # -- output --------------------------------------------------------------------------
 
@@ -192,6 +242,16 @@ class FeedCore:
                 return None
             return self._kline(f, channel.param, [current])  # type: ignore[arg-type]
         return None
+
+    def recent_trades(self, symbol: str) -> list[dict]:
+        """The latest trades of ``symbol`` (at most RECENT_TRADES), oldest first, as the
+        trades channel renders them; includes trades not yet flushed."""
+        f = self._feeds[symbol]
+        price, qty = f.price, f.qty
+        return [
+            {"id": i, "u": seq, "ts": ts, "price": price(p), "qty": qty(q), "side": _SIDE_NAMES[s]}
+            for i, seq, ts, p, q, s in f.recent
+        ]
 
     # -- rendering -----------------------------------------------------------------------
 
