@@ -21,8 +21,11 @@ Restart: the recovered engine (snapshot + journal replay) holds exactly the book
 the last journaled command, so every symbol's feed book is seeded from it at that command's
 seq. Update ids after a restart therefore continue above every id published before it (the
 next change has a higher seq), never going back; a client holding an id from before sees the
-next update's ``pu`` not chain onto it and resubscribes, as the protocol says. The rolling
-tickers, candles and recent trades start empty: the journal tail does not reach back 24 h.
+next update's ``pu`` not chain onto it and resubscribes, as the protocol says. The journal
+tail does not reach back 24 h, so the rolling tickers, candles and recent trades are rebuilt
+from Postgres (``PostgresDSN``): the trades of the last 24 h up to the last journaled command
+(:mod:`fixserver.feeds_history`), seeded into the core without publishing them. Without
+Postgres, or if it cannot be read at start-up, they start empty (a warning says so).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from engine.enums import Side
 from feeds.batcher import FeedBatcher
 from feeds.core import FeedCore
 from feeds.hub import FeedHub
+from fixserver.feeds_history import load_trades
 from fixserver.marketdata import MarketDataApplication, build_market_data_application
 from fixserver.marketdata.routing import MarketDataRouter
 
@@ -76,6 +80,10 @@ class MarketDataFeeds:
         self.start_update_id = next_seq - 1
         seed_from_engine(self.core, engine, self.start_update_id)
         self.core.now = last_ts  # engine time, for the tickers' and candles' windows
+        #: trades the tickers, candles and recent trades were rebuilt from at start-up
+        self.seeded_trades = 0
+        if config.postgres_dsn and next_seq > 1:
+            self._seed_trades(config.postgres_dsn, service.instruments, last_ts, next_seq)
         self.hub = FeedHub(self.core, wall_ns=server.now_ns)
         # The server builds its session host after the application: look it up when used.
         self.market_data: MarketDataApplication = build_market_data_application(
@@ -117,6 +125,18 @@ class MarketDataFeeds:
         log.info("feeds.seeded update_id={u} symbols={symbols} websocket={ws} redis={redis}",
                  u=self.start_update_id, symbols=sorted(self.core.symbols),
                  ws=config.websocket_port is not None, redis=bool(config.redis_url))
+
+    def _seed_trades(self, dsn: str, instruments: Any, last_ts: int, next_seq: int) -> None:
+        # Blocking, but this is start-up: the reactor is not serving anyone yet.
+        try:
+            trades = load_trades(dsn, instruments, last_ts, next_seq)
+        except Exception as exc:  # the exchange runs without the database
+            log.warn("feeds.history_unavailable error={error} (tickers, candles and recent "
+                     "trades start empty)", error=repr(exc))
+            return
+        self.core.seed_trades(trades)
+        self.seeded_trades = len(trades)
+        log.info("feeds.history_seeded trades={n}", n=len(trades))
 
     def start(self) -> None:
         """Write the seeded state to Redis, start batching, open the WebSocket port."""
