@@ -25,6 +25,13 @@ final name, and the directory fsynced, so a crash leaves either no new snapshot 
 one. Start-up uses the newest snapshot that decodes and passes its hash check, falling back to
 older ones, which is why ``keep_snapshots`` (default 2) snapshots and the segments they need
 are kept.
+
+Pruning also keeps what the Postgres writer still needs (``retain_from_seq``: its durable
+high-water mark, see fixserver.pg.catchup): every segment holding a seq at or after it, and
+the newest snapshot at or before it (the point a regeneration replays from; with no such
+snapshot, every snapshot and segment is kept: the replay starts from a fresh engine). So a
+Postgres outage that outlasts snapshots makes pruning wait, never matching;
+:attr:`JournalDirectory.held_for_retain` counts the segments kept only for it.
 """
 
 from __future__ import annotations
@@ -149,6 +156,8 @@ class JournalDirectory:
         self.path = path
         #: False only for tests and benchmarks that measure everything but the disk
         self.fsync = fsync
+        #: segments the last prune kept only because of its ``retain_from_seq``
+        self.held_for_retain = 0
         for name in os.listdir(path):
             if name.endswith(".tmp"):  # a snapshot write that a crash interrupted
                 os.unlink(os.path.join(path, name))
@@ -265,8 +274,10 @@ class JournalDirectory:
                 os.unlink(path)  # an empty segment: its replacement is created below
         return JournalWriter(self, next_seq)
 
-    def write_snapshot(self, snap: SnapshotState, keep_snapshots: int = 2) -> str:
-        """Write ``snap`` atomically, then prune what no kept snapshot needs. Blocking."""
+    def write_snapshot(self, snap: SnapshotState, keep_snapshots: int = 2,
+                       retain_from_seq: int | None = None) -> str:
+        """Write ``snap`` atomically, then prune what no kept snapshot (nor the seqs from
+        ``retain_from_seq`` on) needs. Blocking."""
         final = os.path.join(self.path, snapshot_name(snap.next_seq))
         tmp = final + ".tmp"
         data = encode_snapshot(snap)
@@ -280,21 +291,32 @@ class JournalDirectory:
         os.replace(tmp, final)
         if self.fsync:
             self.sync_dir()
-        self.prune(keep_snapshots)
+        self.prune(keep_snapshots, retain_from_seq)
         return final
 
-    def prune(self, keep_snapshots: int = 2) -> list[str]:
-        """Delete snapshots beyond the newest ``keep_snapshots`` and the segments none needs."""
+    def prune(self, keep_snapshots: int = 2, retain_from_seq: int | None = None) -> list[str]:
+        """Delete snapshots beyond the newest ``keep_snapshots`` and the segments none needs,
+        keeping what a replay of the seqs from ``retain_from_seq`` on needs (module doc)."""
         snaps = self.snapshots()
+        self.held_for_retain = 0
         if len(snaps) < keep_snapshots or keep_snapshots < 1:
             return []
-        kept = snaps[-keep_snapshots:]
-        oldest_needed = kept[0][0]
-        removed = [path for _, path in snaps[:-keep_snapshots]]
+        first_kept = len(snaps) - keep_snapshots
+        oldest_needed = snaps[first_kept][0]
+        if retain_from_seq is not None:
+            base = [i for i, (seq, _) in enumerate(snaps) if seq <= retain_from_seq]
+            first_kept = min(first_kept, base[-1] if base else 0)
+            # With no snapshot at or before it, a replay starts from a fresh engine at seq 1.
+            oldest_needed = snaps[first_kept][0] if base else 1
+        removed = [path for _, path in snaps[:first_kept]]
         segs = self.segments()
+        held = 0
         for (_, path), (next_first, _) in zip(segs, segs[1:]):
             if next_first <= oldest_needed:
                 removed.append(path)
+            elif next_first <= snaps[-keep_snapshots][0]:
+                held += 1  # only the retained seqs need it
+        self.held_for_retain = held
         for path in removed:
             os.unlink(path)
         if removed and self.fsync:

@@ -28,7 +28,11 @@ proportional to the book), a segment rotation is queued right after the tick's r
 the snapshot file is written on its own thread once that tick is durable (a snapshot never
 gets ahead of the journal). ``snapshot_extra()`` (the subscribers' own state, e.g. the FIX
 layer's order ownership) is called right after that tick is released, when the subscribers
-have seen exactly the ticks the snapshot holds. The journal records carry the state hash every
+have seen exactly the ticks the snapshot holds. Pruning after a snapshot write keeps the
+journal from ``retain_from_seq()`` on (called on the reactor thread when the write starts; the
+Postgres writer's durable high-water mark, so rows a Postgres outage kept back can still be
+regenerated after a crash); ``journal_segments_retained_for_postgres`` counts the segments
+kept only for it. The journal records carry the state hash every
 ``hash_every_ticks`` ticks (0: never) so that recovery proves the replay.
 
 A failed commit (disk full, I/O error) stops the pipeline: the engine has matched ticks that
@@ -72,6 +76,10 @@ MATCHING_LATENCY_MS = Histogram(
 )
 ORDERS_PROCESSED = Counter("orders_processed", "Client commands matched by the engine")
 TRADES_EXECUTED = Counter("trades_executed", "Trades executed by the engine")
+SEGMENTS_RETAINED = Gauge(
+    "journal_segments_retained_for_postgres",
+    "Journal segments that pruning keeps only because Postgres has not committed their rows",
+)
 
 Subscriber = Callable[[list], None]
 
@@ -123,6 +131,7 @@ class OrderPipeline:
         snapshot_every_s: float = 600.0,
         keep_snapshots: int = 2,
         snapshot_extra: Callable[[], Any] | None = None,
+        retain_from_seq: Callable[[], int | None] | None = None,
         on_failure: Callable[[Failure], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -140,6 +149,7 @@ class OrderPipeline:
         self.snapshot_every_s = snapshot_every_s
         self.keep_snapshots = keep_snapshots
         self.snapshot_extra = snapshot_extra
+        self.retain_from_seq = retain_from_seq
         self.on_failure = on_failure
         self.failure: Failure | None = None
         self.ticks = 0  # ticks that produced a batch
@@ -162,6 +172,8 @@ class OrderPipeline:
         #: set by open_pipeline: the recovered snapshot's extra, and how many commands replayed
         self.recovered_extra: Any = None
         self.recovered_commands = 0
+        #: set by open_pipeline: the seq replay started at (the snapshot's next seq, or 1)
+        self.recovered_from_seq = 1
         ORDER_QUEUE_DEPTH.set_function(lambda: self.sequencer.pending)
 
     # -- public API -----------------------------------------------------------------------
@@ -369,13 +381,20 @@ class OrderPipeline:
             return
         self._snapshot_due.popleft()
         self._snapshot_busy = True
-        d = self.snapshot_runner.run(self.directory.write_snapshot, state, self.keep_snapshots)
+        retain = self.retain_from_seq() if self.retain_from_seq is not None else None
+        d = self.snapshot_runner.run(self.directory.write_snapshot, state, self.keep_snapshots,
+                                     retain)
         d.addCallbacks(self._snapshot_written, self._snapshot_failed)
 
     def _snapshot_written(self, path: str) -> None:
         self._snapshot_busy = False
         self.snapshots_written += 1
         log.info("snapshot written: {path}", path=path)
+        held = self.directory.held_for_retain
+        SEGMENTS_RETAINED.set(held)
+        if held:
+            log.warn("journal.retained_for_postgres segments={n}: Postgres has not committed "
+                     "their rows yet, pruning waits", n=held)
         self._start_due_snapshot()
 
     def _snapshot_failed(self, failure: Failure) -> None:
@@ -400,12 +419,14 @@ def open_pipeline(
     """Start-up: recover from ``path`` (latest snapshot + journal tail) and build the pipeline.
 
     Every replayed command goes to ``on_replayed`` (the FIX layer rebuilds order ownership and
-    ExecutionReport data from them; the snapshot's ``extra`` is ``pipeline.recovered_extra``).
+    ExecutionReport data from them; the snapshot's ``extra`` is ``pipeline.recovered_extra``,
+    the seq the replay started at ``pipeline.recovered_from_seq``).
     Blocking: call it before the reactor runs, then ``pipeline.start()``. ``options`` go to
     :class:`OrderPipeline`.
     """
     directory = JournalDirectory(path, fsync=fsync)
     recovery = directory.recover(new_engine, restore)
+    recovered_from_seq = recovery.next_seq
     for processed in recovery.replay(directory.read_records(recovery.next_seq)):
         if on_replayed is not None:
             on_replayed(processed)
@@ -421,5 +442,6 @@ def open_pipeline(
         **options,
     )
     pipeline.recovered_extra = recovery.extra
+    pipeline.recovered_from_seq = recovered_from_seq
     pipeline.recovered_commands = recovery.replayed_commands
     return pipeline

@@ -10,7 +10,10 @@ ones a crash kept from the sessions' stores are stored now, before any new tick
 (:mod:`fixserver.orderentry.redelivery`); the killed firms are read from
 ``JournalPath/kill-switch.json``; with a PostgresDSN the schema is migrated and the
 reference data seeded (a database that is down is logged and does not stop the exchange;
-the writer catches up).
+the writer catches up). Postgres catch-up: the writer's high-water mark is read from the
+database, the ticks between it and the latest snapshot are regenerated from the retained
+journal (:mod:`fixserver.pg.catchup`) and queued before the replayed tail's rows, and journal
+pruning keeps the segments from the writer's mark on (``retain_from_seq``).
 """
 
 from __future__ import annotations
@@ -117,10 +120,12 @@ class OrderEntryService:
                  total=self.redelivery.seconds, skipped=self.redelivery.skipped_before_reset)
         self.pipeline.subscribe(self.app.on_released)
         self.pg_writer: Any = None
+        #: seconds stop() waits for Postgres to commit the backlog
+        self.pg_flush_timeout = 5.0
         if config.postgres_dsn:
             # Its RowBuilder applies the fills to the positions. The replayed tail's rows are
-            # queued again: ticks released before a crash may not have reached Postgres, and
-            # the writer's upserts make the repeat harmless.
+            # queued again, after the rows of older ticks Postgres never committed
+            # (fixserver.pg.catchup); the writer's upserts make any repeat harmless.
             self._start_postgres(config.postgres_dsn, replayed)
         else:
             for p in replayed:
@@ -155,12 +160,15 @@ class OrderEntryService:
             self._apply_fills(p.events)
 
     def _start_postgres(self, dsn: str, replayed: list) -> None:
+        from fixserver.pg.catchup import regenerate
         from fixserver.pg.rows import RowBuilder
         from fixserver.pg.writer import PgWriter
 
+        stored: int | None = None  # the writer's durable mark; None: unknown
         try:
             import psycopg
 
+            from fixserver.pg.batch import read_progress
             from fixserver.pg.migrations import migrate
             from fixserver.pg.seed import seed
 
@@ -168,21 +176,29 @@ class OrderEntryService:
                 migrate(conn)
                 seed(conn, self.instruments, self.server.config.sessions,
                      self.directory.account_map())
+                stored = read_progress(conn)
         except Exception as exc:  # the exchange runs without the database; the writer retries
             log.warn("pg.seed_failed error={error}", error=repr(exc))
-        self.pg_writer = PgWriter(dsn, self.reactor)
-        builder = RowBuilder(self.instruments, self.positions)
+        pipeline = self.pipeline
+        regen = regenerate(pipeline.directory, self.instruments, stored,
+                           pipeline.recovered_from_seq)
+        log.info("pg.catchup stored_mark={stored} regenerated_ticks={ticks} gap={gap}",
+                 stored=stored, ticks=len(regen.chunks), gap=regen.gap)
+        self.pg_writer = PgWriter(dsn, self.reactor, committed_next_seq=regen.start_seq)
         writer = self.pg_writer
-        catch_up = builder.rows(e for p in replayed for e in p.events)
-        if catch_up:
-            writer.enqueue(catch_up)
+        for rows, next_seq in regen.chunks:
+            writer.enqueue(rows, next_seq)
+        builder = RowBuilder(self.instruments, self.positions)
+        writer.enqueue(builder.rows(e for p in replayed for e in p.events),
+                       pipeline.sequencer.position()[0])
 
         def enqueue(processed: list) -> None:
-            rows = builder.rows(e for p in processed for e in p.events)
-            if rows:
-                writer.enqueue(rows)
+            # Every tick, rows or not, so the mark (and with it pruning) keeps moving.
+            writer.enqueue(builder.rows(e for p in processed for e in p.events),
+                           processed[-1].command.seq + 1)
 
-        self.pipeline.subscribe(enqueue)
+        pipeline.subscribe(enqueue)
+        pipeline.retain_from_seq = lambda: writer.committed_next_seq
 
     # -- Application ----------------------------------------------------------------------
 
@@ -221,7 +237,7 @@ class OrderEntryService:
         yield self.pipeline.shutdown()
         if self.pg_writer is not None:
             flushed = self.pg_writer.flush()
-            timeout = self.reactor.callLater(5.0, flushed.cancel)
+            timeout = self.reactor.callLater(self.pg_flush_timeout, flushed.cancel)
             try:
                 yield flushed
             except defer.CancelledError:

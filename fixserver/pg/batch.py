@@ -16,7 +16,10 @@ connection died, unknown to us) is simply sent again:
 - orders and positions: upserts guarded by ``WHERE stored.last_exec_id < new.last_exec_id``
   so an older version never overwrites a newer one; orders ``COALESCE`` so the fill-only rows
   of a Trade keep the stored type, time in force and quantity;
-- fix_sessions: guarded by ``updated_at``.
+- fix_sessions: guarded by ``updated_at``;
+- pg_writer_progress (the writer's high-water mark, see fixserver.pg.catchup): the batch's
+  ``next_seq`` is upserted in the batch's own transaction, guarded by ``next_seq <`` so a
+  repeated or regenerated older batch never moves it back.
 
 Two ways of sending, both measured by ``bench/bench_pg_writer.py``: ``copy`` streams the rows
 with COPY into session-local temp staging tables and then runs one ``INSERT ... SELECT ...
@@ -116,6 +119,19 @@ def _no_observer(operation: str, table: str, seconds: float) -> None:
     """Default: observe nothing."""
 
 
+PROGRESS_UPSERT = (
+    "INSERT INTO pg_writer_progress (id, next_seq, updated_at) VALUES (1, %s, now()) "
+    "ON CONFLICT (id) DO UPDATE SET next_seq = EXCLUDED.next_seq, "
+    "updated_at = EXCLUDED.updated_at WHERE pg_writer_progress.next_seq < EXCLUDED.next_seq"
+)
+
+
+def read_progress(conn: psycopg.Connection[Any]) -> int | None:
+    """The stored high-water mark (next seq whose tick has no committed rows yet), or None."""
+    row = conn.execute("SELECT next_seq FROM pg_writer_progress WHERE id = 1").fetchone()
+    return None if row is None else int(row[0])
+
+
 class BatchWriter:
     """A connection (made on first use, dropped on any error) that writes batches of rows."""
 
@@ -150,9 +166,10 @@ class BatchWriter:
             except Exception:  # already broken: nothing left to release
                 pass
 
-    def write(self, rows: Sequence[Row]) -> float:
-        """Write and commit the rows; return the seconds taken. Any error closes the connection
-        and propagates; the caller retries the same rows (every write is idempotent)."""
+    def write(self, rows: Sequence[Row], next_seq: int | None = None) -> float:
+        """Write and commit the rows (and, given ``next_seq``, the high-water mark in the same
+        transaction); return the seconds taken. Any error closes the connection and
+        propagates; the caller retries the same rows (every write is idempotent)."""
         start = time.perf_counter()
         try:
             if self.conn is None:
@@ -164,6 +181,10 @@ class BatchWriter:
                 for table, table_rows in parts.items():
                     if table_rows:
                         self._send(conn, table, table_rows)
+                if next_seq is not None:
+                    t0 = time.perf_counter()
+                    conn.execute(PROGRESS_UPSERT, (next_seq,))
+                    self.observe("upsert", "pg_writer_progress", time.perf_counter() - t0)
         except BaseException:
             self.close()
             raise

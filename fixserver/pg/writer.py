@@ -20,8 +20,18 @@ refuses for good (a constraint it breaks) is retried like any other rather than 
 shows as a growing backlog, ``pg_writer_failures_total`` and the logged error. Failures and the
 recovery are logged as structured lines (``pg.write_failed``, ``pg.recovered``).
 
+High-water mark: :meth:`PgWriter.enqueue` takes the ``next_seq`` of the tick the rows came
+from (the seq after its last command; chunks arrive in seq order, and a tick without rows is
+still enqueued as an empty chunk so the mark moves while nothing trades). A batch carries the
+``next_seq`` of its last chunk, and :class:`BatchWriter` upserts it into
+``pg_writer_progress`` in the batch's transaction. When the batch commits,
+:attr:`PgWriter.committed_next_seq` moves to it: every tick below it has all its rows in
+Postgres, exactly as durably as the stored mark says. Journal pruning keeps the segments from
+that seq on, and start-up regenerates rows from there (fixserver.pg.catchup). Chunks enqueued
+without a seq (tests, tools) leave the mark alone.
+
 :meth:`PgWriter.flush` returns a Deferred that fires once every row enqueued before the call
-is committed (tests and a clean shutdown wait on it).
+(and every seq enqueued before it) is committed (tests and a clean shutdown wait on it).
 """
 
 from __future__ import annotations
@@ -83,6 +93,7 @@ class PgWriter:
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         connect_timeout: int = 3,
+        committed_next_seq: int | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
@@ -92,13 +103,18 @@ class PgWriter:
         self.max_batch_rows = max_batch_rows
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self._chunks: collections.deque[Sequence[Row]] = collections.deque()
-        self._inflight: list[Row] | None = None  # the batch being written or awaiting retry
+        # (rows, next_seq or None) in seq order
+        self._chunks: collections.deque[tuple[Sequence[Row], int | None]] = collections.deque()
+        # the batch (rows, its next_seq) being written or awaiting retry
+        self._inflight: tuple[list[Row], int | None] | None = None
         self._busy = False
         self._retry: Any = None  # an IDelayedCall while a retry is scheduled
         self._enqueued = 0  # rows ever enqueued
         self._committed = 0  # rows ever committed
-        self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        self._waiters: list[tuple[int, int | None, defer.Deferred[None]]] = []
+        self._enqueued_next_seq: int | None = committed_next_seq
+        #: every tick with seqs below this has its rows committed (None: not known yet)
+        self.committed_next_seq: int | None = committed_next_seq
         self.consecutive_failures = 0
         self.last_error: str | None = None
         self._stopped = False
@@ -137,11 +153,14 @@ class PgWriter:
         """Rows committed since the writer was made."""
         return self._committed
 
-    def enqueue(self, rows: Sequence[Row]) -> None:
-        """Queue rows (in event order) for writing. O(1); never blocks, never raises on I/O."""
-        if not rows:
+    def enqueue(self, rows: Sequence[Row], next_seq: int | None = None) -> None:
+        """Queue rows (in event order) for writing, with the ``next_seq`` of the tick they came
+        from (see the module docstring). O(1); never blocks, never raises on I/O."""
+        if not rows and next_seq is None:
             return
-        self._chunks.append(rows)
+        if next_seq is not None:
+            self._enqueued_next_seq = next_seq
+        self._chunks.append((rows, next_seq))
         self._enqueued += len(rows)
         LAG_ROWS.set(self._enqueued - self._committed)
         if not self._busy and self._retry is None and not self._stopped:
@@ -149,36 +168,50 @@ class PgWriter:
 
     def flush(self) -> defer.Deferred[None]:
         """A Deferred firing once every row enqueued so far is committed."""
-        target = self._enqueued
-        if self._committed >= target:
+        target, target_seq = self._enqueued, self._enqueued_next_seq
+        if self._reached(target, target_seq):
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append((target, d))
+        self._waiters.append((target, target_seq, d))
         return d
+
+    def _reached(self, target: int, target_seq: int | None) -> bool:
+        if self._committed < target:
+            return False
+        return target_seq is None or (self.committed_next_seq is not None
+                                      and self.committed_next_seq >= target_seq)
 
     # -- batching -----------------------------------------------------------------------------
 
-    def _take_batch(self) -> list[Row]:
+    def _take_batch(self) -> tuple[list[Row], int | None]:
         batch: list[Row] = []
+        next_seq = None
         chunks = self._chunks
-        while chunks and (not batch or len(batch) + len(chunks[0]) <= self.max_batch_rows):
-            batch.extend(chunks.popleft())
-        return batch
+        while chunks and (not batch or len(batch) + len(chunks[0][0]) <= self.max_batch_rows):
+            rows, seq = chunks.popleft()
+            batch.extend(rows)
+            if seq is not None:
+                next_seq = seq
+        return batch, next_seq
 
     def _write_next(self) -> None:
         if self._inflight is None:
             if not self._chunks:
                 return
             self._inflight = self._take_batch()
-        batch = self._inflight
+        batch, next_seq = self._inflight
         self._busy = True
-        d = threads.deferToThreadPool(self._reactor, self._pool, self._batch_writer.write, batch)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(len(batch),))
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._batch_writer.write,
+                                      batch, next_seq)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(len(batch), next_seq))
 
-    def _written(self, seconds: float, count: int) -> None:
+    def _written(self, seconds: float, count: int, next_seq: int | None) -> None:
         self._busy = False
         self._inflight = None
         self._committed += count
+        if next_seq is not None and (self.committed_next_seq is None
+                                     or next_seq > self.committed_next_seq):
+            self.committed_next_seq = next_seq
         BATCH_SECONDS.observe(seconds)
         ROWS_WRITTEN.inc(count)
         LAG_ROWS.set(self._enqueued - self._committed)
@@ -215,7 +248,7 @@ class PgWriter:
             self._write_next()
 
     def _fire_waiters(self) -> None:
-        ready = [d for target, d in self._waiters if target <= self._committed]
-        self._waiters = [(t, d) for t, d in self._waiters if t > self._committed]
+        ready = [d for target, seq, d in self._waiters if self._reached(target, seq)]
+        self._waiters = [w for w in self._waiters if not self._reached(w[0], w[1])]
         for d in ready:
             d.callback(None)
