@@ -102,3 +102,22 @@ def load_trades(dsn: str, instruments: Iterable[Instrument], last_ts: int,
         conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
         rows = conn.execute(TRADES_SQL, (since, next_seq)).fetchall()
     return seed_trades_of(rows, instruments)
+
+
+def merge_replayed(stored: list[SeedTrade], replayed: Iterable[Any], since_ns: int
+                   ) -> list[SeedTrade]:
+    """Postgres trades plus the journal tail's ``Trade`` events Postgres does not hold yet.
+
+    After a crash the replayed tail's rows are only queued again at start-up, so the read
+    above can miss the newest trades; they come from the replay instead (same exec ids),
+    in exec-id order, those older than ``since_ns`` left out.
+    """
+    known = {t.trade_id for t in stored}
+    extra = [
+        SeedTrade(e.symbol, e.price, e.qty, e.ts, e.exec_id, e.aggressor_side, e.seq)
+        for e in replayed
+        if e.exec_id not in known and e.ts >= since_ns
+    ]
+    if not extra:
+        return stored
+    return sorted([*stored, *extra], key=lambda t: t.trade_id)

@@ -39,7 +39,7 @@ from engine.enums import Side
 from feeds.batcher import FeedBatcher
 from feeds.core import FeedCore
 from feeds.hub import FeedHub
-from fixserver.feeds_history import load_trades
+from fixserver.feeds_history import history_start, load_trades, merge_replayed
 from fixserver.marketdata import MarketDataApplication, build_market_data_application
 from fixserver.marketdata.routing import MarketDataRouter
 
@@ -82,8 +82,9 @@ class MarketDataFeeds:
         self.core.now = last_ts  # engine time, for the tickers' and candles' windows
         #: trades the tickers, candles and recent trades were rebuilt from at start-up
         self.seeded_trades = 0
-        if config.postgres_dsn and next_seq > 1:
-            self._seed_trades(config.postgres_dsn, service.instruments, last_ts, next_seq)
+        if next_seq > 1:
+            self._seed_trades(config.postgres_dsn, service.instruments, last_ts, next_seq,
+                              getattr(service, "replayed_trades", ()))
         self.hub = FeedHub(self.core, wall_ns=server.now_ns)
         # The server builds its session host after the application: look it up when used.
         self.market_data: MarketDataApplication = build_market_data_application(
@@ -126,13 +127,18 @@ class MarketDataFeeds:
                  u=self.start_update_id, symbols=sorted(self.core.symbols),
                  ws=config.websocket_port is not None, redis=bool(config.redis_url))
 
-    def _seed_trades(self, dsn: str, instruments: Any, last_ts: int, next_seq: int) -> None:
+    def _seed_trades(self, dsn: str | None, instruments: Any, last_ts: int, next_seq: int,
+                     replayed: Any) -> None:
         # Blocking, but this is start-up: the reactor is not serving anyone yet.
-        try:
-            trades = load_trades(dsn, instruments, last_ts, next_seq)
-        except Exception as exc:  # the exchange runs without the database
-            log.warn("feeds.history_unavailable error={error} (tickers, candles and recent "
-                     "trades start empty)", error=repr(exc))
+        trades: list = []
+        if dsn:
+            try:
+                trades = load_trades(dsn, instruments, last_ts, next_seq)
+            except Exception as exc:  # the exchange runs without the database
+                log.warn("feeds.history_unavailable error={error} (tickers, candles and recent "
+                         "trades start from the journal tail only)", error=repr(exc))
+        trades = merge_replayed(trades, replayed, history_start(last_ts))
+        if not trades:
             return
         self.core.seed_trades(trades)
         self.seeded_trades = len(trades)

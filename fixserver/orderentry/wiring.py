@@ -94,6 +94,8 @@ class OrderEntryService:
         self.positions = (PositionBook.from_dict(saved_positions) if saved_positions
                           else PositionBook.for_instruments(self.instruments))
         owners_at_snapshot = dict(self.recorder.owners)
+        #: the replayed tail's trades (the feeds rebuild tickers and candles from them too)
+        self.replayed_trades = [e for p in replayed for e in p.events if type(e) is Trade]
         for p in replayed:
             self.recorder.record(p.origin, p.command)
         # The recorder wraps the sequencer (same interface) to note owners as ticks match.

@@ -135,8 +135,9 @@ def test_load_trades_raises_when_postgres_is_unreachable():
 
 
 @pytest_twisted.inlineCallbacks
-def test_unreadable_history_starts_the_statistics_empty(tmp_path, migrated_dsn, monkeypatch):
-    """If the history read fails at start-up the server still starts, statistics empty."""
+def test_unreadable_history_falls_back_to_the_journal_tail(tmp_path, migrated_dsn, monkeypatch):
+    """If the history read fails at start-up the server still starts, with the statistics of
+    the trades its journal tail replayed."""
     server = _start(tmp_path, migrated_dsn)
     _trade(server, 1, "60000")
     order_pipeline = _pipeline(server)
@@ -160,8 +161,8 @@ def test_unreadable_history_starts_the_statistics_empty(tmp_path, migrated_dsn, 
     finally:
         globalLogPublisher.removeObserver(observe)
     try:
-        assert restarted.feeds.seeded_trades == 0
-        assert _stats(restarted)["ticker"]["trades"] == 0
+        assert restarted.feeds.seeded_trades == 1
+        assert _stats(restarted)["ticker"]["trades"] == 1
         assert any(w.startswith("feeds.history_unavailable") for w in warnings), warnings
     finally:
         yield restarted.stop()
@@ -184,3 +185,20 @@ def test_rows_become_seed_trades_in_ticks_and_lots():
     (trade,) = seed_trades_of(rows, demo_instruments())
     assert trade == SeedTrade(SYMBOL, 600105, 2, datetime_to_ns(at), 43, Side.SELL, 7)
     assert trade.ts % 1_000_000_000 == 678_901_000
+
+
+def test_replayed_trades_postgres_lacks_are_merged_in_exec_id_order():
+    """Trades of the journal tail not yet in Postgres join the seed, once, in exec-id order;
+    those already stored or older than the window are left out."""
+    from engine.events import Trade
+    from fixserver.feeds_history import merge_replayed
+
+    def trade(exec_id: int, ts: int) -> Trade:
+        return Trade(exec_id, ts, exec_id, SYMBOL, 600_000, 2, Side.BUY, 1, "", "A", 2, 0, 0,
+                     0, 2, "", "B", 2, 0, 0, 0, 2, 600_000)
+
+    stored = [SeedTrade(SYMBOL, 600_000, 2, 100, 5, Side.BUY, 5)]
+    replayed = [trade(5, 100), trade(7, 300), trade(6, 200), trade(3, 10)]
+    merged = merge_replayed(stored, replayed, since_ns=50)
+    assert [t.trade_id for t in merged] == [5, 6, 7]
+    assert merge_replayed(stored, [], since_ns=0) is stored
