@@ -26,6 +26,7 @@ events on either.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from heapq import heapify, heappop, heappush
 from typing import Final
@@ -40,7 +41,7 @@ NO_ASK: Final = 1 << 62  # best_ask when there are no asks (above every valid pr
 _tn: Final = tuple.__new__
 
 
-class Book:
+class Book(ABC):
     """The interface the matcher uses; FastBook and ReferenceBook implement it.
 
     ``best_bid`` is 0 and ``best_ask`` NO_ASK when that side is empty. Mutations record the
@@ -52,49 +53,49 @@ class Book:
     best_bid: int
     best_ask: int
 
+    @abstractmethod
     def add(self, o: Order) -> None:
         """Rest ``o`` (``o.visible`` already set) at the back of its price level."""
-        raise NotImplementedError
 
+    @abstractmethod
     def remove(self, o: Order) -> None:
         """Take a resting order out of the book (sets ``o.visible`` to 0)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def restate(self, o: Order, leaves: int) -> None:
         """Reduce a resting order's leaves (0 < leaves <= o.leaves), keeping its priority."""
-        raise NotImplementedError
 
+    @abstractmethod
     def best_order(self, side: Side) -> Order | None:
         """The first order in time at the best price of ``side``, or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fill(self, o: Order, qty: int) -> None:
         """Execute ``qty`` (<= visible) of the best order ``o`` at its price."""
-        raise NotImplementedError
 
+    @abstractmethod
     def drain_levels(self, seq: int, out: list) -> None:
         """Append a LevelChanged for every level touched since the last drain."""
-        raise NotImplementedError
 
+    @abstractmethod
     def levels(self, side: Side) -> list[tuple[int, int, int]]:
         """L2: (price, visible qty, order count) per level, best first."""
-        raise NotImplementedError
 
+    @abstractmethod
     def orders_at(self, side: Side, price: int) -> list[Order]:
         """L3: the live orders at one price, in time priority."""
-        raise NotImplementedError
 
+    @abstractmethod
     def iter_side(self, side: Side) -> Iterator[list[Order]]:
         """Each level's live orders in priority order, best level first."""
-        raise NotImplementedError
 
+    @abstractmethod
     def iter_crossing(self, side: Side, limit: int) -> Iterator[list[Order]]:
         """Like iter_side, but only levels at or better than ``limit`` (lazily, best first)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def order_count(self) -> int:
         """Number of resting orders."""
-        raise NotImplementedError
 
 
 class Level:
