@@ -8,7 +8,6 @@ from decimal import Decimal
 import psycopg
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
 from engine.enums import Side
@@ -18,53 +17,16 @@ from feeds.core import SeedTrade
 from feeds.kline import INTERVALS
 from feeds.ticker import MINUTE_NS, WINDOW_MINUTES
 from fixserver import feeds_wiring
-from fixserver.codec import encode, parse
-from fixserver.config import parse_config
 from fixserver.feeds_history import datetime_to_ns, history_start, load_trades, seed_trades_of
 from fixserver.server import FixServer
+from tests.fixserver.inprocess_exchange import new_order, session_of, start_exchange
 from tests.fixserver.pg_fixtures import migrated_dsn, pg_dsn
 
 __all__ = ["migrated_dsn", "pg_dsn"]  # fixtures used below
 
 SYMBOL = "BTC-PERP"
-CONFIG = """\
-[DEFAULT]
-BeginString=FIX.4.4
-SenderCompID=EXCH
-SocketAcceptAddress=127.0.0.1
-SocketAcceptPort=0
-FileStorePath={tmp}/store
-JournalPath={tmp}/journal
-ShutdownTimeout=1
-PostgresDSN={dsn}
-[FIRM]
-Firm=ACME
-Accounts=A1
-[FIRM]
-Firm=BETA
-Accounts=B1
-[SESSION]
-TargetCompID=ACME1
-Firm=ACME
-[SESSION]
-TargetCompID=BETA1
-Firm=BETA
-"""
 
 
-def _order(cl_ord_id: str, account: str, side: str, qty: str, price: str):
-    return parse(encode([
-        (35, "D"), (49, "X"), (56, "EXCH"), (34, 1), (52, "20240101-00:00:00"),
-        (11, cl_ord_id), (1, account), (55, SYMBOL), (54, side),
-        (60, "20240101-00:00:00"), (38, qty), (40, "2"), (44, price),
-    ]))
-
-
-def _start(tmp_path, dsn: str) -> FixServer:
-    config = parse_config(CONFIG.format(tmp=tmp_path, dsn=dsn), base_dir=str(tmp_path))
-    server = FixServer(config, reactor)
-    server.start()
-    return server
 
 
 def _stats(server: FixServer) -> dict:
@@ -84,17 +46,18 @@ def _stats(server: FixServer) -> dict:
 
 def _trade(server: FixServer, n: int, price: str) -> None:
     """ACME sells to BETA's bid at ``price`` (one trade), matched now."""
-    acme = next(s for s in server.sessions if s.settings.target_comp_id == "ACME1")
-    beta = next(s for s in server.sessions if s.settings.target_comp_id == "BETA1")
+    acme = session_of(server, "ACME1")
+    beta = session_of(server, "BETA1")
     now = server.now_ns()
-    server.application.on_message(beta, _order(f"B{n}", "B1", "1", "0.002", price), now)
-    server.application.on_message(acme, _order(f"S{n}", "A1", "2", "0.002", price), now)
+    app = server.application
+    app.on_message(beta, new_order(f"B{n}", "B1", "1", "0.002", price, symbol=SYMBOL), now)
+    app.on_message(acme, new_order(f"S{n}", "A1", "2", "0.002", price, symbol=SYMBOL), now)
 
 
 @pytest_twisted.inlineCallbacks
 def test_ticker_klines_and_recent_trades_survive_restart_from_snapshot(tmp_path, migrated_dsn):
     """Trades before a snapshot and after it are all in the restarted feed's statistics."""
-    server = _start(tmp_path, migrated_dsn)
+    server = start_exchange(tmp_path, migrated_dsn)
     order_pipeline = _pipeline(server)
     for n, price in enumerate(("60000", "60010.5", "59990")):
         _trade(server, n, price)
@@ -112,7 +75,7 @@ def test_ticker_klines_and_recent_trades_survive_restart_from_snapshot(tmp_path,
     assert len(expected["recent"]) == 5
     yield server.stop()
 
-    restarted = _start(tmp_path, migrated_dsn)
+    restarted = start_exchange(tmp_path, migrated_dsn)
     try:
         assert _pipeline(restarted).recovered_extra is not None, "started from a snapshot"
         assert restarted.feeds.seeded_trades == 5
@@ -138,7 +101,7 @@ def test_load_trades_raises_when_postgres_is_unreachable():
 def test_unreadable_history_falls_back_to_the_journal_tail(tmp_path, migrated_dsn, monkeypatch):
     """If the history read fails at start-up the server still starts, with the statistics of
     the trades its journal tail replayed."""
-    server = _start(tmp_path, migrated_dsn)
+    server = start_exchange(tmp_path, migrated_dsn)
     _trade(server, 1, "60000")
     order_pipeline = _pipeline(server)
     order_pipeline.tick()
@@ -157,7 +120,7 @@ def test_unreadable_history_falls_back_to_the_journal_tail(tmp_path, migrated_ds
 
     globalLogPublisher.addObserver(observe)
     try:
-        restarted = _start(tmp_path, migrated_dsn)
+        restarted = start_exchange(tmp_path, migrated_dsn)
     finally:
         globalLogPublisher.removeObserver(observe)
     try:

@@ -12,60 +12,21 @@ import pytest_twisted
 from prometheus_client import REGISTRY
 from twisted.internet import reactor
 
-from fixserver.codec import encode, parse
-from fixserver.config import parse_config
 from fixserver.journal_file import JournalDirectory, segment_name, snapshot_name
 from fixserver.pg.batch import read_progress
 from fixserver.pg.catchup import regenerate
 from fixserver.pg.rows import ExecutionRow, RowBuilder
 from fixserver.pg.writer import PgWriter
 from fixserver.server import FixServer
+from tests.fixserver.inprocess_exchange import new_order, session_of, start_exchange
 from tests.fixserver.pg_fixtures import migrated_dsn, pg_dsn
 
 __all__ = ["migrated_dsn", "pg_dsn"]
 
 TIMEOUT = 20.0
 
-CONFIG = """\
-[DEFAULT]
-BeginString=FIX.4.4
-SenderCompID=EXCH
-SocketAcceptAddress=127.0.0.1
-SocketAcceptPort=0
-FileStorePath={tmp}/store
-JournalPath={tmp}/journal
-ShutdownTimeout=1
-{dsn_line}
-[FIRM]
-Firm=ACME
-Accounts=A1
-[FIRM]
-Firm=BETA
-Accounts=B1
-[SESSION]
-TargetCompID=ACME1
-Firm=ACME
-[SESSION]
-TargetCompID=BETA1
-Firm=BETA
-"""
 
 
-def _order(cl_ord_id: str, account: str, side: str, qty: str, price: str) -> Any:
-    return parse(encode([
-        (35, "D"), (49, "X"), (56, "EXCH"), (34, 1), (52, "20240101-00:00:00"),
-        (11, cl_ord_id), (1, account), (55, "BTC-PERP"), (54, side),
-        (60, "20240101-00:00:00"), (38, qty), (40, "2"), (44, price),
-    ]))
-
-
-def _start(tmp_path: Any, dsn: str | None) -> FixServer:
-    dsn_line = f"PostgresDSN={dsn}" if dsn else ""
-    config = parse_config(CONFIG.format(tmp=tmp_path, dsn_line=dsn_line),
-                          base_dir=str(tmp_path))
-    server = FixServer(config, reactor)
-    server.start()
-    return server
 
 
 def _down_dsn() -> str:
@@ -86,8 +47,8 @@ class Exchange:
     def __init__(self, server: FixServer) -> None:
         self.server = server
         self.service: Any = _service(server)
-        self.acme = next(s for s in server.sessions if s.settings.target_comp_id == "ACME1")
-        self.beta = next(s for s in server.sessions if s.settings.target_comp_id == "BETA1")
+        self.acme = session_of(server, "ACME1")
+        self.beta = session_of(server, "BETA1")
         self.exec_ids: list[str] = []
         self._rows = RowBuilder(self.service.instruments)  # its own book: the live one is real
         self.service.pipeline.subscribe(self._collect)
@@ -103,8 +64,8 @@ class Exchange:
         self._n += 1
         n, now = self._n, self.server.now_ns()
         price = "60000" if n % 2 else "59000"
-        self.service.on_message(self.acme, _order(f"S{n}", "A1", "2", "0.003", price), now)
-        self.service.on_message(self.beta, _order(f"B{n}", "B1", "1", "0.002", price), now)
+        self.service.on_message(self.acme, new_order(f"S{n}", "A1", "2", "0.003", price), now)
+        self.service.on_message(self.beta, new_order(f"B{n}", "B1", "1", "0.002", price), now)
         self.service.pipeline.tick()
         if snapshot:
             self.service.pipeline.take_snapshot()
@@ -136,7 +97,7 @@ def _check_database(dsn: str, exec_ids: list[str], positions: list[tuple[Any, ..
 def test_rows_held_back_across_snapshots_catch_up_after_restart(tmp_path, migrated_dsn):
     """Postgres stops committing after the first trade; three snapshots later the process
     stops; the restart regenerates the older ticks' rows from the retained journal."""
-    server = _start(tmp_path, migrated_dsn)
+    server = start_exchange(tmp_path, migrated_dsn)
     ex = Exchange(server)
     yield ex.trade()
     first_end = ex.service.pipeline.sequencer.position()[0]
@@ -158,7 +119,7 @@ def test_rows_held_back_across_snapshots_catch_up_after_restart(tmp_path, migrat
     assert REGISTRY.get_sample_value("journal_segments_retained_for_postgres") == 2
     assert len(_fetch(migrated_dsn, "SELECT exec_id FROM executions")) < len(ex.exec_ids)
 
-    restarted = _start(tmp_path, migrated_dsn)
+    restarted = start_exchange(tmp_path, migrated_dsn)
     try:
         yield _service(restarted).pg_writer.flush().addTimeout(TIMEOUT, reactor)
         _check_database(migrated_dsn, ex.exec_ids, positions)
@@ -172,7 +133,7 @@ def test_rows_held_back_across_snapshots_catch_up_after_restart(tmp_path, migrat
 def test_first_run_without_postgres_catches_up_on_restart(tmp_path, pg_dsn):
     """A first run whose PostgresDSN is unreachable keeps every tick's journal; the next run
     with Postgres up writes every execution once and the right positions."""
-    server = _start(tmp_path, _down_dsn())
+    server = start_exchange(tmp_path, _down_dsn())
     ex = Exchange(server)
     yield ex.trade()
     yield ex.trade(snapshot=True)
@@ -183,7 +144,7 @@ def test_first_run_without_postgres_catches_up_on_restart(tmp_path, pg_dsn):
     ex.service.pg_flush_timeout = 0.05
     yield server.stop()
 
-    restarted = _start(tmp_path, pg_dsn)
+    restarted = start_exchange(tmp_path, pg_dsn)
     try:
         yield _service(restarted).pg_writer.flush().addTimeout(TIMEOUT, reactor)
         _check_database(pg_dsn, ex.exec_ids, positions)
@@ -195,7 +156,7 @@ def test_first_run_without_postgres_catches_up_on_restart(tmp_path, pg_dsn):
 def test_regenerate_names_the_range_the_journal_no_longer_holds(tmp_path, caplog):
     """With the journal pruned past the Postgres mark, regenerate logs the lost seq range and
     still regenerates what is retained; with it retained, every older tick comes back."""
-    server = _start(tmp_path, None)
+    server = start_exchange(tmp_path, None)
     ex = Exchange(server)
     yield ex.trade()
     yield ex.trade(snapshot=True)

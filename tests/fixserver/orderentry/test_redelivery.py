@@ -7,63 +7,21 @@ from collections import Counter
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import reactor
 
 from fixserver.codec import encode, parse
-from fixserver.config import parse_config
 from fixserver.orderentry.redelivery import report_key, stored_key
 from fixserver.server import FixServer
-
-CONFIG = """\
-[DEFAULT]
-BeginString=FIX.4.4
-SenderCompID=EXCH
-SocketAcceptAddress=127.0.0.1
-SocketAcceptPort=0
-FileStorePath={tmp}/store
-JournalPath={tmp}/journal
-ShutdownTimeout=1
-[FIRM]
-Firm=ACME
-Accounts=A1
-[FIRM]
-Firm=BETA
-Accounts=B1
-[SESSION]
-TargetCompID=ACME1
-Firm=ACME
-[SESSION]
-TargetCompID=ACMEDC
-Firm=ACME
-SessionRole=drop-copy
-[SESSION]
-TargetCompID=BETA1
-Firm=BETA
-"""
+from tests.fixserver.inprocess_exchange import fix_message, new_order, start_exchange
 
 HEADER_TAGS = {8, 9, 10, 34, 35, 49, 52, 56}
 
 
-def _msg(msg_type: str, *body: tuple[int, str]) -> Any:
-    return parse(encode([(35, msg_type), (49, "X"), (56, "EXCH"), (34, 1),
-                         (52, "20240101-00:00:00"), *body]))
-
-
-def _order(cl_ord_id: str, account: str, side: str, qty: str, price: str) -> Any:
-    return _msg("D", (11, cl_ord_id), (1, account), (55, "BTC-PERP"), (54, side),
-                (60, "20240101-00:00:00"), (38, qty), (40, "2"), (44, price))
 
 
 def _cancel(cl_ord_id: str, orig: str) -> Any:
-    return _msg("F", (11, cl_ord_id), (41, orig), (55, "BTC-PERP"), (54, "2"),
+    return fix_message("F", (11, cl_ord_id), (41, orig), (55, "BTC-PERP"), (54, "2"),
                 (60, "20240101-00:00:00"))
 
-
-def _start(tmp_path) -> FixServer:
-    config = parse_config(CONFIG.format(tmp=tmp_path), base_dir=str(tmp_path))
-    server = FixServer(config, reactor)
-    server.start()
-    return server
 
 
 def _sessions(server: FixServer) -> dict[str, Any]:
@@ -101,17 +59,17 @@ def test_reports_lost_between_fsync_and_store_are_stored_once_at_restart(tmp_pat
     rebuilt from the journal tail after a snapshot and stored in the owner's and the drop
     copy's stores, in order and identical to what the live path made; a second restart adds
     nothing; the ledger knows the orders that ended in the tail."""
-    server = _start(tmp_path)
+    server = start_exchange(tmp_path, drop_copy=True)
     service = server.application
     s = _sessions(server)
     acme, beta = s["ACME1"], s["BETA1"]
     now = server.now_ns()
-    service.on_message(acme, _order("S1", "A1", "2", "0.010", "60000"), now)
+    service.on_message(acme, new_order("S1", "A1", "2", "0.010", "60000"), now)
     service.pipeline.tick()
     service.pipeline.take_snapshot()  # S1 is live at the snapshot
     yield service.pipeline.when_idle()
-    service.on_message(beta, _order("B1", "B1", "1", "0.004", "60000"), now)  # S1 partly
-    service.on_message(acme, _order("S2", "A1", "2", "0.001", "61000"), now)
+    service.on_message(beta, new_order("B1", "B1", "1", "0.004", "60000"), now)  # S1 partly
+    service.on_message(acme, new_order("S2", "A1", "2", "0.001", "61000"), now)
     service.pipeline.tick()
     yield service.pipeline.when_idle()
     before = {name: _stored(x) for name, x in s.items()}
@@ -120,19 +78,20 @@ def test_reports_lost_between_fsync_and_store_are_stored_once_at_restart(tmp_pat
     lost: dict[str, list] = {name: [] for name in s}
     for name, x in s.items():
         x.send = _recorder(lost[name])
-    service.on_message(beta, _order("B2", "B1", "1", "0.006", "60000"), now)  # S1 filled
+    service.on_message(beta, new_order("B2", "B1", "1", "0.006", "60000"), now)  # S1 filled
     service.on_message(acme, _cancel("C1", "S2"), now)
     service.on_message(acme, _cancel("C2", "S2"), now)  # too late: engine rejects it
     service.pipeline.tick()
     yield service.pipeline.when_idle()
-    service.on_message(acme, _msg("q", (11, "M1"), (530, "7"), (60, "20240101-00:00:00")), now)
+    mass_cancel = fix_message("q", (11, "M1"), (530, "7"), (60, "20240101-00:00:00"))
+    service.on_message(acme, mass_cancel, now)
     service.pipeline.tick()
     yield service.pipeline.when_idle()
     yield server.stop()
     assert {mt for mt, _ in lost["ACME1"]} == {"8", "9", "r"}, lost["ACME1"]
     assert lost["BETA1"] and lost["ACMEDC"]
 
-    restarted = _start(tmp_path)
+    restarted = start_exchange(tmp_path, drop_copy=True)
     try:
         assert restarted.application.pipeline.recovered_extra is not None, "from a snapshot"
         result = restarted.application.redelivery
@@ -150,7 +109,7 @@ def test_reports_lost_between_fsync_and_store_are_stored_once_at_restart(tmp_pat
     finally:
         yield restarted.stop()
 
-    again = _start(tmp_path)
+    again = start_exchange(tmp_path, drop_copy=True)
     try:
         second = again.application.redelivery
         assert second.total_redelivered == 0
@@ -169,19 +128,19 @@ def test_reports_lost_between_fsync_and_store_are_stored_once_at_restart(tmp_pat
 def test_reports_of_ticks_before_a_store_reset_are_not_redelivered(tmp_path):
     """A session whose store was reset after the lost tick (a new sequence period) gets
     nothing from before the reset."""
-    server = _start(tmp_path)
+    server = start_exchange(tmp_path, drop_copy=True)
     service = server.application
     acme = _sessions(server)["ACME1"]
     now = server.now_ns()
     acme.send = lambda *a, **kw: 0
-    service.on_message(acme, _order("S1", "A1", "2", "0.010", "60000"), now)
+    service.on_message(acme, new_order("S1", "A1", "2", "0.010", "60000"), now)
     service.pipeline.tick()
     yield service.pipeline.when_idle()
     del acme.send
     acme.store.reset(server.now_ns() + 1)
     yield server.stop()
 
-    restarted = _start(tmp_path)
+    restarted = start_exchange(tmp_path, drop_copy=True)
     try:
         result = restarted.application.redelivery
         assert result.total_redelivered == 0
