@@ -27,8 +27,6 @@ __all__ = ["migrated_dsn", "pg_dsn"]  # fixtures used below
 SYMBOL = "BTC-PERP"
 
 
-
-
 def _stats(server: FixServer) -> dict:
     """The ticker's 24 h statistics, every current candle and the recent trades (ts in us)."""
     core = server.feeds.core

@@ -26,9 +26,6 @@ __all__ = ["migrated_dsn", "pg_dsn"]
 TIMEOUT = 20.0
 
 
-
-
-
 def _down_dsn() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

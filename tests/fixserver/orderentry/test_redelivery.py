@@ -16,12 +16,9 @@ from tests.fixserver.inprocess_exchange import fix_message, new_order, start_exc
 HEADER_TAGS = {8, 9, 10, 34, 35, 49, 52, 56}
 
 
-
-
 def _cancel(cl_ord_id: str, orig: str) -> Any:
     return fix_message("F", (11, cl_ord_id), (41, orig), (55, "BTC-PERP"), (54, "2"),
-                (60, "20240101-00:00:00"))
-
+                       (60, "20240101-00:00:00"))
 
 
 def _sessions(server: FixServer) -> dict[str, Any]:
