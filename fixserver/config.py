@@ -351,7 +351,7 @@ def _split_sections(
             else:
                 raise ConfigError(
                     f"{source}:{number}: unknown section [{line[1:-1]}]; "
-                    "expected [DEFAULT] or [SESSION]"
+                    "expected [DEFAULT], [SESSION], [FIRM] or [ACCOUNT]"
                 )
             continue
         if current is None:
