@@ -11,7 +11,7 @@ from typing import Union
 
 import attr
 
-from engine.enums import InstrumentStatus, OrdType, Side, StpMode, TimeInForce
+from engine.enums import CancelReason, InstrumentStatus, OrdType, Side, StpMode, TimeInForce
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
@@ -45,13 +45,15 @@ class NewOrder:
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
 class CancelOrder:
-    """Cancel a live order of ``account``; ``cl_ord_id`` is the cancel request's own id."""
+    """Cancel a live order of ``account``; ``cl_ord_id`` is the cancel request's own id.
+    ``reason`` says who canceled it (USER for a client's cancel request)."""
 
     seq: int
     ts: int
     account: str
     order_id: int
     cl_ord_id: str = ""
+    reason: CancelReason = CancelReason.USER
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
@@ -75,7 +77,8 @@ class ReplaceOrder:
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
 class MassCancel:
-    """Cancel every live order matching all the given filters (None matches anything)."""
+    """Cancel every live order matching all the given filters (None matches anything);
+    ``reason`` is carried by each cancel (MASS_CANCEL for a client's request)."""
 
     seq: int
     ts: int
@@ -83,6 +86,7 @@ class MassCancel:
     symbol: str | None = None
     side: Side | None = None
     cl_ord_id: str = ""
+    reason: CancelReason = CancelReason.MASS_CANCEL
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
@@ -117,6 +121,41 @@ class SetAccountStp:
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
+class KillSwitch:
+    """Turn a firm's kill switch on or off. On: every live order of ``accounts`` is canceled
+    (reason KILL_SWITCH) and new orders and replaces for them are rejected until it is off."""
+
+    seq: int
+    ts: int
+    firm: str
+    accounts: tuple = ()
+    active: bool = True
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class SessionStatus:
+    """A FIX session logged on or off, with its cancel-on-disconnect choice for that logon.
+    The engine only records it (so it is journaled and in snapshots): after a restart the FIX
+    layer knows which sessions were connected with cancel-on-disconnect on."""
+
+    seq: int
+    ts: int
+    session_id: str
+    connected: bool
+    cancel_on_disconnect: bool = False
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class SetTradingDay:
+    """Move the trading-day boundary: DAY orders entered from now on expire at the next
+    ``day_offset_ns`` past midnight UTC (orders already resting keep their expiry)."""
+
+    seq: int
+    ts: int
+    day_offset_ns: int
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class Tick:
     """The sequencer's time tick: expires GTD and DAY orders whose time is at or before ``ts``."""
 
@@ -126,5 +165,5 @@ class Tick:
 
 Command = Union[
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
-    SetAccountStp, Tick,
+    SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, Tick,
 ]

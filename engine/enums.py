@@ -91,6 +91,8 @@ class RejectReason(IntEnum):
     INVALID_STP_MODE = 24
     DUPLICATE_ORDER_ID = 25  # a NewOrder whose seq is already a live order id
     INVALID_STATUS = 26  # SetInstrumentStatus with an unknown status
+    KILL_SWITCH_ACTIVE = 27  # the account's firm has its kill switch on
+    INVALID_DAY_OFFSET = 28  # SetTradingDay with an offset outside [0, one day)
 
 
 class CancelReason(IntEnum):
@@ -107,6 +109,9 @@ class CancelReason(IntEnum):
     MIN_QTY_UNFILLED = 9  # the minimum quantity was not available on entry
     PRICE_BAND = 10  # a triggered stop-limit whose limit price is outside the band
     POST_ONLY = 11  # a triggered order in a post-only instrument that would take
+    KILL_SWITCH = 12  # the firm's kill switch was turned on
+    CANCEL_ON_DISCONNECT = 13  # the owning session disconnected with cancel-on-disconnect
+    OPERATOR = 14  # canceled by the exchange's operator
 
 
 class RequestKind(IntEnum):

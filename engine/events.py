@@ -253,6 +253,17 @@ class InstrumentStatusChanged(NamedTuple):
     status: InstrumentStatus
 
 
+class KillSwitchChanged(NamedTuple):
+    """A firm's kill switch changed; ``canceled`` live orders were canceled by it."""
+
+    seq: int
+    ts: int
+    firm: str
+    accounts: tuple
+    active: bool
+    canceled: int
+
+
 class LevelChanged(NamedTuple):
     """L2: the level's new aggregate visible quantity and order count (0, 0: level gone).
 

@@ -36,15 +36,18 @@ import msgpack
 
 from engine.commands import (
     CancelOrder,
+    KillSwitch,
     MassCancel,
     NewOrder,
     ReplaceOrder,
+    SessionStatus,
     SetAccountStp,
     SetInstrumentStatus,
     SetPosition,
+    SetTradingDay,
     Tick,
 )
-from engine.enums import InstrumentStatus, OrdType, Side, StpMode, TimeInForce
+from engine.enums import CancelReason, InstrumentStatus, OrdType, Side, StpMode, TimeInForce
 from engine.sequencer import Batch, field_getter
 
 MAGIC = b"FXJRNL01"
@@ -61,6 +64,9 @@ COMMAND_CODES: dict[type, int] = {
     SetPosition: 6,
     SetAccountStp: 7,
     Tick: 8,
+    KillSwitch: 9,
+    SessionStatus: 10,
+    SetTradingDay: 11,
 }
 _CLASSES: dict[int, type] = {code: cls for cls, code in COMMAND_CODES.items()}
 
@@ -93,7 +99,8 @@ class ScanResult(NamedTuple):
 
 _ENUM_FIELDS: dict[type, dict[str, Any]] = {
     NewOrder: {"side": Side, "ord_type": OrdType, "tif": TimeInForce, "stp": StpMode},
-    MassCancel: {"side": Side},
+    CancelOrder: {"reason": CancelReason},
+    MassCancel: {"side": Side, "reason": CancelReason},
     SetInstrumentStatus: {"status": InstrumentStatus},
     SetAccountStp: {"mode": StpMode},
 }
@@ -116,19 +123,22 @@ def _as_enum(enum: Any, value: Any) -> Any:
 def _decoder(cls: type) -> Callable[[int, int, tuple], Any]:
     fixers = _enum_fixers(cls)
     nfields = len(attr.fields(cls)) - 2
+    # Records written before a field with a default was appended to a command carry fewer
+    # fields; they decode with that default (e.g. CancelOrder.reason).
+    nrequired = sum(1 for a in attr.fields(cls)[2:] if a.default is attr.NOTHING)
     if not fixers:
         def plain(seq: int, ts: int, fields: tuple) -> Any:
-            if len(fields) != nfields:
+            if not nrequired <= len(fields) <= nfields:
                 raise JournalCorruptError(f"{cls.__name__} with {len(fields)} fields")
             return cls(seq, ts, *fields)
         return plain
 
     def with_enums(seq: int, ts: int, fields: tuple) -> Any:
-        if len(fields) != nfields:
+        if not nrequired <= len(fields) <= nfields:
             raise JournalCorruptError(f"{cls.__name__} with {len(fields)} fields")
         values = list(fields)
         for i, enum in fixers:
-            if values[i] is not None:
+            if i < len(values) and values[i] is not None:
                 values[i] = _as_enum(enum, values[i])
         return cls(seq, ts, *values)
     return with_enums

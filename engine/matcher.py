@@ -31,16 +31,20 @@ from collections.abc import Iterable
 from heapq import heappop, heappush
 from typing import Any, Callable, Final
 
+from engine import controls as _controls
 from engine import snapshot as _snapshot
 from engine.book import NO_ASK, Book, FastBook
 from engine.commands import (
     CancelOrder,
+    KillSwitch,
     MassCancel,
     NewOrder,
     ReplaceOrder,
+    SessionStatus,
     SetAccountStp,
     SetInstrumentStatus,
     SetPosition,
+    SetTradingDay,
     Tick,
 )
 from engine.dry_run import executable_qty
@@ -121,6 +125,9 @@ class MatchingEngine:
     markets: dict[str, Market]
     orders: dict[int, Order]  # every live order (resting, working, untriggered)
     exec_id: int
+    killed: dict[str, tuple[str, ...]]  # firm -> its accounts, while its kill switch is on
+    blocked: set[str]  # accounts of killed firms: new orders and replaces are rejected
+    sessions: dict[str, tuple[bool, bool]]  # FIX session -> (connected, cancel-on-disconnect)
     _expiry: list[tuple[int, int]]  # heap of (expire_ts, order id), lazy
     _specs: dict[OrderSpec, OrderSpec]
     _plain: OrderSpec
@@ -146,6 +153,9 @@ class MatchingEngine:
         }
         self.orders = {}
         self.exec_id = 0
+        self.killed = {}
+        self.blocked = set()
+        self.sessions = {}
         self._expiry = []
         self._specs = {}
         self._plain = self._intern(OrderSpec(LIMIT, GTC, 0, 0, 0, None, False, False, 0, False))
@@ -334,6 +344,14 @@ class MatchingEngine:
         return 0, side, ot, tif, stp
 
     def _on_new(self, c: NewOrder, ev: list) -> None:
+        if self.blocked and c.account in self.blocked:
+            self.exec_id += 1
+            ev.append(
+                OrderRejected(c.seq, c.ts, self.exec_id, c.seq, c.cl_ord_id, c.account,
+                              c.symbol, c.side, c.ord_type, c.tif, c.price, c.stop_price,
+                              c.qty, R.KILL_SWITCH_ACTIVE)
+            )
+            return
         m = self.markets.get(c.symbol)
         if m is not None and c.ord_type is LIMIT and c.tif is GTC and m.status is TRADING:
             # fast path: a valid plain GTC limit order that does not cross rests at once;
@@ -615,7 +633,7 @@ class MatchingEngine:
                                  R.INSTRUMENT_HALTED, ev)
             return
         s = o.spec
-        if o.visible and not s.reduce_only:  # the common case, inlined
+        if o.visible and not s.reduce_only and c.reason is C.USER:  # the common case, inlined
             m.book.remove(o)
             del self.orders[o.id]
             o.leaves = 0
@@ -626,7 +644,7 @@ class MatchingEngine:
                                     o.qty, o.filled, 0, o.notional, C.USER, c.cl_ord_id))
             )
         else:
-            self._cancel(m, o, C.USER, c.seq, c.ts, ev, c.cl_ord_id)
+            self._cancel(m, o, C(c.reason), c.seq, c.ts, ev, c.cl_ord_id)
         m.book.drain_levels(c.seq, ev)
 
     def _on_replace(self, c: ReplaceOrder, ev: list) -> None:
@@ -654,8 +672,9 @@ class MatchingEngine:
             and (side is None or o.side is side)
         ]
         victims.sort(key=lambda o: o.id)
+        why = _as_enum(C, c.reason) or C.MASS_CANCEL
         for o in victims:
-            self._cancel(self.markets[o.symbol], o, C.MASS_CANCEL, c.seq, c.ts, ev, c.cl_ord_id)
+            self._cancel(self.markets[o.symbol], o, why, c.seq, c.ts, ev, c.cl_ord_id)
         self.exec_id += 1
         ev.append(MassCancelDone(c.seq, c.ts, self.exec_id, c.cl_ord_id, c.account, c.symbol,
                                  side, len(victims)))
@@ -713,5 +732,8 @@ _DISPATCH: dict[type, Callable[[MatchingEngine, Any, list], None]] = {
     SetInstrumentStatus: MatchingEngine._on_status,
     SetPosition: MatchingEngine._on_set_position,
     SetAccountStp: MatchingEngine._on_account_stp,
+    KillSwitch: _controls.kill_switch,
+    SessionStatus: _controls.session_status,
+    SetTradingDay: _controls.set_trading_day,
     Tick: MatchingEngine._on_tick,
 }

@@ -173,6 +173,7 @@ class Recovery:
         policy: SequencingPolicy = SequencingPolicy.PROTECTIVE_FIRST,
         *,
         idle_tick_ns: int = 1_000_000_000,
+        lane_of: Any = None,
     ) -> Sequencer:
         """A sequencer that carries on exactly where the replayed journal stopped."""
         return Sequencer(
@@ -181,4 +182,5 @@ class Recovery:
             last_ts=self.last_ts,
             last_tick_ts=self.last_tick_ts,
             idle_tick_ns=idle_tick_ns,
+            lane_of=lane_of,
         )

@@ -37,7 +37,7 @@ def replace_order(eng: Any, c: Any, ev: list) -> None:
         eng._request_reject(c, RequestKind.REPLACE, c.order_id, c.account, R.UNKNOWN_ORDER, ev)
         return
     m = eng.markets[o.symbol]
-    reason = _check(m, o, c)
+    reason = R.KILL_SWITCH_ACTIVE if eng.blocked and o.account in eng.blocked else _check(m, o, c)
     if reason:
         eng._request_reject(c, RequestKind.REPLACE, c.order_id, c.account, reason, ev)
         return

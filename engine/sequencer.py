@@ -16,12 +16,17 @@ Sequencing policy (deterministic; first come, first served within each class):
 
 - ``FIFO``: arrival order.
 - ``PROTECTIVE_FIRST`` (default): the performance guide's priority queue, narrowed to what
-  protects positions. Protective requests (``CancelOrder``, ``MassCancel`` and reduce-only
-  ``NewOrder``) go before every other request of the same tick; the rest (new orders,
-  replaces, admin commands) keep arrival order after them. The guide also put market orders
-  first; we do not, since jumping a market order ahead of limit orders that arrived earlier
-  is unfair to them and protects nobody. A cancel therefore never loses a race against a new
-  order that arrived in the same tick and would have traded with the order being canceled.
+  protects positions and kept causal. Every request belongs to a *lane* (``lane_of(origin)``;
+  the FIX layer gives each firm its own lane). A protective request (``CancelOrder``,
+  ``MassCancel``, reduce-only ``NewOrder``) goes before the other requests of the same tick
+  *of other lanes*, but never before an earlier request of its own lane: once a lane has a
+  request in the unprioritised part, everything after it from that lane stays behind it, in
+  arrival order. So each session's (each firm's) requests take effect in the order they were
+  sent, exactly as if the client had waited for every answer, and a firm-wide mass cancel
+  sees every order of the firm accepted before it; priority only reorders across lanes. The
+  guide also put market orders first; we do not, since jumping a market order ahead of limit
+  orders that arrived earlier is unfair to them and protects nobody. With the default
+  ``lane_of`` every request is in one lane, which makes the policy the same as FIFO.
 
 Time ticks: when the tick's ``ts`` is later than the last engine ``Tick`` command, the batch
 starts with a ``Tick`` (seq first, origin ``None``) so GTD/DAY orders due at or before ``ts``
@@ -45,19 +50,26 @@ import attr
 
 from engine.commands import (
     CancelOrder,
+    KillSwitch,
     MassCancel,
     NewOrder,
     ReplaceOrder,
+    SessionStatus,
     SetAccountStp,
     SetInstrumentStatus,
     SetPosition,
+    SetTradingDay,
     Tick,
 )
 
 COMMAND_CLASSES: tuple[type, ...] = (
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
-    SetAccountStp, Tick,
+    SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, Tick,
 )
+
+
+def _one_lane(origin: Any) -> None:
+    return None
 
 
 class SequencingPolicy(IntEnum):
@@ -114,6 +126,7 @@ class Sequencer:
         last_ts: int = 0,
         last_tick_ts: int = 0,
         idle_tick_ns: int = 1_000_000_000,
+        lane_of: Callable[[Any], Any] | None = None,
     ) -> None:
         if next_seq < 1:
             raise ValueError("next_seq starts at 1")
@@ -123,6 +136,8 @@ class Sequencer:
         #: ts of the last engine Tick command stamped
         self.last_tick_ts = last_tick_ts
         self.idle_tick_ns = idle_tick_ns
+        #: origin -> lane key (hashable); requests of one lane are never reordered
+        self.lane_of: Callable[[Any], Any] = lane_of if lane_of is not None else _one_lane
         self._inbox: list[tuple[Any, Any]] = []
 
     def submit(self, origin: Any, request: Any) -> None:
@@ -154,8 +169,15 @@ class Sequencer:
         if self.policy is SequencingPolicy.PROTECTIVE_FIRST and len(inbox) > 1:
             first: list = []
             rest: list = []
+            behind: set = set()  # lanes with a request in ``rest``: theirs stay in order
+            lane_of = self.lane_of
             for e in inbox:
-                (first if is_protective(e[1]) else rest).append(e)
+                lane = lane_of(e[0])
+                if lane not in behind and is_protective(e[1]):
+                    first.append(e)
+                else:
+                    rest.append(e)
+                    behind.add(lane)
             if first and rest:
                 inbox = first + rest
         first_seq = seq = self.next_seq

@@ -49,7 +49,7 @@ def canonical_state(eng: Any) -> dict[str, Any]:
                 sides[1],
             ]
         )
-    return {
+    state = {
         "v": VERSION,
         "instruments": [i.to_dict() for i in eng.instruments],
         "default_stp": int(eng.default_stp),
@@ -59,6 +59,12 @@ def canonical_state(eng: Any) -> dict[str, Any]:
         "markets": markets,
         "orders": [eng.orders[k].as_tuple() for k in sorted(eng.orders)],
     }
+    # Added later; present only when set, so a state without them hashes as it always did.
+    if eng.killed:
+        state["killed"] = sorted([f, list(a)] for f, a in eng.killed.items())
+    if eng.sessions:
+        state["sessions"] = sorted([s, c, d] for s, (c, d) in eng.sessions.items())
+    return state
 
 
 def dump(eng: Any) -> bytes:
@@ -92,6 +98,9 @@ def load(cls: Any, data: bytes, book_factory: Callable[[str], Any]) -> Any:
         day_offset_ns=st["day_offset_ns"],
     )
     eng.exec_id = st["exec_id"]
+    eng.killed = {f: tuple(a) for f, a in st.get("killed", [])}
+    eng.blocked = {a for accts in eng.killed.values() for a in accts}
+    eng.sessions = {s: (bool(c), bool(d)) for s, c, d in st.get("sessions", [])}
     for t in st["orders"]:
         oid, cl, acct, sym, side, price, qty, leaves, filled, notional, visible, spec = t
         o = Order(oid, cl, acct, sym, Side(side), price, qty, leaves, filled, notional,

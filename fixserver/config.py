@@ -84,6 +84,12 @@ class ServerConfig:
     firms: tuple[FirmSettings, ...] = ()
     #: order entry: directory of the command journal and snapshots (JournalPath)
     journal_path: str | None = None
+    #: order entry: seconds between a cancel-on-disconnect session's disconnect and the
+    #: cancel of its orders (a logon within it keeps them); 0 = at once
+    cancel_on_disconnect_delay: float = 0.0
+    #: order entry: UTC time of day the trading day ends (DAY orders expire); None = the
+    #: order-entry sessions' StartTime when they agree, else 00:00:00
+    trading_day_end: datetime.time | None = None
     #: the application behind the sessions (Application): "exchange" (order entry, or
     #: reject-all without [FIRM]s) or "echo" (conformance runs: fixserver.echo_application)
     application: str = "exchange"
@@ -128,6 +134,16 @@ def _parse_positive_float(value: str) -> float:
         raise ValueError("expected a number > 0") from None
     if not number > 0:
         raise ValueError("expected a number > 0")
+    return number
+
+
+def _parse_non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("expected a number >= 0") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("expected a number >= 0")
     return number
 
 
@@ -282,6 +298,8 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "FeedBatchInterval": ("feed_batch_interval_ms", _parse_positive_float),
     "ShutdownTimeout": ("shutdown_timeout", _parse_positive_float),
     "JournalPath": ("journal_path", _parse_text),
+    "CancelOnDisconnectDelay": ("cancel_on_disconnect_delay", _parse_non_negative_float),
+    "TradingDayEnd": ("trading_day_end", _parse_time),
     "Application": ("application", _parse_application),
 }
 

@@ -413,6 +413,7 @@ def open_pipeline(
     on_replayed: Callable[[ProcessedCommand], None] | None = None,
     policy: SequencingPolicy = SequencingPolicy.PROTECTIVE_FIRST,
     idle_tick_ns: int = 1_000_000_000,
+    lane_of: Callable[[Any], Any] | None = None,
     fsync: bool = True,
     **options: Any,
 ) -> OrderPipeline:
@@ -420,7 +421,9 @@ def open_pipeline(
 
     Every replayed command goes to ``on_replayed`` (the FIX layer rebuilds order ownership and
     ExecutionReport data from them; the snapshot's ``extra`` is ``pipeline.recovered_extra``,
-    the seq the replay started at ``pipeline.recovered_from_seq``).
+    the seq the replay started at ``pipeline.recovered_from_seq``). ``lane_of(origin)`` gives
+    the sequencer's lane of a request (see :mod:`engine.sequencer`); the pipeline hands it the
+    request's origin.
     Blocking: call it before the reactor runs, then ``pipeline.start()``. ``options`` go to
     :class:`OrderPipeline`.
     """
@@ -433,7 +436,11 @@ def open_pipeline(
     writer = directory.open_writer(recovery.next_seq)
     pipeline = OrderPipeline(
         recovery.engine,
-        recovery.sequencer(policy, idle_tick_ns=idle_tick_ns),
+        recovery.sequencer(
+            policy, idle_tick_ns=idle_tick_ns,
+            # the pipeline submits (origin, packed entry) to the sequencer
+            lane_of=None if lane_of is None else (lambda tagged: lane_of(tagged[0])),
+        ),
         writer,
         directory,
         clock=reactor,

@@ -3,24 +3,35 @@
 Theory of operation
 -------------------
 :meth:`on_message` receives each validated application message of a session. After the
-throttle and the session's role are checked, an order message is translated
+throttle, the message goes through its session's *lane* (:mod:`fixserver.orderentry.lanes`):
+it is handled at once, or waits until the session's earlier requests are released, so that
+every session's requests take effect and are answered in MsgSeqNum order, exactly as if the
+client had waited for each answer (a cancel sent right behind its NewOrderSingle finds the
+order). Handling checks the session's role; an order message is translated
 (:mod:`fixserver.orderentry.translate`) and either refused at once (ExecutionReport 150=8,
 OrderCancelReject, BusinessMessageReject, OrderMassCancelReport 531=0: nothing reached the
-engine, so nothing needs to be durable first) or submitted to the sequencer pipeline with its
-origin (:func:`fixserver.orderentry.ownership.origin`). Status requests (H, AF) are answered
-at once from the ledger, which holds only released (durable) state.
+engine) or submitted to the sequencer pipeline with its origin
+(:func:`fixserver.orderentry.ownership.origin`). Status requests (H, AF) are answered from
+the ledger, which holds only released (durable) state. Every answer given at once goes out
+through :meth:`reply`, behind the reports of the session's requests still in flight.
 
 The pipeline calls :meth:`on_released` with each durable tick: the ledger is updated, then the
 reports are built (:mod:`fixserver.orderentry.reports`) and sent to the owning session and,
-for ExecutionReports, to the drop-copy sessions of the account's firm (CopyMsgIndicator 797=Y).
-Sending at release happens outside a socket pump, so ``flush`` is called for each session
-written to. :meth:`reports_of` and :meth:`deliveries` are the two halves of that path; the
-start-up redelivery (:mod:`fixserver.orderentry.redelivery`) runs the journal tail through
-them too.
+for ExecutionReports, to the drop-copy sessions of the account's firm (CopyMsgIndicator 797=Y);
+then what waited in the lanes for those requests. Sending at release happens outside a socket
+pump, so ``flush`` is called for each session written to. :meth:`reports_of` and
+:meth:`deliveries` are the two halves of that path; the start-up redelivery
+(:mod:`fixserver.orderentry.redelivery`) runs the journal tail through them too.
 
-Session life: :meth:`on_logon` reads CancelOnDisconnect (7929) from the Logon;
-:meth:`on_logout` cancels the session's live orders if it is set (and orders of the session
-released later, until its next logon).
+Session life: :meth:`on_logon` reads CancelOnDisconnect (7929) from the Logon and journals
+the choice (engine SessionStatus); :meth:`on_logout` journals the disconnect and, if the
+choice was on, cancels the session's live orders (and orders of the session released later,
+until its next logon) after ``cancel_on_disconnect_delay`` seconds (0: at once; a logon
+within the delay keeps them). At start-up :meth:`resume_sessions` does the same for the
+sessions the journal says were connected with it on (a crash or restart is a disconnect).
+
+Kill switch: :meth:`set_kill_switch` journals an engine KillSwitch command, which cancels the
+firm's live orders and rejects its orders still in flight (the engine blocks the accounts).
 """
 
 from __future__ import annotations
@@ -28,8 +39,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from engine.commands import CancelOrder, MassCancel
-from engine.events import MassCancelDone, RequestRejected
+from engine.commands import CancelOrder, KillSwitch, SessionStatus
+from engine.enums import CancelReason
+from engine.events import KillSwitchChanged, MassCancelDone, OrderAccepted, RequestRejected
 from engine.instruments import Instrument
 from fixserver.admin_messages import business_reject_fields
 from fixserver.codec import FixMessage
@@ -37,6 +49,7 @@ from fixserver.metrics import ORDER_PROCESSING_LATENCY_MS
 from fixserver.orderentry import status
 from fixserver.orderentry.controls import Throttle, Verdict
 from fixserver.orderentry.firms import FirmDirectory
+from fixserver.orderentry.lanes import REPLY, SessionLanes
 from fixserver.orderentry.ownership import OrderLedger, origin
 from fixserver.orderentry.reports import (
     LocalExecIds,
@@ -67,10 +80,9 @@ from fixserver.orderentry.translate import (
 from fixserver.settings import SessionRole
 
 _ORDER_TYPES = (b"D", b"F", b"G", b"H", b"q", b"AF")
-
-
-class _PipelineStopped(Exception):
-    pass
+#: origin kinds of requests a session's message caused (each holds a place in its lane)
+_LANE_KINDS = frozenset(("D", "F", "G", "q"))
+DAY_NS = 86_400 * 1_000_000_000
 
 
 def _field_map(msg: FixMessage) -> dict[int, str]:
@@ -95,6 +107,9 @@ class OrderEntryApplication:
         disconnect: Callable[[Any, str], None] = lambda session, text: None,
         killed: Iterable[str] = (),
         ledger: OrderLedger | None = None,
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+        cancel_on_disconnect_delay: float = 0.0,
+        day_offset_ns: int = 0,
     ) -> None:
         self.sessions = {s.settings.session_id: s for s in sessions}
         self.gateway = gateway
@@ -115,6 +130,18 @@ class OrderEntryApplication:
         }
         self._gone: set[str] = set()  # logged out with cancel-on-disconnect set
         self._mass: dict[tuple[str, str], int] = {}  # (session, q ClOrdID) -> canceled so far
+        self.lanes = SessionLanes()
+        #: ended orders are kept (status requests find them) for the rest of the trading day
+        #: they ended in and the whole next one; the day rolls at ``day_offset_ns`` past 00:00
+        self.day_offset_ns = day_offset_ns
+        self._day = -1
+        #: sessions written to while a released tick is handled (flushed at its end)
+        self._touched: set[Any] | None = None
+        self.call_later = call_later
+        self.cancel_on_disconnect_delay = cancel_on_disconnect_delay
+        self._cod_timers: dict[str, Any] = {}  # session -> pending delayed cancel (IDelayedCall)
+        #: firm -> live orders its kill switch canceled (the last time it was turned on)
+        self.kill_canceled: dict[str, int] = {}
         self._drop_copies: dict[str, list[Any]] = {}
         for s in self.sessions.values():
             if s.settings.role is SessionRole.DROP_COPY and s.settings.firm:
@@ -128,50 +155,92 @@ class OrderEntryApplication:
                               self.directory.accounts_of(settings.firm), settings.default_stp)
 
     def on_logon(self, session: Any, logon: FixMessage | None, now_ns: int) -> None:
-        """A session logged on; CancelOnDisconnect (7929) on its Logon overrides the config."""
+        """A session logged on; CancelOnDisconnect (7929) on its Logon overrides the config.
+        The choice is journaled (SessionStatus) so that it survives a restart."""
         sid = session.settings.session_id
         self._gone.discard(sid)
+        timer = self._cod_timers.pop(sid, None)
+        if timer is not None and timer.active():
+            timer.cancel()  # back within the grace period: the orders stay
         flag = logon.get(7929) if logon is not None else None
         if flag in (b"Y", b"N"):
             self._cancel_on_disconnect[sid] = flag == b"Y"
         else:
             self._cancel_on_disconnect[sid] = session.settings.cancel_on_disconnect
+        self._submit_quietly(origin(sid, "S"),
+                             SessionStatus(0, 0, sid, True, self._cancel_on_disconnect[sid]))
 
     def on_logout(self, session: Any, now_ns: int) -> None:
-        """The session's connection ended (Logout or lost): cancel-on-disconnect."""
+        """The session's connection ended (Logout or lost): journal it, and with
+        cancel-on-disconnect cancel its orders (after CancelOnDisconnectDelay)."""
         sid = session.settings.session_id
-        if not self._cancel_on_disconnect.get(sid):
+        cod = bool(self._cancel_on_disconnect.get(sid))
+        self._submit_quietly(origin(sid, "S"), SessionStatus(0, 0, sid, False, cod))
+        if cod:
+            self._schedule_disconnect_cancel(sid)
+
+    def resume_sessions(self, recorded: dict[str, tuple[bool, bool]]) -> list[str]:
+        """Start-up: the sessions the journal says had cancel-on-disconnect on when they last
+        logged on are not logged on now (the process just started): each is handled as a
+        disconnect (journaled, orders canceled after the delay). Returns their ids."""
+        resumed = []
+        for sid, (connected, cod) in sorted(recorded.items()):
+            if not cod or sid not in self.sessions:
+                continue
+            self._cancel_on_disconnect[sid] = True
+            if connected:
+                self._submit_quietly(origin(sid, "S"), SessionStatus(0, 0, sid, False, True))
+            self._schedule_disconnect_cancel(sid)
+            resumed.append(sid)
+        return resumed
+
+    def _schedule_disconnect_cancel(self, sid: str) -> None:
+        delay = self.cancel_on_disconnect_delay
+        if delay <= 0 or self.call_later is None:
+            self._cancel_on_disconnect_now(sid)
             return
+        old = self._cod_timers.pop(sid, None)
+        if old is not None and old.active():
+            old.cancel()
+        self._cod_timers[sid] = self.call_later(delay, lambda: self._cod_due(sid))
+
+    def _cod_due(self, sid: str) -> None:
+        self._cod_timers.pop(sid, None)
+        self._cancel_on_disconnect_now(sid)
+
+    def _cancel_on_disconnect_now(self, sid: str) -> None:
+        """Cancel the session's live orders, and (until it logs on again) any of its orders
+        released later (requests still in flight when it left)."""
         self._gone.add(sid)
         for view in self.ledger.live_orders(session_id=sid):
-            self._submit_quietly(origin(sid, "X"), CancelOrder(0, 0, view.account,
-                                                               view.order_id, ""))
+            self._submit_quietly(origin(sid, "X"), CancelOrder(
+                0, 0, view.account, view.order_id, "", CancelReason.CANCEL_ON_DISCONNECT))
 
     def _submit_quietly(self, o: Any, request: Any, received_ns: int = 0) -> bool:
         try:
             self.gateway.submit(o, request)
         except Exception:  # the pipeline is stopped: nothing more can be canceled or entered
             return False
+        if o[1] in _LANE_KINDS:
+            self.lanes.submitted(o[0])
         if received_ns:  # order_processing_latency_ms is observed when its tick is released
             self._received_ns[(o[0], request.cl_ord_id)] = received_ns
         return True
 
     # -- kill switch ----------------------------------------------------------------------
 
-    def set_kill_switch(self, firm: str, active: bool) -> int:
-        """Switch a firm's kill switch; on: cancel all its orders. Returns the mass cancels
-        submitted (one per account)."""
+    def set_kill_switch(self, firm: str, active: bool) -> None:
+        """Switch a firm's kill switch (journaled). On: the engine cancels every live order
+        of the firm's accounts and rejects their orders still in flight; new orders are
+        refused here at once. Raises KeyError (unknown firm) or PipelineStopped."""
         if firm not in self.directory.firms:
             raise KeyError(f"unknown firm {firm}")
-        if not active:
+        accounts = tuple(self.directory.accounts_of(firm))
+        self.gateway.submit(origin("", "K", firm), KillSwitch(0, 0, firm, accounts, active))
+        if active:
+            self.killed.add(firm)
+        else:
             self.killed.discard(firm)
-            return 0
-        self.killed.add(firm)
-        n = 0
-        for account in self.directory.accounts_of(firm):
-            if self._submit_quietly(origin("", "K", firm), MassCancel(0, 0, account)):
-                n += 1
-        return n
 
     # -- inbound --------------------------------------------------------------------------
 
@@ -191,6 +260,19 @@ class OrderEntryApplication:
                 if verdict is Verdict.DISCONNECT:
                     self.disconnect(session, "throttle limit exceeded repeatedly")
                 return
+        self._arrive(session, msg, now_ns)
+
+    def _arrive(self, session: Any, msg: FixMessage, now_ns: int) -> None:
+        """Handle a message now, or queue it in its session's lane (see
+        :mod:`fixserver.orderentry.lanes`) until the session's earlier requests are released."""
+        sid = session.settings.session_id
+        if self.lanes.must_wait(sid, msg.msg_type == b"D"):
+            self.lanes.wait(sid, (session, msg))
+            return
+        self._handle(session, msg, now_ns)
+
+    def _handle(self, session: Any, msg: FixMessage, now_ns: int) -> None:
+        settings = session.settings
         mt = msg.msg_type
         if mt not in _ORDER_TYPES:
             self._business_reject(session, msg, BIZ_UNSUPPORTED, None, now_ns)
@@ -210,9 +292,37 @@ class OrderEntryApplication:
         else:
             status.mass_status(self, session, msg, now_ns)
 
+    def reply(self, session: Any, msg_type: str, fields: list, now_ns: int,
+              reply_to: FixMessage | None = None) -> None:
+        """Send an answer given at once, after the reports of the session's earlier requests:
+        held in its lane while any of them is not released yet."""
+        item = (session, msg_type, fields, reply_to)
+        if not self.lanes.hold_reply(session.settings.session_id, item):
+            self._emit(item, now_ns)
+
+    def _emit(self, item: tuple, now_ns: int) -> None:
+        session, msg_type, fields, reply_to = item
+        session.send(msg_type, fields, now_ns, reply_to=reply_to)
+        if self._touched is not None:
+            self._touched.add(session)
+
+    def _lane_released(self, sid: str, now_ns: int) -> None:
+        """A request of the session was released: send the answers that waited for it and
+        handle the messages that did."""
+        replies, again = self.lanes.released(sid)
+        for item in replies:
+            self._emit(item, now_ns)
+        for entry in again:
+            if entry.kind == REPLY:
+                session, msg_type, fields, reply_to = entry.item
+                self.reply(session, msg_type, fields, now_ns, reply_to)
+            else:
+                session, msg = entry.item
+                self._arrive(session, msg, now_ns)
+
     def _business_reject(self, session: Any, msg: FixMessage, reason: int, text: str | None,
                          now_ns: int) -> None:
-        session.send("j", business_reject_fields(msg, reason, text), now_ns, reply_to=msg)
+        self.reply(session, "j", business_reject_fields(msg, reason, text), now_ns, reply_to=msg)
 
     def _possible_resend_seen(self, sid: str, msg: FixMessage, cl_ord_id: str) -> bool:
         """PossResend=Y and the ClOrdID was used: the first answer stands; ignore it."""
@@ -253,7 +363,7 @@ class OrderEntryApplication:
                       now_ns: int) -> None:
         fields = refused_order_fields(_field_map(msg), self.exec_ids.next("R", now_ns), reason,
                                       text, now_ns)
-        session.send("8", fields, now_ns, reply_to=msg)
+        self.reply(session, "8", fields, now_ns, reply_to=msg)
         account = (msg.get(1) or b"").decode("latin-1")
         if account and self.directory.firm_of(account) == session.settings.firm:
             self._copy(account, fields, now_ns, set())
@@ -270,7 +380,7 @@ class OrderEntryApplication:
         def refuse(reason: int, text: str, view: Any = None) -> None:
             fields = cancel_reject_fields(view, cl_ord_id, orig, response_to, reason, text,
                                           now_ns)
-            session.send("9", fields, now_ns, reply_to=msg)
+            self.reply(session, "9", fields, now_ns, reply_to=msg)
 
         if not self.ledger.claim(sid, cl_ord_id):
             refuse(CXL_DUPLICATE_CLORDID, f"duplicate ClOrdID {cl_ord_id} for this session")
@@ -313,7 +423,7 @@ class OrderEntryApplication:
             fields = mass_cancel_report_fields(
                 cl_ord_id, self.exec_ids.next("MC", now_ns), request_type or "7", response,
                 total, now_ns, reject_reason=reject, text=text)
-            session.send("r", fields, now_ns, reply_to=msg)
+            self.reply(session, "r", fields, now_ns, reply_to=msg)
 
         if not self.ledger.claim(sid, cl_ord_id):
             report("0", 0, 99, f"duplicate ClOrdID {cl_ord_id} for this session")
@@ -340,21 +450,37 @@ class OrderEntryApplication:
     # -- released ticks -------------------------------------------------------------------
 
     def on_released(self, processed: list) -> None:
-        """A durable tick: update the ledger, send every report, flush the sessions."""
+        """A durable tick: update the ledger, send every report, then what waited in the
+        sessions' lanes for these requests; flush the sessions written to."""
         touched: set[Any] = set()
+        self._touched = touched
         now = self.now_ns()
+        if processed:
+            self._roll_day(processed[-1].command.ts)
         received = self._received_ns
-        for p in processed:
-            o = p.origin
-            if received and o is not None:
-                at = received.pop((o[0], getattr(p.command, "cl_ord_id", None)), 0)
-                if at:
-                    ORDER_PROCESSING_LATENCY_MS.observe((now - at) / 1e6)
-            for report in self.reports_of(p):
-                self._send(report, now, touched)
-            self._cancel_if_gone(p.events)
+        try:
+            for p in processed:
+                o = p.origin
+                if received and o is not None:
+                    at = received.pop((o[0], getattr(p.command, "cl_ord_id", None)), 0)
+                    if at:
+                        ORDER_PROCESSING_LATENCY_MS.observe((now - at) / 1e6)
+                for report in self.reports_of(p):
+                    self._send(report, now, touched)
+                self._cancel_if_gone(p.events)
+                if o is not None and o[1] in _LANE_KINDS:
+                    self._lane_released(o[0], now)
+        finally:
+            self._touched = None
         for session in touched:
             self.flush(session)
+
+    def _roll_day(self, ts: int) -> None:
+        day = (ts - self.day_offset_ns) // DAY_NS
+        if day != self._day:
+            self._day = day
+            # keep what ended in the previous trading day and this one
+            self.ledger.prune_ended((day - 1) * DAY_NS + self.day_offset_ns)
 
     def reports_of(self, p: Any) -> list[Report]:
         """Apply one released (or, at start-up, replayed) command to the ledger and build its
@@ -365,6 +491,13 @@ class OrderEntryApplication:
         reports = self.builder.reports(sid, o, p.events)
         if o is not None and o[1] == "q":
             self._mass_cancel_done(sid, o, p.events, reports)
+        for e in p.events:
+            if type(e) is KillSwitchChanged:
+                if e.active:
+                    self.killed.add(e.firm)
+                    self.kill_canceled[e.firm] = e.canceled
+                else:
+                    self.killed.discard(e.firm)
         return reports
 
     def deliveries(self, report: Report) -> list[tuple[Any, str, list]]:
@@ -425,8 +558,9 @@ class OrderEntryApplication:
         if not self._gone:
             return
         for e in events:
-            if type(e).__name__ == "OrderAccepted":
+            if type(e) is OrderAccepted:
                 view = self.ledger.orders.get(e.order_id)
                 if view is not None and view.session_id in self._gone and view.live:
-                    self._submit_quietly(origin(view.session_id, "X"),
-                                         CancelOrder(0, 0, view.account, view.order_id, ""))
+                    self._submit_quietly(origin(view.session_id, "X"), CancelOrder(
+                        0, 0, view.account, view.order_id, "",
+                        CancelReason.CANCEL_ON_DISCONNECT))

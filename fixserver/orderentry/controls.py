@@ -6,16 +6,16 @@ session that keeps going at more than ``DISCONNECT_FACTOR`` times its rate withi
 is logged out. The window is a fixed one-second bucket of the injected time (no clock read).
 
 Kill switch: an operator switches a firm off; all its orders are canceled and new ones are
-refused until the switch is lifted. :class:`KillSwitchFile` keeps the set of killed firms in
-a small JSON file written atomically (temp file, fsync, rename, directory fsync) so the state
-survives a restart; its methods block and run off the reactor.
+refused until the switch is lifted. The state is journaled (engine KillSwitch command, see
+:mod:`engine.controls`). :class:`KillSwitchFile` is the file earlier versions kept it in:
+start-up reads it once so a switch turned on before the upgrade stays on (it is journaled
+then), and nothing writes it any more.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import os
 
 NS_PER_SECOND = 1_000_000_000
 #: logged out when sending at more than this many times the ThrottleRate within one second
@@ -54,7 +54,8 @@ class Throttle:
 
 
 class KillSwitchFile:
-    """The killed firms, persisted in ``path`` (JSON: ``{"killed": ["FIRM", ...]}``)."""
+    """The killed firms as earlier versions saved them in ``path`` (JSON:
+    ``{"killed": ["FIRM", ...]}``); read once at start-up (see the module docstring)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -67,19 +68,3 @@ class KillSwitchFile:
         except FileNotFoundError:
             return set()
         return {str(firm) for firm in data.get("killed", [])}
-
-    def save(self, killed: set[str]) -> None:
-        """Write the set atomically and durably."""
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump({"killed": sorted(killed)}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -62,29 +61,33 @@ class KillSwitchResource(Resource):
             request.setResponseCode(400)
             return b'{"error":"expected ?firm=X&active=1 or active=0"}\n'
         try:
-            canceled = self.service.app.set_kill_switch(firm, active == b"1")
+            self.service.app.set_kill_switch(firm, active == b"1")
         except KeyError:
             request.setResponseCode(404)
             return json.dumps({"error": f"unknown firm {firm}"}).encode() + b"\n"
+        except Exception as exc:  # the pipeline is stopped
+            request.setResponseCode(503)
+            return json.dumps({"error": f"the exchange is not accepting commands: {exc}"}
+                              ).encode() + b"\n"
         log.warn("admin.kill_switch firm={firm} active={active}", firm=firm,
                  active=active == b"1")
-        killed = set(self.service.app.killed)
-        d = threads.deferToThreadPool(self.service.reactor, self.service.reactor.getThreadPool(),
-                                      self.service.kill_file.save, killed)
+        # Journaled as an engine command: matched now, answered once durable and released.
+        self.service.pipeline.tick()
+        d = self.service.pipeline.when_idle()
 
         def done(_: Any) -> None:
-            body = {"firm": firm, "active": active == b"1", "mass_cancels": canceled,
-                    "killed": sorted(killed)}
-            request.write(json.dumps(body).encode() + b"\n")
+            app = self.service.app
+            if self.service.pipeline.failure is not None:
+                request.setResponseCode(500)
+                request.write(b'{"error":"the journal failed; the kill switch is not durable"}\n')
+            else:
+                body = {"firm": firm, "active": active == b"1",
+                        "canceled": app.kill_canceled.get(firm, 0) if active == b"1" else 0,
+                        "killed": sorted(app.killed)}
+                request.write(json.dumps(body).encode() + b"\n")
             request.finish()
 
-        def failed(failure: Any) -> None:
-            log.failure("admin.kill_switch_persist_failed", failure=failure)
-            request.setResponseCode(500)
-            request.write(b'{"error":"the kill switch state could not be saved"}\n')
-            request.finish()
-
-        d.addCallbacks(done, failed)
+        d.addCallback(done)
         return NOT_DONE_YET
 
 

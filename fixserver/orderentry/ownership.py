@@ -28,6 +28,7 @@ through the ledger event by event as the live path applies released ticks (see
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,6 +67,7 @@ class OrderView:
     __slots__ = (
         "account",
         "cl_ord_id",
+        "ended_ts",
         "filled",
         "leaves",
         "notional",
@@ -105,6 +107,7 @@ class OrderView:
         self.orig_cl_ord_id = ""
         self.status = NEW
         self.stp = stp
+        self.ended_ts = 0  # when it stopped working (ns); 0 while live
 
     @property
     def live(self) -> bool:
@@ -168,6 +171,8 @@ class OrderLedger:
         self.live_by_session: dict[str, set[int]] = {}
         #: NewOrders submitted but not yet released, per account (MaxOpenOrders counts them)
         self.in_flight: dict[str, int] = {}
+        #: ids of ended orders still in ``orders``, in the order they ended (retention)
+        self.ended: deque[int] = deque()
 
     # -- ClOrdIDs ---------------------------------------------------------------------------
 
@@ -249,14 +254,14 @@ class OrderLedger:
             self.live_by_account.setdefault(e.account, set()).add(e.order_id)
             self.live_by_session.setdefault(sid, set()).add(e.order_id)
         elif kind is Trade:
-            self._fill(e.maker_order_id, e.maker_filled, e.maker_leaves, e.maker_notional)
-            self._fill(e.taker_order_id, e.taker_filled, e.taker_leaves, e.taker_notional)
+            self._fill(e.maker_order_id, e.maker_filled, e.maker_leaves, e.maker_notional, e.ts)
+            self._fill(e.taker_order_id, e.taker_filled, e.taker_leaves, e.taker_notional, e.ts)
         elif kind is OrderCanceled or kind is OrderExpired:
             view = self.orders.get(e.order_id)
             if view is not None:
                 self._update(view, e)
                 view.status = CANCELED if kind is OrderCanceled else EXPIRED
-                self._ended(view)
+                self._ended(view, e.ts)
         elif kind is OrderReplaced:
             view = self.orders.get(e.order_id)
             if view is not None:
@@ -268,7 +273,7 @@ class OrderLedger:
                 self.name(view.session_id, e.cl_ord_id, e.order_id)
                 if e.leaves == 0:
                     view.status = FILLED if e.filled and e.filled >= e.qty else CANCELED
-                    self._ended(view)
+                    self._ended(view, e.ts)
                 else:
                     view.status = view.working_status()
         elif kind is OrderTriggered or kind is OrderRestated:
@@ -288,7 +293,7 @@ class OrderLedger:
         view.leaves = e.leaves
         view.notional = e.notional
 
-    def _fill(self, order_id: int, filled: int, leaves: int, notional: int) -> None:
+    def _fill(self, order_id: int, filled: int, leaves: int, notional: int, ts: int) -> None:
         view = self.orders.get(order_id)
         if view is None:
             return
@@ -297,13 +302,71 @@ class OrderLedger:
         view.notional = notional
         if leaves == 0:
             view.status = FILLED
-            self._ended(view)
+            self._ended(view, ts)
         else:
             view.status = PARTIAL
 
-    def _ended(self, view: OrderView) -> None:
+    def _ended(self, view: OrderView, ts: int) -> None:
         self.live_by_account.get(view.account, set()).discard(view.order_id)
         self.live_by_session.get(view.session_id, set()).discard(view.order_id)
+        if not view.ended_ts:
+            view.ended_ts = ts or 1
+            self.ended.append(view.order_id)
+
+    # -- retention of ended orders ------------------------------------------------------------
+
+    def prune_ended(self, before_ts: int) -> int:
+        """Forget orders that ended before ``before_ts`` (the start of the retention window):
+        status requests no longer find them. Returns how many were dropped."""
+        ended = self.ended
+        orders = self.orders
+        dropped = 0
+        while ended:
+            view = orders.get(ended[0])
+            if view is not None and view.ended_ts >= before_ts:
+                break
+            ended.popleft()
+            if view is None:
+                continue
+            del orders[view.order_id]
+            names = self.by_cl_ord_id.get(view.session_id)
+            if names is not None:
+                for cl in (view.cl_ord_id, view.orig_cl_ord_id):
+                    if cl and names.get(cl) == view.order_id:
+                        del names[cl]
+            dropped += 1
+        return dropped
+
+    def ended_rows(self) -> list[list[Any]]:
+        """msgpack-able: the ended orders still retained, oldest end first (snapshots carry
+        them so a status request after a restart still finds them)."""
+        rows = []
+        orders = self.orders
+        for oid in self.ended:
+            v = orders.get(oid)
+            if v is not None:
+                rows.append([v.order_id, v.session_id, v.account, v.symbol, int(v.side),
+                             int(v.ord_type), int(v.tif), v.price, v.stop_price, v.qty,
+                             v.cl_ord_id, v.stp, v.filled, v.leaves, v.notional,
+                             v.orig_cl_ord_id, v.status, v.ended_ts])
+        return rows
+
+    def adopt_ended(self, rows: Iterable[Any]) -> None:
+        """Take back the ended orders of :meth:`ended_rows` (start-up, before the tail)."""
+        for r in rows:
+            (oid, sid, account, symbol, side, ord_type, tif, price, stop, qty, cl, stp, filled,
+             leaves, notional, orig, status, ended_ts) = r
+            view = OrderView(int(oid), str(sid), str(account), str(symbol), Side(side),
+                             OrdType(ord_type), TimeInForce(tif), price, stop, qty, str(cl),
+                             str(stp))
+            view.filled, view.leaves, view.notional = filled, leaves, notional
+            view.orig_cl_ord_id, view.status, view.ended_ts = str(orig), str(status), ended_ts
+            self.orders[view.order_id] = view
+            self.ended.append(view.order_id)
+            names = self.by_cl_ord_id.setdefault(view.session_id, {})
+            if view.orig_cl_ord_id:
+                names.setdefault(view.orig_cl_ord_id, view.order_id)
+            names[view.cl_ord_id] = view.order_id
 
     # -- restart ----------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ REJECT_TEXT: dict[RejectReason, str] = {
     R.INVALID_STP_MODE: "invalid self-trade prevention mode",
     R.DUPLICATE_ORDER_ID: "duplicate order id",
     R.INVALID_STATUS: "invalid instrument status",
+    R.KILL_SWITCH_ACTIVE: "kill switch active for the account's firm",
+    R.INVALID_DAY_OFFSET: "invalid trading-day boundary",
 }
 
 CANCEL_TEXT: dict[CancelReason, str] = {
@@ -110,7 +112,14 @@ CANCEL_TEXT: dict[CancelReason, str] = {
     CancelReason.MIN_QTY_UNFILLED: "MinQty not available on entry",
     CancelReason.PRICE_BAND: "triggered stop-limit price outside the price band",
     CancelReason.POST_ONLY: "triggered order would take liquidity in a post-only instrument",
+    CancelReason.KILL_SWITCH: "canceled by the firm's kill switch",
+    CancelReason.CANCEL_ON_DISCONNECT: "canceled on disconnect (CancelOnDisconnect)",
+    CancelReason.OPERATOR: "canceled by the exchange operator",
 }
+
+#: cancels no client request asked for: the report carries the order's own ClOrdID
+_UNREQUESTED = (CancelReason.MASS_CANCEL, CancelReason.KILL_SWITCH,
+                CancelReason.CANCEL_ON_DISCONNECT, CancelReason.OPERATOR)
 
 _SIDE_CODE = {Side.BUY: "1", Side.SELL: "2"}
 _TYPE_CODE = {OrdType.MARKET: "1", OrdType.LIMIT: "2", OrdType.STOP: "3",
@@ -281,10 +290,12 @@ class ReportBuilder:
                 cl, orig = e.request_id, e.cl_ord_id
             if e.reason is not CancelReason.USER:
                 text = CANCEL_TEXT.get(e.reason, e.reason.name)
-                if e.reason is CancelReason.MASS_CANCEL:
+                if e.reason in _UNREQUESTED:
                     cl, orig = e.cl_ord_id, ""  # the order's own ids, whoever asked
         elif kind is OrderExpired:
             exec_type, status = "C", "C"
+            text = ("expired at the end of the trading day" if view.tif is TimeInForce.DAY
+                    else "expired at its ExpireTime")
         elif kind is OrderReplaced:
             exec_type, status = "5", view.status
             orig = e.orig_cl_ord_id

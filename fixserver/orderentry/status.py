@@ -51,12 +51,12 @@ def order_status(app: OrderEntryApplication, session: Any, msg: FixMessage, now_
                         (103, REJ_UNKNOWN_ORDER), *extra, (55, _s(msg, 55) or "[N/A]"),
                         (54, _s(msg, 54) or "1"), (151, "0"), (14, "0"), (6, "0"),
                         (60, format_utc_timestamp(now_ns)), (58, "unknown order")]
-        session.send("8", fields, now_ns, reply_to=msg)
+        app.reply(session, "8", fields, now_ns, reply_to=msg)
         return
     inst = app.instruments[view.symbol]
     fields = order_fields(view, inst, exec_id=app.exec_ids.next("S", now_ns), exec_type="I",
                           ord_status=view.status, ts=now_ns)
-    session.send("8", fields + extra, now_ns, reply_to=msg)
+    app.reply(session, "8", fields + extra, now_ns, reply_to=msg)
 
 
 def mass_status(app: OrderEntryApplication, session: Any, msg: FixMessage, now_ns: int) -> None:
@@ -67,20 +67,20 @@ def mass_status(app: OrderEntryApplication, session: Any, msg: FixMessage, now_n
     if req_type == "1":
         symbol = _s(msg, 55)
         if not symbol:
-            session.send("j", business_reject_fields(
+            app.reply(session, "j", business_reject_fields(
                 msg, BIZ_CONDITIONAL_MISSING, "Symbol (55) is required for MassStatusReqType 1"),
                 now_ns, reply_to=msg)
             return
     elif req_type == "8":
         account = _s(msg, 1)
         if not account:
-            session.send("j", business_reject_fields(
+            app.reply(session, "j", business_reject_fields(
                 msg, BIZ_CONDITIONAL_MISSING, "Account (1) is required for MassStatusReqType 8"),
                 now_ns, reply_to=msg)
             return
         accounts = tuple(a for a in accounts if a == account)
     elif req_type != "7":
-        session.send("j", business_reject_fields(
+        app.reply(session, "j", business_reject_fields(
             msg, BIZ_UNSUPPORTED, f"MassStatusReqType {req_type} is not supported; use 1, 7 "
                                   "or 8"), now_ns, reply_to=msg)
         return
@@ -94,11 +94,11 @@ def mass_status(app: OrderEntryApplication, session: Any, msg: FixMessage, now_n
                   (584, req_id), (911, 0), (912, "Y"), (55, symbol or "[N/A]"),
                   (54, side or "1"), (151, "0"), (14, "0"), (6, "0"),
                   (60, format_utc_timestamp(now_ns)), (58, "no matching open orders")]
-        session.send("8", fields, now_ns, reply_to=msg)
+        app.reply(session, "8", fields, now_ns, reply_to=msg)
         return
     for n, view in enumerate(views, start=1):
         inst = app.instruments[view.symbol]
         fields = order_fields(view, inst, exec_id=app.exec_ids.next("S", now_ns),
                               exec_type="I", ord_status=view.status, ts=now_ns)
         fields += [(584, req_id), (911, total), (912, "Y" if n == total else "N")]
-        session.send("8", fields, now_ns, reply_to=msg)
+        app.reply(session, "8", fields, now_ns, reply_to=msg)

@@ -1,5 +1,5 @@
 """Composition of order entry: pipeline (journal, recovery), ledger, application, Postgres
-rows, kill-switch file. ``FixServer`` builds an :class:`OrderEntryService` when the config has
+rows. ``FixServer`` builds an :class:`OrderEntryService` when the config has
 ``[FIRM]`` sections (see fixserver.server.default_application_factory).
 
 Start-up (blocking, before the reactor runs): the journal in ``JournalPath`` is recovered
@@ -7,8 +7,10 @@ Start-up (blocking, before the reactor runs): the journal in ``JournalPath`` is 
 live orders and the ClOrdIDs each session used; the ledger starts from the orders live at
 the snapshot and follows the replayed tail event by event, rebuilding its reports, and the
 ones a crash kept from the sessions' stores are stored now, before any new tick
-(:mod:`fixserver.orderentry.redelivery`); the killed firms are read from
-``JournalPath/kill-switch.json``; with a PostgresDSN the schema is migrated and the
+(:mod:`fixserver.orderentry.redelivery`); the killed firms are the engine's (journaled
+KillSwitch commands); start-up journals the trading-day boundary (TradingDayEnd), a kill switch
+left in the ``kill-switch.json`` of earlier versions, and cancel-on-disconnect for the
+sessions that were connected with it on; with a PostgresDSN the schema is migrated and the
 reference data seeded (a database that is down is logged and does not stop the exchange;
 the writer catches up). Postgres catch-up: the writer's high-water mark is read from the
 database, the ticks between it and the latest snapshot are regenerated from the retained
@@ -25,6 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine import MatchingEngine, demo_instruments
+from engine.commands import SetTradingDay
 from engine.events import Trade
 from engine.instruments import Instrument
 from engine.positions import PositionBook
@@ -34,7 +37,7 @@ from fixserver.orderentry.application import OrderEntryApplication
 from fixserver.orderentry.controls import KillSwitchFile
 from fixserver.orderentry.firms import FirmDirectory
 from fixserver.orderentry.hosting import OrderEntryHost, admin_resource
-from fixserver.orderentry.ownership import OrderLedger, OwnerRecorder
+from fixserver.orderentry.ownership import OrderLedger, OwnerRecorder, origin
 from fixserver.orderentry.redelivery import redeliver
 from fixserver.orderentry.translate import stp_mode
 from fixserver.pipeline import open_pipeline
@@ -61,7 +64,6 @@ class OrderEntryService:
         self.reactor = server.reactor
         self.instruments = instruments if instruments is not None else demo_instruments()
         self.directory = FirmDirectory(config.firms)
-        self.kill_file = KillSwitchFile(os.path.join(config.journal_path, "kill-switch.json"))
         replayed: list = []
         # The views of the orders live at the snapshot are taken from the engine as restored,
         # before the tail is replayed into it (the ledger then follows the tail event by event).
@@ -77,6 +79,8 @@ class OrderEntryService:
             return engine
 
         pipeline_options.setdefault("now_ns", server.now_ns)
+        pipeline_options.setdefault("lane_of", self._lane_of)
+        self._firm_of_session = {s.session_id: s.firm or s.session_id for s in config.sessions}
         self.pipeline = open_pipeline(
             config.journal_path, self.reactor, new_engine, restore,
             on_replayed=replayed.append, snapshot_extra=self._snapshot_extra,
@@ -103,12 +107,16 @@ class OrderEntryService:
         self.app = OrderEntryApplication(
             server.sessions, self.pipeline, self.instruments, self.directory,
             now_ns=server.now_ns, flush=self._flush, disconnect=self._disconnect,
-            killed=self.kill_file.load(),
+            killed=self.pipeline.engine.killed,
+            call_later=self.reactor.callLater,
+            cancel_on_disconnect_delay=config.cancel_on_disconnect_delay,
+            day_offset_ns=trading_day_offset_ns(config),
         )
         self.app.ledger.adopt(
             at_snapshot, owners_at_snapshot, self.recorder.used,
             {int(k): v for k, v in dict(extra.get("details", {})).items()},
         )
+        self.app.ledger.adopt_ended(extra.get("ended", ()))
         at_snapshot.clear()
         self.redelivery = redeliver(self.app, replayed, server.now_ns())
         write_batch = getattr(server, "write_batch", None)
@@ -121,6 +129,7 @@ class OrderEntryService:
                  scanned=self.redelivery.scanned, scan=self.redelivery.scan_seconds,
                  total=self.redelivery.seconds, skipped=self.redelivery.skipped_before_reset)
         self.pipeline.subscribe(self.app.on_released)
+        self._journal_start_up_commands()
         self.pg_writer: Any = None
         #: seconds stop() waits for Postgres to commit the backlog
         self.pg_flush_timeout = 5.0
@@ -138,6 +147,35 @@ class OrderEntryService:
                  n=self.pipeline.recovered_commands, live=len(self.pipeline.engine.orders),
                  killed=sorted(self.app.killed))
 
+    def _lane_of(self, o: Any) -> Any:
+        """The sequencer lane of a request's origin: its session's firm (kill switch: the
+        firm it names), so that priority never reorders a firm's requests."""
+        if o is None:
+            return None
+        if o[1] == "K":
+            return o[2]
+        return self._firm_of_session.get(o[0], o[0])
+
+    def _journal_start_up_commands(self) -> None:
+        """What start-up changes goes through the journal, queued for the first tick: the
+        trading-day boundary from the config, a kill switch left in the file earlier versions
+        kept it in, and cancel-on-disconnect for the sessions that were connected with it."""
+        engine = self.pipeline.engine
+        offset = trading_day_offset_ns(self.server.config)
+        if offset != engine.day_offset_ns:
+            self.pipeline.submit(origin("", "A"), SetTradingDay(0, 0, offset))
+            log.info("orderentry.trading_day_end offset_ns={offset}", offset=offset)
+        legacy = KillSwitchFile(os.path.join(self.server.config.journal_path, "kill-switch.json"))
+        for firm in sorted(legacy.load() - set(engine.killed)):
+            if firm in self.directory.firms:
+                self.app.set_kill_switch(firm, True)
+                log.warn("orderentry.kill_switch_migrated firm={firm}", firm=firm)
+        resumed = self.app.resume_sessions(dict(engine.sessions))
+        if resumed:
+            log.info("orderentry.cancel_on_disconnect_at_start sessions={sessions} "
+                     "delay_s={delay}", sessions=resumed,
+                     delay=self.server.config.cancel_on_disconnect_delay)
+
     def _snapshot_extra(self) -> Any:
         # Called right after the snapshot's tick is released and before its file is written:
         # the reports of the ticks it holds must be in the kernel (not in the server's write
@@ -148,6 +186,7 @@ class OrderEntryService:
         live = self.pipeline.engine.orders
         extra = self.recorder.snapshot(live)
         extra["details"] = self.app.ledger.details(live)
+        extra["ended"] = self.app.ledger.ended_rows()
         extra["positions"] = self.positions.to_dict()
         return extra
 
@@ -248,6 +287,19 @@ class OrderEntryService:
                 if timeout.active():
                     timeout.cancel()
             self.pg_writer.stop()
+
+
+def trading_day_offset_ns(config: Any) -> int:
+    """Nanoseconds past midnight UTC at which the trading day ends: TradingDayEnd, else the
+    order-entry sessions' StartTime when they all agree (the day rolls there), else 0."""
+    end = config.trading_day_end
+    if end is None:
+        starts = {s.start_time for s in config.sessions if s.start_time is not None
+                  and s.role.value == "order-entry"}
+        end = starts.pop() if len(starts) == 1 else None
+    if end is None:
+        return 0
+    return ((end.hour * 60 + end.minute) * 60 + end.second) * 1_000_000_000
 
 
 def order_entry_factory(server: Any) -> OrderEntryService:

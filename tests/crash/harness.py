@@ -66,6 +66,7 @@ def write_config(
     postgres_dsn: str | None = None,
     heartbeat_s: int = 30,
     extra_default: Iterable[str] = (),
+    session_extra: dict[str, list[str]] | None = None,
 ) -> str:
     """Write ``directory/exchange.cfg`` (store and journal under ``directory``); its path."""
     lines = [
@@ -90,7 +91,7 @@ def write_config(
         lines += ["", "[FIRM]", f"Firm={firm}", f"Accounts={','.join(accounts)}"]
     for comp_id, firm, _ in clients:
         lines += ["", "[SESSION]", f"TargetCompID={comp_id}", f"Firm={firm}",
-                  "SessionRole=order-entry"]
+                  "SessionRole=order-entry", *(session_extra or {}).get(comp_id, [])]
     path = os.path.join(directory, "exchange.cfg")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

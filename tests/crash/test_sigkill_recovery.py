@@ -28,7 +28,11 @@ from tests.fixserver.pg_fixtures import pg_dsn  # noqa: F401  (the fixture)
 
 SEED = int(os.environ.get("CRASH_SEED", "20261125"))
 CYCLES = int(os.environ.get("CRASH_CYCLES", "5"))
-CLIENTS = (("CRASH1", "F1", "A1"), ("CRASH2", "F2", "A2"), ("CRASH3", "F3", "A3"))
+CLIENTS = (("CRASH1", "F1", "A1"), ("CRASH2", "F2", "A2"), ("CRASH3", "F3", "A3"),
+           ("CRASHCOD", "F4", "A4"))
+#: this session has cancel-on-disconnect on: a SIGKILL is a disconnect, so after each restart
+#: its orders are canceled (the choice was journaled at its logon) before it is back
+COD_CLIENT = "CRASHCOD"
 PG_TIMEOUT = float(os.environ.get("CRASH_PG_TIMEOUT", "20"))
 
 
@@ -37,7 +41,8 @@ def exchange(tmp_path, pg_dsn: str) -> Iterator[tuple[ServerProcess, str]]:  # n
     """A configured exchange (not started) and its Postgres DSN; stopped afterwards."""
     fix_port, http_port = free_port(), free_port()
     config = write_config(str(tmp_path), CLIENTS, fix_port=fix_port, http_port=http_port,
-                          postgres_dsn=pg_dsn)
+                          postgres_dsn=pg_dsn,
+                          session_extra={COD_CLIENT: ["CancelOnDisconnect=Y"]})
     server = ServerProcess(config, fix_port, http_port, str(tmp_path / "server.log"))
     try:
         yield server, pg_dsn
@@ -185,8 +190,18 @@ def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
     # journal's fsync and the send are redelivered at the next start-up
     # (fixserver.orderentry.redelivery). So each client's books are the engine's.
     received = set(reports)
+    # The clean stop logs the sessions out: the COD session's orders are canceled then, after
+    # the last state hash, while no client is there to receive the reports (they wait in its
+    # store for its next logon).
+    cod = next(c for c in clients if c.comp_id == COD_CLIENT)
+    at_stop = {r.exec_id: r for r in replayed.rows.values() if r.seq > state["seq"]}
+    assert all(r.reason == "CANCEL_ON_DISCONNECT" and r.account == cod.account
+               for r in at_stop.values()), list(at_stop.values())[:5]
+    assert {r.order_id for r in at_stop.values()} == set(cod.live), (
+        "the COD session's live orders are exactly those canceled at the clean stop")
     undelivered = {r.exec_id for r in replayed.rows.values()
-                   if r.account in {c.account for c in clients} and r.exec_id not in received}
+                   if r.account in {c.account for c in clients} and r.exec_id not in received
+                   and r.exec_id not in at_stop}
     if os.environ.get("CRASH_DEBUG"):
         for e in sorted(undelivered, key=lambda x: replayed.rows[x].engine_exec_id):
             print("undelivered:", replayed.rows[e])
@@ -195,16 +210,28 @@ def test_sigkill_restart_keeps_every_execution_report(exchange) -> None:
         f"{[replayed.rows[e] for e in sorted(undelivered)[:5]]}")
     for c in clients:
         engine_live = {o.id for o in replayed.engine.orders.values() if o.account == c.account}
+        if c is cod:
+            assert not engine_live, "cancel-on-disconnect at the clean stop left orders live"
+            continue
         assert engine_live == set(c.live), (
             f"{c.comp_id}: live orders differ from the engine's: "
             f"{sorted(engine_live ^ set(c.live))}")
+    # Cancel-on-disconnect across SIGKILL: after each restart the COD session's orders were
+    # canceled with Text saying so, and its client got those reports.
+    cod_cancels = [r for r in cod.reports.values()
+                   if r.get(150) == "4" and "disconnect" in r.get(58, "")]
+    restarts_with_cod = len(re.findall(r"orderentry\.cancel_on_disconnect_at_start",
+                                       server.log_text()))
+    assert restarts_with_cod == CYCLES, server.log_tail()
+    assert cod_cancels, "no cancel-on-disconnect cancel reached the COD session's client"
     redelivered = [int(n) for n in re.findall(r"orderentry\.redelivered messages=(\d+)",
                                               server.log_text())]
     print(f"\ncrash test: {CYCLES} kills, commands replayed per restart {recovered[1:]}, "
           f"{len(reports)} reports, "
           f"{sum(c.repeats for c in clients)} PossDup repeats, "
           f"{sum(c.session.resend_requests for c in clients)} resend requests, "
-          f"messages redelivered per restart {redelivered[1:]}")
+          f"messages redelivered per restart {redelivered[1:]}, "
+          f"{len(cod_cancels)} cancel-on-disconnect cancels after restarts")
 
 
 # -- the test client's own checks: the crash test's verdict depends on them ------------------

@@ -165,6 +165,23 @@ def test_off_grid_decimals_are_rejected_at_the_edge():
     assert e.value.reason == R.QTY_NOT_ON_LOT
 
 
+def test_kill_switch_and_trading_day_rejects(d):
+    """A killed firm's account: new orders and replaces are rejected KILL_SWITCH_ACTIVE; a
+    trading-day offset outside one day is INVALID_DAY_OFFSET."""
+    from engine.commands import KillSwitch, SetTradingDay
+
+    d.new("a", BUY, 1, REF - 5)
+    oid = d.seq
+    d.seq += 1
+    d.run(KillSwitch(d.seq, d.ts, "F", ("a",), True))
+    (rej,) = [e for e in d.new("a", BUY, 1, REF - 5) if type(e) is OrderRejected]
+    assert rej.reason == R.KILL_SWITCH_ACTIVE
+    d.seq += 1
+    (bad,) = d.run(SetTradingDay(d.seq, d.ts, -1))
+    assert bad.reason == R.INVALID_DAY_OFFSET
+    assert oid not in d.eng.orders
+
+
 def test_every_reject_reason_is_covered_here():
     """This module exercises every RejectReason (guards against adding one untested)."""
     import inspect

@@ -81,8 +81,9 @@ def test_zero_idle_interval_ticks_whenever_time_advances() -> None:
 
 
 def test_protective_first_puts_cancels_and_reduce_only_first_fifo_within_class() -> None:
-    """PROTECTIVE_FIRST: cancels, mass cancels and reduce-only orders first, each class FIFO."""
-    seq = Sequencer(SequencingPolicy.PROTECTIVE_FIRST)
+    """PROTECTIVE_FIRST: cancels, mass cancels and reduce-only orders first, each class FIFO
+    (every origin its own lane here)."""
+    seq = Sequencer(SequencingPolicy.PROTECTIVE_FIRST, lane_of=lambda origin: origin)
     reqs = [
         ("o1", new(cl="n1")),
         ("o2", CancelOrder(0, 0, "A", 7, "c1")),
@@ -98,6 +99,36 @@ def test_protective_first_puts_cancels_and_reduce_only_first_fifo_within_class()
     assert batch is not None
     assert [o for o, _ in batch.entries] == [None, "o2", "o4", "o5", "o1", "o3", "o6", "o7"]
     assert [c.seq for _, c in batch.entries] == list(range(1, 9))
+
+
+def test_protective_first_never_reorders_within_a_lane() -> None:
+    """A protective request goes ahead of other lanes' requests only: behind an earlier
+    request of its own lane it keeps its place, and so does everything after it there."""
+    seq = Sequencer(SequencingPolicy.PROTECTIVE_FIRST, lane_of=lambda origin: origin[0])
+    reqs = [
+        (("A", 1), new(cl="a-new")),
+        (("B", 1), new(cl="b-new")),
+        (("A", 2), CancelOrder(0, 0, "A", 7, "a-cxl")),  # behind A's new order
+        (("B", 2), new(reduce_only=True, cl="b-ro")),  # behind B's new order
+        (("C", 1), CancelOrder(0, 0, "C", 9, "c-cxl")),  # C has nothing earlier: first
+        (("A", 3), new(reduce_only=True, cl="a-ro")),  # behind A's cancel
+    ]
+    for origin, r in reqs:
+        seq.submit(origin, r)
+    batch = seq.next_batch(100)
+    assert batch is not None
+    assert [o for o, _ in batch.entries] == [None, ("C", 1), ("A", 1), ("B", 1), ("A", 2),
+                                             ("B", 2), ("A", 3)]
+
+
+def test_default_lane_makes_protective_first_fifo() -> None:
+    """Without a lane function every request shares one lane: arrival order is kept."""
+    seq = Sequencer(SequencingPolicy.PROTECTIVE_FIRST)
+    for i, r in enumerate([new(), CancelOrder(0, 0, "A", 1), new(reduce_only=True)]):
+        seq.submit(i, r)
+    batch = seq.next_batch(1)
+    assert batch is not None
+    assert [o for o, _ in batch.entries] == [None, 0, 1, 2]
 
 
 def test_fifo_keeps_arrival_order() -> None:

@@ -4,7 +4,6 @@ in-process server with a real engine, journal and pipeline, over loopback."""
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 
 import pytest
@@ -238,8 +237,9 @@ def test_throttle_answers_business_reject_380_8(exchange, quickfix_client):
 
 @pytest_twisted.inlineCallbacks
 def test_kill_switch_and_cancel_on_disconnect(exchange, quickfix_client):
-    """The kill switch (HTTP admin) cancels the firm's orders, refuses new ones until lifted,
-    and is saved; CancelOnDisconnect cancels the session's orders when it logs out."""
+    """The kill switch (HTTP admin) cancels the firm's orders (Text says so), refuses new ones
+    until lifted, and is journaled; CancelOnDisconnect cancels the session's orders when it
+    logs out, with Text saying why."""
     server = exchange(acme="CancelOnDisconnect=Y")
     acme, dc = clients(server, quickfix_client, "ACME1", "ACMEDC")
     for c in (acme, dc):
@@ -251,10 +251,13 @@ def test_kill_switch_and_cancel_on_disconnect(exchange, quickfix_client):
     body = yield threads.deferToThread(
         lambda: urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10)
         .read())
-    assert json.loads(body)["active"] is True
-    yield wait_until(lambda: acme.find("from_app", er(t11="T0", t150="4")), "kill cancel")
-    with open(os.path.join(server.config.journal_path, "kill-switch.json")) as saved:
-        assert json.load(saved) == {"killed": ["ACME"]}
+    answer = json.loads(body)
+    assert answer["active"] is True and answer["canceled"] == 1 and answer["killed"] == ["ACME"]
+    canceled = yield wait_until(lambda: acme.find("from_app", er(t11="T0", t150="4")),
+                                "kill cancel")
+    assert canceled.fields[58] == "canceled by the firm's kill switch"
+    # journaled: the engine itself holds the switch (and rejects the firm's orders)
+    assert server.application.pipeline.engine.killed == {"ACME": ("A1",)}
     order(acme, "K1", "1", "0.001", "59000")
     refused = yield wait_until(lambda: acme.find("from_app", er(t11="K1", t150="8")), "K1")
     assert refused.fields[58] == "kill switch active for firm ACME"
@@ -264,8 +267,9 @@ def test_kill_switch_and_cancel_on_disconnect(exchange, quickfix_client):
     order(acme, "K2", "1", "0.001", "59000")
     yield wait_until(lambda: acme.find("from_app", er(t11="K2", t150="0")), "K2 accepted")
     yield threads.deferToThread(acme.stop)
-    yield wait_until(lambda: dc.find("from_app", er(t11="K2", t150="4")),
-                     "cancel-on-disconnect seen on the drop copy")
+    cod = yield wait_until(lambda: dc.find("from_app", er(t11="K2", t150="4")),
+                           "cancel-on-disconnect seen on the drop copy")
+    assert "disconnect" in cod.fields[58]
     clean(acme, dc)
     yield threads.deferToThread(dc.stop)
 

@@ -45,9 +45,9 @@ class RecordingSession:
 class SyncPipeline:
     """submit() queues; tick() stamps, matches and releases at once (no journal)."""
 
-    def __init__(self, engine: MatchingEngine) -> None:
+    def __init__(self, engine: MatchingEngine, lane_of: Any = None) -> None:
         self.engine = engine
-        self.sequencer = OwnerRecorder(Sequencer(idle_tick_ns=10**15))
+        self.sequencer = OwnerRecorder(Sequencer(idle_tick_ns=10**15, lane_of=lane_of))
         self.subscribers: list = []
         self.now = T0
         self.stopped = False
@@ -90,13 +90,22 @@ def new_order(cl: str, side: str = "1", qty: str = "0.005", price: str | None = 
     return msg("D", *pairs)
 
 
+def firm_lane(o: Any) -> Any:
+    """The sequencer lane of an origin, as the server wires it: the session's firm."""
+    if o is None:
+        return None
+    if o[1] == "K":
+        return o[2]
+    return "BETA" if str(o[0]).endswith("BETA1") else "ACME"
+
+
 class Exchange:
     """Firms ACME (accounts A1, A2; sessions ACME1, ACME2, drop copy ACMEDC) and BETA (B1;
     session BETA1), demo instruments, one engine."""
 
     def __init__(self, **overrides: Any) -> None:
         self.engine = MatchingEngine(demo_instruments())
-        self.pipeline = SyncPipeline(self.engine)
+        self.pipeline = SyncPipeline(self.engine, lane_of=firm_lane)
         self.directory = FirmDirectory([
             FirmSettings("ACME", (AccountSettings("A1", "ACME", overrides.pop("max_open", 0)),
                                   AccountSettings("A2", "ACME"))),
@@ -123,7 +132,16 @@ class Exchange:
         self.app.on_message(session, message, self.pipeline.now if now is None else now)
 
     def run(self, session: RecordingSession, message: FixMessage) -> list[tuple[str, dict]]:
-        """Send, tick, and return what ``session`` received."""
+        """Send, tick until everything it caused is released, return what ``session`` got."""
         self.send(session, message)
-        self.pipeline.tick()
+        self.settle()
         return session.take()
+
+    def settle(self, limit: int = 100) -> None:
+        """Tick until no request waits in the sequencer or in any session's lane."""
+        for _ in range(limit):
+            if not self.pipeline.sequencer.pending and not self.app.lanes.busy_sessions():
+                return
+            self.pipeline.tick()
+        raise AssertionError(f"not settled after {limit} ticks: "
+                             f"{self.app.lanes.busy_sessions()}")

@@ -180,12 +180,17 @@ def test_stop_order_triggers_with_exec_type_l() -> None:
 
 
 def test_throttle_rejects_then_disconnects() -> None:
-    """Over ThrottleRate: BusinessMessageReject 380=8; past 3x the rate: logged out."""
+    """Over ThrottleRate: BusinessMessageReject 380=8 (after the acks of the orders before
+    them: answers keep request order); past 3x the rate: logged out."""
     x = Exchange(session={"throttle_rate": 2})
     now = x.pipeline.now
     for i in range(7):
         x.send(x.acme, new_order(f"T{i}", qty="0.001"), now=now)
-    bmrs = [f for m, f in x.acme.take() if m == "j"]
+    assert x.acme.take() == [], "the rejects wait for the acks of T0 and T1"
+    x.settle()
+    got = x.acme.take()
+    assert [m for m, _ in got] == ["8", "8", "j", "j", "j", "j", "j"]
+    bmrs = [f for m, f in got if m == "j"]
     assert [b[380] for b in bmrs] == ["8"] * 5
     assert len(x.disconnected) == 1
 
@@ -196,7 +201,8 @@ def test_max_open_orders_per_account() -> None:
     x.send(x.acme, new_order("O1", qty="0.001"))
     x.send(x.acme, new_order("O2", qty="0.001"))
     x.send(x.acme, new_order("O3", qty="0.001"))
-    (refused,) = only(x.acme.take())
+    x.settle()
+    (_, _, refused) = only(x.acme.take())
     assert refused[103] == "99" and "MaxOpenOrders 2" in refused[58]
 
 
@@ -204,7 +210,7 @@ def test_kill_switch_cancels_and_refuses() -> None:
     """The kill switch cancels all the firm's orders and refuses new ones until lifted."""
     x = Exchange()
     x.run(x.acme, new_order("K1", qty="0.001"))
-    assert x.app.set_kill_switch("ACME", True) == 2
+    x.app.set_kill_switch("ACME", True)
     x.pipeline.tick()
     assert [r[150] for r in only(x.acme.take())] == ["4"]
     (refused,) = only(x.run(x.acme, new_order("K2")))

@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest_twisted
 
+from engine.commands import SetInstrumentStatus
+from engine.enums import InstrumentStatus
 from fixserver.codec import encode, parse
 from fixserver.orderentry.redelivery import report_key, stored_key
 from fixserver.server import FixServer
 from tests.fixserver.inprocess_exchange import fix_message, new_order, start_exchange
 
 HEADER_TAGS = {8, 9, 10, 34, 35, 49, 52, 56}
+
+
+HALTED, TRADING = InstrumentStatus.HALTED, InstrumentStatus.TRADING
 
 
 def _cancel(cl_ord_id: str, orig: str) -> Any:
@@ -76,8 +81,13 @@ def test_reports_lost_between_fsync_and_store_are_stored_once_at_restart(tmp_pat
     for name, x in s.items():
         x.send = _recorder(lost[name])
     service.on_message(beta, new_order("B2", "B1", "1", "0.006", "60000"), now)  # S1 filled
+    service.pipeline.submit(("", "A"), SetInstrumentStatus(0, 0, "BTC-PERP", HALTED))
+    service.pipeline.tick()
+    yield service.pipeline.when_idle()
+    service.on_message(acme, _cancel("C2", "S2"), now)  # the engine rejects it: halted
+    service.pipeline.submit(("", "A"), SetInstrumentStatus(0, 0, "BTC-PERP", TRADING))
+    # behind C2 in ACME1's lane: handled once C2 is released (trading again), cancels S2
     service.on_message(acme, _cancel("C1", "S2"), now)
-    service.on_message(acme, _cancel("C2", "S2"), now)  # too late: engine rejects it
     service.pipeline.tick()
     yield service.pipeline.when_idle()
     mass_cancel = fix_message("q", (11, "M1"), (530, "7"), (60, "20240101-00:00:00"))

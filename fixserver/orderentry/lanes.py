@@ -1,0 +1,129 @@
+"""Per-session causal order: each session's requests take effect, and are answered, in
+MsgSeqNum order, exactly as if the client had waited for every answer.
+
+Theory of operation
+-------------------
+The order ledger is the *released* (durable) view of the orders. A request that reads it
+(a cancel, replace, status request, mass cancel or mass status) must therefore see every
+earlier request of its session released first; and every answer given at once (a refusal,
+a status) must leave after the reports of the session's earlier requests. Each session has
+a *lane*, a queue of three kinds of entry:
+
+- ``REQ``: a request submitted to the sequencer whose tick is not released yet;
+- ``REPLY``: an answer built at once that must wait for the entries before it;
+- ``MSG``: a message that cannot be handled yet (it reads the ledger, or a message before
+  it is itself waiting).
+
+A new message is handled at once when the lane is empty. A NewOrderSingle is handled at once
+also while the lane holds only ``REQ`` and ``REPLY`` entries: it needs nothing released (its
+ClOrdID is claimed when it is submitted, and the sequencer keeps the session's order), so a
+client streaming orders is not slowed down; a refusal it gets queues as a ``REPLY``. Anything
+else waits as a ``MSG``. So a lane is always some ``REQ``/``REPLY`` entries followed by
+``MSG``/``REPLY`` entries, and a ``MSG`` is never behind a ``REQ`` once the ``REQ`` ahead of
+it is released.
+
+When a request's tick is released, its ``REQ`` (the first in its lane: the sequencer never
+reorders a session's requests) is removed, the ``REPLY`` entries now at the front are sent,
+and if the front is a ``MSG`` the waiting entries are taken out and handled again in order,
+as if they had just arrived. The lane is pure bookkeeping: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, NamedTuple
+
+REQ, REPLY, MSG = 0, 1, 2
+
+
+class Entry(NamedTuple):
+    """One lane entry: ``kind`` is REQ, REPLY or MSG; ``item`` what the application queued."""
+
+    kind: int
+    item: Any
+
+
+class Lane:
+    """One session's queue (see module docstring)."""
+
+    __slots__ = ("entries", "waiting")
+
+    def __init__(self) -> None:
+        self.entries: deque[Entry] = deque()
+        self.waiting = 0  # MSG entries in ``entries``
+
+
+_REQ_ENTRY = Entry(REQ, None)
+
+
+class SessionLanes:
+    """The lanes of every session (see module docstring)."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[str, Lane] = {}
+
+    def _lane(self, session_id: str) -> Lane:
+        lane = self._lanes.get(session_id)
+        if lane is None:
+            lane = self._lanes[session_id] = Lane()
+        return lane
+
+    def must_wait(self, session_id: str, is_new_order: bool) -> bool:
+        """Whether a message arriving now has to wait (see module docstring)."""
+        lane = self._lanes.get(session_id)
+        if lane is None or not lane.entries:
+            return False
+        return bool(lane.waiting) or not is_new_order
+
+    def wait(self, session_id: str, item: Any) -> None:
+        """Queue a message to be handled later (a ``MSG``)."""
+        lane = self._lane(session_id)
+        lane.entries.append(Entry(MSG, item))
+        lane.waiting += 1
+
+    def submitted(self, session_id: str, count: int = 1) -> None:
+        """``count`` requests of the session went to the sequencer."""
+        entries = self._lane(session_id).entries
+        for _ in range(count):
+            entries.append(_REQ_ENTRY)
+
+    def hold_reply(self, session_id: str, item: Any) -> bool:
+        """Queue an answer if anything is ahead of it; False: nothing is, send it now."""
+        lane = self._lanes.get(session_id)
+        if lane is None or not lane.entries:
+            return False
+        lane.entries.append(Entry(REPLY, item))
+        return True
+
+    def released(self, session_id: str) -> tuple[list[Any], list[Entry]]:
+        """A request of the session was released: (answers to send now, in order; entries to
+        handle again as if they had just arrived, in order)."""
+        lane = self._lanes.get(session_id)
+        if lane is None:
+            return [], []
+        entries = lane.entries
+        for i, entry in enumerate(entries):
+            if entry.kind == REQ:
+                del entries[i]
+                break
+        else:
+            return [], []
+        replies = []
+        while entries and entries[0].kind == REPLY:
+            replies.append(entries.popleft().item)
+        again: list[Entry] = []
+        if entries and entries[0].kind == MSG:
+            again = list(entries)
+            entries.clear()
+            lane.waiting = 0
+        if not entries:
+            del self._lanes[session_id]
+        return replies, again
+
+    def pending(self, session_id: str) -> int:
+        """Entries in the session's lane (0: everything it sent has been answered)."""
+        lane = self._lanes.get(session_id)
+        return len(lane.entries) if lane is not None else 0
+
+    def busy_sessions(self) -> list[str]:
+        return [sid for sid, lane in self._lanes.items() if lane.entries]
