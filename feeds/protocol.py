@@ -14,9 +14,11 @@ from collections.abc import Container
 from typing import Any, NamedTuple, Union
 
 from feeds.channels import Channel, ChannelError, ErrorCode, parse_channel
-from feeds.encoding import WireFormat, decode
+from feeds.encoding import WireFormat
+from feeds.request_decoder import RequestTooDeep, decode_request
 
 MAX_CHANNELS_PER_REQUEST = 50
+MAX_REQUEST_DEPTH = 8  # a real request nests 2 levels (an object holding a list)
 
 
 class Reply(NamedTuple):
@@ -71,7 +73,9 @@ class ClientSession:
     def handle(self, data: bytes, is_binary: bool) -> list[Action]:
         """Actions answering one inbound frame."""
         try:
-            request = decode(data, is_binary)
+            request = decode_request(data, is_binary, MAX_REQUEST_DEPTH)
+        except RequestTooDeep as exc:
+            return [error(ErrorCode.BAD_REQUEST, str(exc))]
         except ValueError as exc:
             kind = "msgpack" if is_binary else "JSON"
             return [error(ErrorCode.BAD_JSON, f"request is not valid {kind}: {str(exc)[:120]}")]

@@ -26,8 +26,18 @@ Transports other than plain TCP (TLS) always use ``transport.write``.
 
 Limits: connections per peer address and in total (the opening handshake is refused with
 HTTP 429 / 503), subscriptions per connection, inbound message size (Autobahn's
-``maxMessagePayloadSize``: larger requests close the connection with 1009), and keepalive
-with Autobahn's auto ping (no pong within the timeout drops the connection).
+``maxMessagePayloadSize``: larger requests close the connection with 1009), request nesting
+(:mod:`feeds.request_decoder`), and keepalive with Autobahn's auto ping (no pong within the
+timeout drops the connection).
+
+Accounting: every TCP connection is in ``factory.connections`` (the total limit counts it
+from the moment it is accepted) until ``connectionLost``, which Twisted calls exactly once
+however the connection ends (close handshake, abort, RST, timeout). A connection counts
+against its address's limit, and in the ``active_websocket_connections`` gauge, only from
+the completed opening handshake (``onOpen``) to ``connectionLost``; both are released there
+and nowhere else, so an unclean end cannot leak them. A connection that has not completed
+the handshake within ``handshake_timeout_s`` (a socket that connects and sends nothing) is
+aborted, on the factory's ``clock``.
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ class FeedServerProtocol(WebSocketServerProtocol):
         self._paused = False
         self._live = False  # open and not being closed by us: deliver() sends
         self._sock: Any = None  # the socket, when the direct-send fast path applies
+        self._handshake_timer: Any = None  # IDelayedCall
 
     # -- connection lifecycle --------------------------------------------------------------
 
@@ -78,6 +89,25 @@ class FeedServerProtocol(WebSocketServerProtocol):
             transport.setTcpNoDelay(True)  # small frames must not wait for Nagle
         self.factory.connection_started(self)
         super().connectionMade()
+        f = self.factory
+        self._handshake_timer = f.clock.callLater(f.handshake_timeout_s, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        """Abort a connection that did not complete the opening handshake in time."""
+        self._handshake_timer = None
+        self.closed_cause = "handshake_timeout"
+        metrics.CLOSED_CONNECTIONS.labels("handshake_timeout").inc()
+        self.wasClean = False
+        self.wasNotCleanReason = "opening handshake timeout"
+        self.droppedByMe = True
+        transport: Any = self.transport
+        transport.abortConnection()  # also a refused one whose peer keeps the socket open
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            if self._handshake_timer.active():
+                self._handshake_timer.cancel()
+            self._handshake_timer = None
 
     def onConnect(self, request: Any) -> None:
         f = self.factory
@@ -96,23 +126,25 @@ class FeedServerProtocol(WebSocketServerProtocol):
         self.session = ClientSession(f.hub.core.symbols, fmt, f.max_subscriptions)
 
     def onOpen(self) -> None:
+        self._cancel_handshake_timer()
+        self.factory.connection_opened(self)
         self._live = True
         transport: Any = self.transport
         transport.registerProducer(self, True)
         if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
             self._sock = transport.socket
-        metrics.ACTIVE_CONNECTIONS.inc()
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
-        was_open = self.session is not None and (self._live or self.closed_cause)
         self._leave()
-        if was_open:
-            metrics.ACTIVE_CONNECTIONS.dec()
         self.session = None
 
     def connectionLost(self, reason: Any = None) -> None:
-        super().connectionLost(reason)
-        self.factory.connection_ended(self)
+        self._cancel_handshake_timer()
+        try:
+            super().connectionLost(reason)
+        finally:
+            self._leave()
+            self.factory.connection_ended(self)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -223,8 +255,11 @@ class FeedServerFactory(WebSocketServerFactory):
         ping_interval_s: float = 20.0,
         ping_timeout_s: float = 10.0,
         close_timeout_s: float = 2.0,
-        open_timeout_s: float = 10.0,
+        handshake_timeout_s: float = 5.0,
+        clock: Any = None,  # IReactorTime (default: the reactor)
     ) -> None:
+        if handshake_timeout_s <= 0:
+            raise ValueError(f"handshake_timeout_s must be > 0, not {handshake_timeout_s!r}")
         super().__init__(url)
         self.hub = hub
         hub.framer = self.prepareMessage
@@ -232,34 +267,49 @@ class FeedServerFactory(WebSocketServerFactory):
         self.max_connections_per_address = max_connections_per_address
         self.max_subscriptions = max_subscriptions
         self.max_buffer_bytes = max_buffer_bytes
-        self.connections: set[FeedServerProtocol] = set()
-        self.per_address: Counter[str] = Counter()
+        self.handshake_timeout_s = handshake_timeout_s
+        self.clock: Any = clock if clock is not None else self.reactor
+        self.connections: set[FeedServerProtocol] = set()  # every TCP connection
+        self.open_connections: set[FeedServerProtocol] = set()  # handshake completed
+        self.per_address: Counter[str] = Counter()  # open connections per peer address
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_bytes,
             maxFramePayloadSize=max_message_bytes,
             autoPingInterval=ping_interval_s,
             autoPingTimeout=ping_timeout_s,
             closeHandshakeTimeout=close_timeout_s,
-            openHandshakeTimeout=open_timeout_s,
+            openHandshakeTimeout=0,  # ours (handshake_timeout_s) runs on self.clock
             failByDrop=False,  # protocol violations get a close frame with the code
         )
 
     def connection_started(self, proto: FeedServerProtocol) -> None:
-        """Count a TCP connection (before its handshake, so a flood counts at once)."""
+        """Count a TCP connection in the total (before its handshake: a flood counts at once)."""
         self.connections.add(proto)
-        self.per_address[proto.peer_host] += 1
+
+    def connection_opened(self, proto: FeedServerProtocol) -> None:
+        """Count a connection whose opening handshake completed against its address."""
+        if proto in self.connections and proto not in self.open_connections:
+            self.open_connections.add(proto)
+            self.per_address[proto.peer_host] += 1
+            metrics.ACTIVE_CONNECTIONS.inc()
 
     def connection_ended(self, proto: FeedServerProtocol) -> None:
-        """Forget a TCP connection."""
-        if proto in self.connections:
-            self.connections.discard(proto)
+        """Forget a TCP connection (called once, from ``connectionLost``)."""
+        self.connections.discard(proto)
+        if proto in self.open_connections:
+            self.open_connections.discard(proto)
+            metrics.ACTIVE_CONNECTIONS.dec()
             self.per_address[proto.peer_host] -= 1
             if self.per_address[proto.peer_host] <= 0:
                 del self.per_address[proto.peer_host]
 
     def refusal(self, host: str) -> tuple[int, str, str] | None:
-        """(HTTP status, reason, metric cause) if a connection from ``host`` is over a limit."""
-        if self.per_address[host] > self.max_connections_per_address:
+        """(HTTP status, reason, metric cause) if a connection from ``host`` is over a limit.
+
+        Asked during the handshake of a connection that is counted in the total but not yet
+        against its address.
+        """
+        if self.per_address[host] >= self.max_connections_per_address:
             return (TOO_MANY_REQUESTS, "too many connections from this address", "per_address")
         if len(self.connections) > self.max_connections:
             return (ConnectionDeny.SERVICE_UNAVAILABLE, "too many connections", "total")
