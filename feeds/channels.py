@@ -1,7 +1,8 @@
 """Channel names: parsing, validation and the canonical spelling.
 
 ``orderbook@SYMBOL[@DEPTH]`` (DEPTH 5, 20 or full; omitted means full),
-``trades@SYMBOL``, ``ticker@SYMBOL``, ``kline@SYMBOL@INTERVAL`` (1m 5m 15m 1h 4h 1d).
+``trades@SYMBOL``, ``ticker@SYMBOL``, ``kline@SYMBOL@INTERVAL`` (1m 5m 15m 1h 4h 1d),
+``status@SYMBOL`` (the instrument's trading status).
 Canonical names always spell the depth: ``orderbook@BTC-PERP`` is ``orderbook@BTC-PERP@full``.
 """
 
@@ -18,7 +19,8 @@ ORDERBOOK = "orderbook"
 TRADES = "trades"
 TICKER = "ticker"
 KLINE = "kline"
-KINDS = (ORDERBOOK, TRADES, TICKER, KLINE)
+STATUS = "status"
+KINDS = (ORDERBOOK, TRADES, TICKER, KLINE, STATUS)
 
 DEPTH_NAMES = {"5": 5, "20": 20, "full": FULL_DEPTH}
 _DEPTH_SPELLING = {v: k for k, v in DEPTH_NAMES.items()}
@@ -76,7 +78,8 @@ def parse_channel(name: object, symbols: Container[str]) -> Channel:
         raise ChannelError(
             ErrorCode.UNKNOWN_CHANNEL,
             f"unknown channel {name[:100]!r}: expected one of "
-            "orderbook@SYMBOL[@5|@20|@full], trades@SYMBOL, ticker@SYMBOL, kline@SYMBOL@INTERVAL",
+            "orderbook@SYMBOL[@5|@20|@full], trades@SYMBOL, ticker@SYMBOL, "
+            "kline@SYMBOL@INTERVAL, status@SYMBOL",
         )
     symbol = parts[1]
     if symbol not in symbols:

@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 :meth:`FeedCore.apply` takes engine events in the order the engine emitted them (for real:
 as the sequencer releases them once their journal is durable). It does the cheap part at
-once (record level changes, queue trades, update tickers and candles) and leaves rendering
-to :meth:`FeedCore.flush`, called once per batch interval, which returns a list of
-:class:`FeedMessage` (at most one per channel per batch). Each message's payload is built
-once; :meth:`FeedMessage.encoded` encodes it at most once per wire format and every
+once (record level changes, queue trades, update tickers, candles and trading statuses)
+and leaves rendering to :meth:`FeedCore.flush`, called once per batch interval, which returns
+a list of :class:`FeedMessage` (at most one per channel per batch). Each message's payload is
+built once; :meth:`FeedMessage.encoded` encodes it at most once per wire format and every
 subscriber (and every other sink: Redis, FIX market data) shares those bytes.
 
 Time is the engine's: the latest event ``ts`` seen. Nothing here reads a clock, does I/O or
@@ -23,14 +23,15 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from engine.enums import Side
-from engine.events import LevelChanged, Trade
+from engine.events import InstrumentStatusChanged, LevelChanged, Trade
 from engine.instruments import Instrument
-from feeds.channels import KLINE, ORDERBOOK, TICKER, TRADES, Channel
+from feeds.channels import KLINE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
 from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH, BookFeed, BookUpdate, checksum_of
 from feeds.encoding import WireFormat, encode
 from feeds.kline import INTERVALS, Candle, KlineSeries
 from feeds.l2book import Level
 from feeds.numbers import UnitFormatter
+from feeds.status import StatusFeed
 from feeds.ticker import RollingTicker
 
 _SIDE_NAMES = {Side.BUY: "buy", Side.SELL: "sell"}
@@ -105,6 +106,7 @@ class _SymbolFeed:
         self.trades_channel = Channel(TRADES, symbol, None).name
         self.ticker_channel = Channel(TICKER, symbol, None).name
         self.kline_channels = {name: Channel(KLINE, symbol, name).name for name in INTERVALS}
+        self.status = StatusFeed(symbol, Channel(STATUS, symbol, None).name, instrument.status)
 
     def wire_levels(self, levels: list[Level]) -> list[list]:
         price, qty = self.price, self.qty
@@ -149,6 +151,10 @@ class FeedCore:
                     f.ticker_dirty = True
                     for series in f.klines.values():
                         series.on_trade(ev.ts, ev.price, ev.qty)
+            elif t is InstrumentStatusChanged:
+                f = feeds.get(ev.symbol)
+                if f is not None:
+                    f.status.on_change(ev.seq, ev.ts, ev.status)
 
     def seed_trades(self, trades: Iterable[SeedTrade]) -> None:
         """Rebuild tickers, candles and recent trades from past trades, publishing nothing.
@@ -187,6 +193,9 @@ class FeedCore:
         out: list[FeedMessage] = []
         now = self.now
         for f in self._feeds.values():
+            status = f.status.take_update()
+            if status is not None:  # first: the news that frames the symbol's other messages
+                out.append(FeedMessage(f.status.channel, STATUS, status))
             if f.book.has_pending:
                 for upd in f.book.flush():
                     out.append(self._book_update(f, upd))
@@ -236,6 +245,8 @@ class FeedCore:
             return msg
         if channel.kind == TICKER:
             return FeedMessage(f.ticker_channel, TICKER, self._ticker_payload(f))
+        if channel.kind == STATUS:
+            return FeedMessage(f.status.channel, STATUS, f.status.snapshot())
         if channel.kind == KLINE:
             current = f.klines[channel.param].current  # type: ignore[index]
             if current is None:

@@ -14,8 +14,9 @@ The hub owns a :class:`~feeds.core.FeedCore`. Engine events go in through :meth:
 
 Subscribers are anything with a ``wire_format`` and a ``deliver(frame)``; a subscriber must
 never block (the WebSocket glue queues, and closes a slow consumer instead). A new
-subscriber first gets the channel's snapshot (order book, ticker, current candle), taken
-from the state the last flush published, so the next update on the channel chains onto it.
+subscriber first gets the channel's snapshot (order book, ticker, current candle, trading
+status), taken from the state the last flush published, so the next update on the channel
+chains onto it.
 
 The hub reads a wall clock (``wall_ns``, injectable) only for the latency metric.
 """
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from feeds import metrics
-from feeds.channels import Channel
+from feeds.channels import KINDS, Channel
 from feeds.core import BookSnapshot, FeedCore, FeedMessage
 from feeds.diffs import FULL_DEPTH
 from feeds.encoding import WireFormat
@@ -72,7 +73,7 @@ class FeedHub:
         self._subs: dict[str, dict[WireFormat, dict[Subscriber, None]]] = {}
         self._sent = {
             (kind, fmt): metrics.MESSAGES_SENT.labels(kind, fmt.value)
-            for kind in ("orderbook", "trades", "ticker", "kline") for fmt in WireFormat
+            for kind in KINDS for fmt in WireFormat
         }
 
     # -- input ---------------------------------------------------------------------------

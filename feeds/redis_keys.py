@@ -5,7 +5,10 @@ Layout (``P`` is the key prefix, ``md`` by default; one prefix per exchange or p
 ``P:meta`` (hash)
     ``version``, ``epoch`` (the sink's run id), ``seq`` (batch sequence of the state held),
     ``format`` (``msgpack`` or ``json``: the encoding of every message stored or published),
-    ``symbols`` (comma separated).
+    ``symbols`` (comma separated), and ``status:SYM`` per symbol: the latest ``status``
+    message (the instrument's trading status), exactly as a WebSocket subscriber gets it.
+    (It lives here rather than under a key of its own so that a follower's one read of the
+    state, which reads this hash whole, carries it.)
 ``P:book:SYM`` (hash)
     The full published L2 book of a symbol, kept in step batch by batch: one field per level,
     ``b:PRICE`` / ``a:PRICE`` -> ``QTY:COUNT`` (the wire's decimal strings), plus ``u`` (the
@@ -30,7 +33,8 @@ batch arrives on the channel with a higher ``seq``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import msgpack
 import redis
@@ -152,21 +156,39 @@ class Meta(NamedTuple):
     seq: int
     format: WireFormat
     symbols: tuple[str, ...]
+    #: (symbol, encoded ``status`` message) of the symbols that have one stored
+    statuses: tuple[tuple[str, bytes], ...] = ()
 
 
-def meta_mapping(epoch: int, seq: int, fmt: WireFormat, symbols: list[str]) -> dict[str, str]:
-    """The meta hash's fields."""
-    return {"version": str(VERSION), "epoch": str(epoch), "seq": str(seq), "format": fmt.value,
-            "symbols": ",".join(symbols)}
+STATUS_PREFIX = "status:"
+
+
+def status_field(symbol: str) -> str:
+    """The meta hash field of a symbol's latest ``status`` message."""
+    return STATUS_PREFIX + symbol
+
+
+def meta_mapping(epoch: int, seq: int, fmt: WireFormat, symbols: list[str],
+                 statuses: Iterable[tuple[str, bytes]] = ()) -> dict[str, Any]:
+    """The meta hash's fields (``statuses``: (symbol, encoded ``status`` message))."""
+    mapping: dict[str, Any] = {
+        "version": str(VERSION), "epoch": str(epoch), "seq": str(seq), "format": fmt.value,
+        "symbols": ",".join(symbols)}
+    for symbol, data in statuses:
+        mapping[status_field(symbol)] = data
+    return mapping
 
 
 def parse_meta(fields: dict[bytes, bytes]) -> Meta | None:
     """The meta hash parsed; None if it is missing or incomplete (no sink has written yet)."""
+    prefix = STATUS_PREFIX.encode("ascii")
     try:
         return Meta(
             int(fields[b"version"]), int(fields[b"epoch"]), int(fields[b"seq"]),
             WireFormat(fields[b"format"].decode("ascii")),
             tuple(s for s in fields[b"symbols"].decode("ascii").split(",") if s),
+            tuple(sorted((k[len(prefix):].decode("ascii"), v) for k, v in fields.items()
+                         if k.startswith(prefix))),
         )
     except (KeyError, ValueError):
         return None

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
-from feeds.channels import DEPTH_NAMES, KLINE, ORDERBOOK, TICKER, TRADES, Channel
+from feeds.channels import DEPTH_NAMES, KLINE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
 from feeds.checksum import CHECKSUM_LEVELS, book_checksum
 from feeds.core import FeedMessage
 from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH
@@ -147,6 +147,7 @@ class RelayCore:
         self._books: dict[str, _Book] = {}
         self._tickers: dict[str, FeedMessage] = {}
         self._klines: dict[tuple[str, str], FeedMessage] = {}
+        self._statuses: dict[str, FeedMessage] = {}
         self._out: list[FeedMessage] = []
         self._snapshots: dict[str, tuple[int, FeedMessage]] = {}
 
@@ -168,6 +169,7 @@ class RelayCore:
         self.now = max((b.ts for b in state.books.values()), default=0)
         self._tickers = {}
         self._klines = {}
+        self._statuses = {}
         self._snapshots = {}
         self._out = []
         for symbol, data in state.tickers.items():
@@ -176,6 +178,10 @@ class RelayCore:
             for interval, data in by_interval.items():
                 name = Channel(KLINE, symbol, interval).name
                 self._klines[(symbol, interval)] = self._relayed(name, KLINE, data)
+        for symbol, data in meta.statuses:
+            if symbol in self.symbols:
+                name = Channel(STATUS, symbol, None).name
+                self._statuses[symbol] = self._relayed(name, STATUS, data)
         for symbol in sorted(self.symbols):
             for channel in self._channels(symbol):
                 if resend(channel.name):
@@ -204,6 +210,8 @@ class RelayCore:
                 self._tickers[msg.payload["symbol"]] = msg
             elif kind == KLINE:
                 self._klines[(msg.payload["symbol"], msg.payload["interval"])] = msg
+            elif kind == STATUS:
+                self._statuses[msg.payload["symbol"]] = msg
             ts = msg.payload.get("ts")
             if ts is not None and ts > self.now:
                 self.now = ts
@@ -254,7 +262,8 @@ class RelayCore:
         return book.ids[depth], book.levels(True, depth), book.levels(False, depth)
 
     def snapshot_message(self, channel: Channel) -> FeedMessage | None:
-        """What a new subscriber of ``channel`` gets first (None for trades or no candle)."""
+        """What a new subscriber of ``channel`` gets first (None for trades, no candle, or
+        no status stored: a sink older than the status channel)."""
         symbol = channel.symbol
         if channel.kind == ORDERBOOK:
             depth: int = channel.param  # type: ignore[assignment]
@@ -273,6 +282,8 @@ class RelayCore:
             return msg
         if channel.kind == TICKER:
             return self._tickers.get(symbol)
+        if channel.kind == STATUS:
+            return self._statuses.get(symbol)
         if channel.kind == KLINE:
             last = self._klines.get((symbol, channel.param))  # type: ignore[arg-type]
             if last is None or len(last.payload["data"]) <= 1:
@@ -286,5 +297,6 @@ class RelayCore:
     def _channels(symbol: str) -> list[Channel]:
         chans = [Channel(ORDERBOOK, symbol, d) for d in BOOK_DEPTHS]
         chans.append(Channel(TICKER, symbol, None))
+        chans.append(Channel(STATUS, symbol, None))
         chans.extend(Channel(KLINE, symbol, i) for i in INTERVALS)
         return chans

@@ -5,9 +5,10 @@ Theory of operation
 :class:`RedisSink` is a :class:`~feeds.hub.FeedSink`. On the reactor thread,
 :meth:`RedisSink.on_batch` turns the batch into a short list of Redis commands (no I/O): the
 level changes of each full-depth book update into the symbol's book hash, the depth-20
-snapshot when the top 20 changed, tickers, kline candles, recent trades, the meta ``seq``,
-and one PUBLISH of the batch envelope whose payloads are the very bytes the WebSocket batch
-sends (``FeedMessage.encoded``, encoded once). Key layout: :mod:`feeds.redis_keys`.
+snapshot when the top 20 changed, tickers, kline candles, recent trades, trading statuses
+(in the meta hash), the meta ``seq``, and one PUBLISH of the batch envelope whose payloads
+are the very bytes the WebSocket batch sends (``FeedMessage.encoded``, encoded once). Key
+layout: :mod:`feeds.redis_keys`.
 
 The commands run on a dedicated one-thread ThreadPool with the blocking redis client, as one
 pipelined MULTI/EXEC per write (``deferToThreadPool``), so nothing blocks the reactor and each
@@ -36,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from feeds.channels import DEPTH_NAMES, KLINE, ORDERBOOK, TICKER, TRADES, Channel
+from feeds.channels import DEPTH_NAMES, KLINE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
 from feeds.core import FeedCore, FeedMessage
 from feeds.diffs import FULL_DEPTH
 from feeds.encoding import WireFormat, encode
@@ -51,6 +52,7 @@ from feeds.redis_keys import (
     level_value,
     meta_mapping,
     pack_envelope,
+    status_field,
 )
 
 log = Logger(namespace="feeds.redis_sink")
@@ -215,6 +217,8 @@ class RedisSink:
                 cmds.append(("set", (keys.ticker(p["symbol"]), data), {}))
             elif kind == KLINE:
                 cmds.append(("hset", (keys.kline(p["symbol"]), p["interval"], data), {}))
+            elif kind == STATUS:
+                cmds.append(("hset", (keys.meta, status_field(p["symbol"]), data), {}))
         cmds.append(("hset", (keys.meta, "seq", seq), {}))
         envelope = pack_envelope(self.epoch, seq, BATCH, fmt, items)
         cmds.append(("publish", (keys.updates, envelope), {}))
@@ -248,7 +252,11 @@ class RedisSink:
         """The whole state, from the core as the last flush published it."""
         core, keys, fmt = self.core, self.keys, self.wire_format
         cmds: list[Command] = []
+        statuses: list[tuple[str, bytes]] = []
         for symbol in self._symbols:
+            status = core.snapshot_message(Channel(STATUS, symbol, None))
+            assert status is not None  # every symbol has a status
+            statuses.append((symbol, status.encoded(fmt)))
             cmds.append(("delete", tuple(keys.symbol_keys(symbol)), {}))
             full = core.snapshot_message(Channel(ORDERBOOK, symbol, FULL_DEPTH))
             top = core.snapshot_message(Channel(ORDERBOOK, symbol, _TOP_DEPTH))
@@ -272,7 +280,7 @@ class RedisSink:
             if candles:
                 cmds.append(("hset", (keys.kline(symbol),), {"mapping": candles}))
         cmds.append(("delete", (keys.meta,), {}))
-        meta = meta_mapping(self.epoch, self.seq, fmt, self._symbols)
+        meta = meta_mapping(self.epoch, self.seq, fmt, self._symbols, statuses)
         cmds.append(("hset", (keys.meta,), {"mapping": meta}))
         envelope = pack_envelope(self.epoch, self.seq, SYNC, fmt, [])
         cmds.append(("publish", (keys.updates, envelope), {}))

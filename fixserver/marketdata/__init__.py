@@ -1,4 +1,5 @@
-"""FIX market data: MarketDataRequest/SecurityListRequest in, W/X/Y/y out (spec/market-data.md)."""
+"""FIX market data: MarketDataRequest, SecurityListRequest and SecurityStatusRequest in,
+W/X/Y, y and f out (spec/market-data.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""MarketDataApplication: FIX market data (V -> W/X/Y) and the security list (x -> y).
+"""MarketDataApplication: FIX market data (V -> W/X/Y), the security list (x -> y) and
+instrument trading status (e -> f, :mod:`fixserver.marketdata.status`).
 
 Theory of operation
 -------------------
@@ -22,6 +23,11 @@ shape, after the stream's own MDReqID (the only per-subscriber field).
 Sending from a batch happens outside a socket pump, so ``flush`` is called for each session
 written to. Subscriptions end with an unsubscribe (263=2), at logout (:meth:`on_logout`), or
 when a batch finds the session no longer logged on.
+
+Trading status is not batched: the application holds each instrument's *released* status
+(:meth:`on_released`), reports it in the SecurityList and in the SecurityStatus answering a
+SecurityStatusRequest, and pushes a SecurityStatus to the status subscribers of a symbol from
+the released tick that changes it (flushing those sessions, as a batch does).
 """
 
 from __future__ import annotations
@@ -52,6 +58,18 @@ from fixserver.marketdata.requests import (
     Unsubscribe,
     parse_market_data_request,
     parse_security_list_request,
+)
+from fixserver.marketdata.status import (
+    NOT_AUTHORIZED,
+    OTHER,
+    UNKNOWN_ID,
+    StatusRefused,
+    StatusRequest,
+    StatusSubscriptions,
+    StatusUnsubscribe,
+    parse_security_status_request,
+    security_status_fields,
+    status_reject_fields,
 )
 from fixserver.settings import SessionRole
 
@@ -144,19 +162,24 @@ class MarketDataApplication:
         self._by_session: dict[Any, dict[str, list[_Stream]]] = {}
         self._channels: dict[tuple[str, int], _BookChannel] = {}
         self._responses = 0
+        #: who is pushed a SecurityStatus when a symbol's status changes
+        self.status_subscriptions = StatusSubscriptions()
 
     # -- inbound --------------------------------------------------------------------------
 
     def handles(self, msg_type: bytes) -> bool:
-        """True for the message types this application answers (V and x)."""
-        return msg_type == b"V" or msg_type == b"x"
+        """True for the message types this application answers (V, x and e)."""
+        return msg_type == b"V" or msg_type == b"x" or msg_type == b"e"
 
     def on_message(self, session: Any, msg: FixMessage, now_ns: int) -> None:
-        """A validated MarketDataRequest or SecurityListRequest of a logged-on session."""
+        """A validated MarketDataRequest, SecurityListRequest or SecurityStatusRequest of a
+        logged-on session."""
         if msg.msg_type == b"V":
             self._market_data_request(session, msg, now_ns)
         elif msg.msg_type == b"x":
             self._security_list(session, msg, now_ns)
+        elif msg.msg_type == b"e":
+            self._security_status_request(session, msg, now_ns)
         else:
             session.send("j", business_reject_fields(msg), now_ns, reply_to=msg)
 
@@ -177,7 +200,7 @@ class MarketDataApplication:
                 request = Refused(request.md_req_id, DUPLICATE_MD_REQ_ID,
                                   f"MDReqID {request.md_req_id} is already subscribed")
             elif (request.subscription_type == SNAPSHOT_AND_UPDATES
-                  and sum(map(len, held.values())) + len(request.symbols)
+                  and self._subscriptions_of(session) + len(request.symbols)
                   > self.max_streams_per_session):
                 request = Refused(request.md_req_id, INSUFFICIENT_BANDWIDTH,
                                   f"at most {self.max_streams_per_session} symbol "
@@ -230,7 +253,43 @@ class MarketDataApplication:
         fields = m.security_list_fields(query.security_req_id, response_id, query.result, entries)
         session.send("y", fields, now_ns, reply_to=msg)
 
+    def _security_status_request(self, session: Any, msg: FixMessage, now_ns: int) -> None:
+        request = parse_security_status_request(msg, self.instruments)
+        subs = self.status_subscriptions
+        if session.settings.role is not SessionRole.MARKET_DATA:
+            request = StatusRefused(request.req_id, NOT_AUTHORIZED,
+                                    f"security status is served on market-data sessions only, "
+                                    f"not on a {session.settings.role.value} session")
+        elif isinstance(request, StatusUnsubscribe):
+            if subs.remove(session, request.req_id):
+                return
+            request = StatusRefused(request.req_id, UNKNOWN_ID, f"no subscription with "
+                                    f"SecurityStatusReqID {request.req_id} to end")
+        elif isinstance(request, StatusRequest) and request.subscribe:
+            if subs.holds(session, request.req_id):
+                request = StatusRefused(request.req_id, OTHER, f"SecurityStatusReqID "
+                                        f"{request.req_id} is already subscribed")
+            elif self._subscriptions_of(session) + 1 > self.max_streams_per_session:
+                request = StatusRefused(request.req_id, OTHER,
+                                        f"at most {self.max_streams_per_session} symbol "
+                                        "subscriptions per session")
+        if isinstance(request, StatusRefused):
+            session.send("j", status_reject_fields(msg, request), now_ns, reply_to=msg)
+            return
+        assert isinstance(request, StatusRequest)
+        symbol = request.symbol
+        fields = security_status_fields(request.req_id.encode("latin-1"),
+                                        self._formats[symbol].symbol, self.statuses[symbol])
+        session.send("f", fields, now_ns, reply_to=msg)
+        if request.subscribe:
+            subs.add(session, request.req_id, symbol)
+
     # -- subscriptions ----------------------------------------------------------------------
+
+    def _subscriptions_of(self, session: Any) -> int:
+        """Symbol subscriptions a session holds, market data and status (the limit's count)."""
+        held = self._by_session.get(session, {})
+        return sum(map(len, held.values())) + self.status_subscriptions.count(session)
 
     def _remove(self, session: Any, md_req_id: str) -> bool:
         held = self._by_session.get(session)
@@ -259,6 +318,7 @@ class MarketDataApplication:
         """The session's connection ended: its subscriptions end with it."""
         for md_req_id in list(self._by_session.get(session, ())):
             self._remove(session, md_req_id)
+        self.status_subscriptions.remove_session(session)
 
     def subscription_count(self, session: Any | None = None) -> int:
         """Active symbol streams (of one session, or of all)."""
@@ -269,12 +329,34 @@ class MarketDataApplication:
     # -- released state ---------------------------------------------------------------------
 
     def on_released(self, processed: list) -> None:
-        """Durable ticks (the pipeline's subscriber): instrument status changes."""
+        """Durable ticks (the pipeline's subscriber): instrument status changes, held and
+        pushed to the symbol's status subscribers."""
+        touched: dict[Any, None] = {}
         for p in processed:
             if type(p.command) is SetInstrumentStatus:
                 for event in p.events:
                     if type(event) is InstrumentStatusChanged:
-                        self.statuses[event.symbol] = InstrumentStatus(event.status)
+                        self._status_changed(event, touched)
+        for session in touched:
+            self.flush(session)
+
+    def _status_changed(self, event: InstrumentStatusChanged, touched: dict[Any, None]) -> None:
+        status = InstrumentStatus(event.status)
+        symbol = event.symbol
+        if symbol not in self.statuses or self.statuses[symbol] == status:
+            return
+        self.statuses[symbol] = status
+        subscribers = self.status_subscriptions.subscribers(symbol)
+        if not subscribers:
+            return
+        now = self.now_ns()
+        wire_symbol = self._formats[symbol].symbol
+        for session, req_id in subscribers:
+            if session.connection is None:
+                self.on_logout(session, now)
+                continue
+            session.send("f", security_status_fields(req_id, wire_symbol, status, event.ts), now)
+            touched[session] = None
 
     # -- batches ------------------------------------------------------------------------------
 

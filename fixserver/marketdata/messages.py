@@ -36,7 +36,13 @@ NEW = b"0"
 CHANGE = b"1"
 DELETE = b"2"
 
-#: engine status -> (SecurityTradingStatus 326, Text 58) in the SecurityList
+#: engine status -> (SecurityTradingStatus 326, Text 58) in the SecurityList (y) and the
+#: SecurityStatus (f). FIX 4.4 has no value for "cancel-only" or "post-only", so: cancel-only
+#: is 18 NOT_AVAILABLE_FOR_TRADING (no new order is accepted, only cancels: the instrument
+#: cannot be traded, yet it is not halted, 2, where cancels are refused too); post-only is 21
+#: PRE_OPEN (orders that would not take are accepted and rest, nothing matches, as before an
+#: opening). The Text names the exchange's status exactly, so nothing rests on the reading of
+#: 18 and 21 alone.
 TRADING_STATUS: dict[InstrumentStatus, tuple[bytes, bytes]] = {
     InstrumentStatus.TRADING: (b"17", b"trading"),  # READY_TO_TRADE
     InstrumentStatus.HALTED: (b"2", b"halted"),  # TRADING_HALT

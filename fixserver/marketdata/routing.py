@@ -1,4 +1,4 @@
-"""Routes market-data messages (V, x) to the market-data application, the rest elsewhere.
+"""Routes market-data messages (V, x, e) to the market-data application, the rest elsewhere.
 
 The composition root hands one ``Application`` to the session host; with order entry and
 market data both present it hands this router, built around both. Everything else the
@@ -16,7 +16,7 @@ from fixserver.marketdata.application import MarketDataApplication
 
 
 class MarketDataRouter:
-    """An ``Application``: V and x to ``market_data``, everything else to ``other``."""
+    """An ``Application``: V, x and e to ``market_data``, everything else to ``other``."""
 
     def __init__(self, market_data: MarketDataApplication, other: Any) -> None:
         self.market_data = market_data

@@ -1,6 +1,6 @@
 """Market data wired into the exchange process: trades from QuickFIX order entry reach the
 WebSocket feed, FIX market data and Redis with one update id, books equal to the engine's,
-and update ids carry on across a restart."""
+update ids carry on across a restart, and an instrument halt reaches all three."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
-from feeds.redis_keys import parse_book_hash
+from engine.commands import SetInstrumentStatus
+from engine.enums import InstrumentStatus
+from feeds.redis_keys import parse_book_hash, status_field
 from feeds.replica import BookReplica
 from fixserver.config import parse_config
 from fixserver.dictionary import spec_path
@@ -29,6 +31,7 @@ from .test_fix_market_data import field_list, md_request
 from .test_order_entry import clean, er, order
 
 fix = pytest.importorskip("quickfix")
+fix44 = pytest.importorskip("quickfix44")
 
 pytestmark = pytest.mark.integration
 SYMBOL = "BTC-PERP"
@@ -308,3 +311,82 @@ def test_update_ids_carry_on_across_a_restart(rig):
     clean(acme, beta, md)
     for c in (acme, beta, md):
         yield threads.deferToThread(c.stop)
+
+
+def status_request(req_id: str, kind: str, symbol: str) -> fix.Message:
+    """A SecurityStatusRequest (e)."""
+    message = fix44.SecurityStatusRequest()
+    message.setField(fix.SecurityStatusReqID(req_id))
+    message.setField(fix.Symbol(symbol))
+    message.setField(fix.SubscriptionRequestType(kind))
+    return message
+
+
+def redis_status(rig: Rig) -> str | None:
+    """The status Redis holds for SYMBOL (in the meta hash), if any."""
+    data = rig.redis.hget(rig.keys.meta, status_field(SYMBOL))
+    return None if data is None else decode(data)["status"]
+
+
+def ws_statuses(messages: list[dict]) -> list[dict]:
+    """The data messages of the status channel (not its subscribe ack)."""
+    return [m for m in messages
+            if m.get("channel") == f"status@{SYMBOL}" and m.get("type") == "status"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_halt_reaches_fix_security_status_websocket_and_redis(rig):
+    """A SetInstrumentStatus through the order pipeline: a QuickFIX market-data client that
+    subscribed with e gets an unsolicited f with 326=2, a WebSocket status@ subscriber an update
+    "halted" with the command's seq, Redis stores it; the resume follows the same way."""
+    server = rig.start_server()
+    pipeline = server.application.pipeline
+    md = rig.md_client()
+    yield wait_until(lambda: md.find("logon"), "the market-data logon", TIMEOUT)
+    feed = yield rig.ws_connect(server, [f"status@{SYMBOL}"])
+    ws = feed.client
+    (snapshot,) = yield wait_until(lambda: ws_statuses(ws.messages),
+                                   "the WebSocket status snapshot", TIMEOUT)
+    assert (snapshot["type"], snapshot["symbol"], snapshot["status"]) == (
+        "status", SYMBOL, "trading")
+
+    def send(message: fix.Message) -> None:
+        fix.Session.sendToTarget(message, md._app.session_id)
+
+    def status(req_id: str, unsolicited: str, start: int = 0):
+        return md.find("from_app", lambda e: e.msg_type == "f" and e.fields.get(324) == req_id
+                       and e.fields.get(325) == unsolicited, start=start)
+
+    send(status_request("st1", "1", SYMBOL))
+    answer = yield wait_until(lambda: status("st1", "N"), "the f answering the e", TIMEOUT)
+    assert (answer.fields[55], answer.fields[326], answer.fields[58]) == (
+        SYMBOL, "17", "trading")
+    send(status_request("nope", "0", "DOGE-PERP"))
+    refused = yield wait_until(
+        lambda: md.find("from_app", lambda e: e.msg_type == "j" and e.fields.get(379) == "nope"),
+        "the BusinessMessageReject of the e for an unknown symbol", TIMEOUT)
+    assert (refused.fields[372], refused.fields[380]) == ("e", "2")
+
+    before = pipeline.sequencer.position()[0] - 1
+    pipeline.submit(("", "A"), SetInstrumentStatus(0, 0, SYMBOL, InstrumentStatus.HALTED))
+    pipeline.tick()
+    pushed = yield wait_until(lambda: status("st1", "Y"), "the pushed f of the halt", TIMEOUT)
+    assert (pushed.fields[55], pushed.fields[326], pushed.fields[58]) == (SYMBOL, "2", "halted")
+    assert 60 in pushed.fields, "a pushed change carries its TransactTime"
+    halted = yield wait_until(lambda: ws_statuses(ws.messages)[1:],
+                              "the WebSocket status update of the halt", TIMEOUT)
+    assert (halted[0]["type"], halted[0]["status"]) == ("status", "halted")
+    assert before < halted[0]["u"] <= pipeline.sequencer.position()[0] - 1
+    yield wait_until(lambda: redis_status(rig) == "halted", "Redis to hold the halt", TIMEOUT)
+
+    mark = len(md.history)
+    pipeline.submit(("", "A"), SetInstrumentStatus(0, 0, SYMBOL, InstrumentStatus.TRADING))
+    pipeline.tick()
+    resumed = yield wait_until(lambda: status("st1", "Y", start=mark),
+                               "the pushed f of the resume", TIMEOUT)
+    assert resumed.fields[326] == "17"
+    yield wait_until(lambda: [m["status"] for m in ws_statuses(ws.messages)] == [
+        "trading", "halted", "trading"], "the WebSocket status update of the resume", TIMEOUT)
+
+    clean(md)
+    yield threads.deferToThread(md.stop)
