@@ -269,6 +269,8 @@ _SESSION_KEYS: dict[str, tuple[str | None, Callable[[str], object]]] = {
     "Password": ("password", _parse_text),
     "HmacKey": ("hmac_key", _parse_hex_key),
     "HmacWindow": ("hmac_window", _parse_positive_int),
+    "LogonLockoutFailures": ("logon_lockout_failures", _parse_non_negative_int),
+    "LogonLockoutSeconds": ("logon_lockout_seconds", _parse_positive_int),
     "CancelOnDisconnect": ("cancel_on_disconnect", _parse_bool),
     "ThrottleRate": ("throttle_rate", _parse_positive_int),
     "DefaultSTP": ("default_stp", _parse_text),

@@ -30,6 +30,12 @@ cannot take away), at a fraction of the system calls.
 ``reset`` starts a new file (written beside the old one, then renamed over it: the rename is
 atomic, so a crash leaves either the old state or the new one). Sent messages are not kept in
 memory; the store remembers where each one lies in the file and reads it back on a resend.
+
+Spent nonces of signed logons live beside it in ``<session>.nonces`` (``NonceFile``), in the
+same record format (kind ``NONCE``: u64 time accepted, then the nonce), written at once and
+fsynced with the store. A sequence reset does not touch them. The file is rewritten (aside,
+then renamed) with only the nonces still inside the replay horizon once it holds more than
+twice as many records as that plus 64, so it stays bounded by the window.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import struct
 import threading
 import time
 import zlib
+from typing import Callable
 
 _HEADER = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
@@ -47,6 +54,7 @@ _KIND_CREATED = 1
 _KIND_SENDER = 2
 _KIND_TARGET = 3
 _KIND_SENT = 4
+_KIND_NONCE = 5
 # The largest record the loader believes; a larger length field is garbage.
 _MAX_RECORD = 64 * 1024 * 1024
 
@@ -70,9 +78,9 @@ class WriteBatch:
             pending.pop().flush()
 
 
-def store_file_name(session_id: str) -> str:
+def store_file_name(session_id: str, suffix: str = ".store") -> str:
     """A file name for a session id such as ``FIX.4.4:EXCH->CLIENT1``."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", session_id.replace("->", "-")) + ".store"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", session_id.replace("->", "-")) + suffix
 
 
 _KIND_VALUE = struct.Struct("<BQ")  # every record starts with its kind and a u64
@@ -112,6 +120,7 @@ class FileMessageStore:
         #: seq -> (offset of the raw message in the file, its length)
         self._sent: dict[int, tuple[int, int]] = {}
         self.dropped_tail_bytes = 0
+        self._nonces = NonceFile(path_dir, session_id)
         if os.path.exists(self.path):
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
             self._size = self._load()
@@ -171,12 +180,18 @@ class FileMessageStore:
     def creation_time_ns(self) -> int:
         return self._created
 
+    def spend_nonce(self, nonce: bytes, accepted_ns: int, forget_before_ns: int) -> None:
+        self._nonces.spend(nonce, accepted_ns, forget_before_ns)
+
+    def spent_nonces(self) -> dict[bytes, int]:
+        return dict(self._nonces.nonces)
+
     # --- durability ---
 
     @property
     def needs_sync(self) -> bool:
         """True when records were written since the last ``sync``."""
-        return self._dirty or self._dir_dirty
+        return self._dirty or self._dir_dirty or self._nonces.needs_sync
 
     def sync(self) -> None:
         """fsync what was written so far. Blocking: call it from a worker thread.
@@ -192,13 +207,10 @@ class FileMessageStore:
         if fd >= 0:
             os.fsync(fd)
         if dir_dirty:
-            dir_fd = os.open(self._dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(self._dir)
         for old in retired:
             os.close(old)
+        self._nonces.sync()
 
     def flush(self) -> None:
         """Hand the gathered records to the kernel (survives a process kill from here on)."""
@@ -216,6 +228,7 @@ class FileMessageStore:
             fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+        self._nonces.close()
 
     # --- internals ---
 
@@ -255,47 +268,10 @@ class FileMessageStore:
 
     def _load(self) -> int:
         """Replay the file; truncate a torn tail. Returns the size of the good part."""
-        size = os.fstat(self._fd).st_size
-        data = os.pread(self._fd, size, 0)
-        pos = 0
-        header_size = _HEADER.size
-        while pos < size:
-            bad = None
-            if size - pos < header_size:
-                bad = "record header cut short"
-            else:
-                length, crc = _HEADER.unpack_from(data, pos)
-                end = pos + header_size + length
-                if length == 0 or length > _MAX_RECORD or end > size:
-                    bad = "record cut short"
-                else:
-                    body = data[pos + header_size : end]
-                    if zlib.crc32(body) != crc:
-                        bad = "checksum mismatch"
-                    elif not self._apply(body, pos + header_size):
-                        bad = f"unknown record kind {body[0]}"
-            if bad is not None:
-                if data[pos:].strip(b"\x00") and self._valid_record_after(data, pos):
-                    raise StoreCorruptError(f"{self.path}: {bad} at offset {pos}")
-                # A torn tail: drop it so later appends follow the last good record.
-                self.dropped_tail_bytes = size - pos
-                os.ftruncate(self._fd, pos)
-                self._dirty = True
-                return pos
-            pos = end
-        return pos
-
-    @staticmethod
-    def _valid_record_after(data: bytes, bad_pos: int) -> bool:
-        """True if a checksummed record starts anywhere after a bad one (real corruption)."""
-        size = len(data)
-        for pos in range(bad_pos + 1, size - _HEADER.size):
-            length, crc = _HEADER.unpack_from(data, pos)
-            end = pos + _HEADER.size + length
-            if 0 < length <= size and end <= size:
-                if zlib.crc32(data[pos + _HEADER.size : end]) == crc:
-                    return True
-        return False
+        size, self.dropped_tail_bytes = _replay(self._fd, self.path, self._apply)
+        if self.dropped_tail_bytes:
+            self._dirty = True
+        return size
 
     def _apply(self, body: bytes, body_offset: int) -> bool:
         kind = body[0]
@@ -313,4 +289,152 @@ class FileMessageStore:
             (self._created,) = _U64.unpack_from(body, 1)
         else:
             return False
+        return True
+
+
+def _fsync_dir(path: str) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _replay(fd: int, path: str, apply: Callable[[bytes, int], bool]) -> tuple[int, int]:
+    """Feed each record's body (and its offset) of a record file to ``apply``, which returns
+    False for a kind it does not know. A torn tail is truncated away; a bad record followed by
+    a good one raises StoreCorruptError. Returns (size of the good part, bytes dropped)."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, size, 0)
+    pos = 0
+    header_size = _HEADER.size
+    while pos < size:
+        bad = None
+        if size - pos < header_size:
+            bad = "record header cut short"
+        else:
+            length, crc = _HEADER.unpack_from(data, pos)
+            end = pos + header_size + length
+            if length == 0 or length > _MAX_RECORD or end > size:
+                bad = "record cut short"
+            else:
+                body = data[pos + header_size : end]
+                if zlib.crc32(body) != crc:
+                    bad = "checksum mismatch"
+                elif not apply(body, pos + header_size):
+                    bad = f"unknown record kind {body[0]}"
+        if bad is not None:
+            if data[pos:].strip(b"\x00") and _valid_record_after(data, pos):
+                raise StoreCorruptError(f"{path}: {bad} at offset {pos}")
+            # A torn tail: drop it so later appends follow the last good record.
+            os.ftruncate(fd, pos)
+            return pos, size - pos
+        pos = end
+    return pos, 0
+
+
+def _valid_record_after(data: bytes, bad_pos: int) -> bool:
+    """True if a checksummed record starts anywhere after a bad one (real corruption)."""
+    size = len(data)
+    for pos in range(bad_pos + 1, size - _HEADER.size):
+        length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        if 0 < length <= size and end <= size:
+            if zlib.crc32(data[pos + _HEADER.size : end]) == crc:
+                return True
+    return False
+
+
+class NonceFile:
+    """Spent logon nonces of one session: ``<path_dir>/<session id>.nonces`` (module docstring).
+
+    Created at the first nonce. Writes go to the kernel at once (a spent nonce is rare and must
+    survive a process kill before the Logon is answered); ``sync`` fsyncs them, from the
+    store's group commit in a worker thread.
+    """
+
+    #: rewrite once the file holds more than 2 * live + this many records
+    SLACK_RECORDS = 64
+
+    def __init__(self, path_dir: str, session_id: str) -> None:
+        self.path = os.path.join(path_dir, store_file_name(session_id, ".nonces"))
+        self._dir = path_dir
+        self._lock = threading.Lock()
+        self._retired: list[int] = []
+        self._dirty = False
+        self._dir_dirty = False
+        #: nonce -> time accepted
+        self.nonces: dict[bytes, int] = {}
+        self._records = 0
+        self._fd = -1
+        if os.path.exists(self.path):
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            _, dropped = _replay(self._fd, self.path, self._apply)
+            self._dirty = bool(dropped)
+
+    def spend(self, nonce: bytes, accepted_ns: int, forget_before_ns: int) -> None:
+        nonces = self.nonces
+        for old in [n for n, t in nonces.items() if t < forget_before_ns]:
+            del nonces[old]
+        nonces[nonce] = accepted_ns
+        if self._fd < 0 or self._records >= 2 * len(nonces) + self.SLACK_RECORDS:
+            self._rewrite()
+            return
+        record = _record_head(_KIND_NONCE, accepted_ns, nonce) + nonce
+        written = os.write(self._fd, record)
+        if written != len(record):
+            raise OSError(f"short write to {self.path}: {written} of {len(record)} bytes")
+        self._records += 1
+        self._dirty = True
+
+    @property
+    def needs_sync(self) -> bool:
+        return self._dirty or self._dir_dirty
+
+    def sync(self) -> None:
+        """fsync what was written (worker thread; safe against a concurrent rewrite)."""
+        with self._lock:
+            fd = self._fd
+            retired, self._retired = self._retired, []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+            self._dirty = False
+        if fd >= 0:
+            os.fsync(fd)
+        if dir_dirty:
+            _fsync_dir(self._dir)
+        for old in retired:
+            os.close(old)
+
+    def close(self) -> None:
+        self.sync()
+        with self._lock:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _rewrite(self) -> None:
+        data = b"".join(
+            _record_head(_KIND_NONCE, accepted, nonce) + nonce
+            for nonce, accepted in self.nonces.items()
+        )
+        tmp = self.path + ".new"
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        if data and os.write(fd, data) != len(data):
+            os.close(fd)
+            raise OSError(f"short write to {tmp}")
+        os.rename(tmp, self.path)
+        with self._lock:
+            if self._fd >= 0:
+                self._retired.append(self._fd)
+            self._fd = fd
+            self._dirty = True
+            self._dir_dirty = True
+        self._records = len(self.nonces)
+
+    def _apply(self, body: bytes, body_offset: int) -> bool:
+        if body[0] != _KIND_NONCE or len(body) < 1 + _U64.size:
+            return False
+        (accepted,) = _U64.unpack_from(body, 1)
+        self.nonces[body[1 + _U64.size :]] = accepted
+        self._records += 1
         return True

@@ -1,9 +1,11 @@
 """Logon authentication: none, Username/Password, or an HMAC-SHA256 signed logon.
 
 The session checks a Logon's credentials before acting on anything else in it (no sequence
-reset, no HeartBtInt, no reply other than a Logout). A failure is reported with a short
-public text for the Logout ("Authentication failed": which check failed is not revealed to the
-peer) and a detailed reason for the server's log.
+reset, no HeartBtInt, no reply). A failure closes the connection without an answer: a Logout
+would need a MsgSeqNum, and one the exchange does not keep would be counted by the client
+(QuickFIX does) and then taken by the next real message, which the client would then find
+"too low" (``fixserver.logon_screen``). ``str(AuthenticationError)`` is the detailed reason,
+for the server's log only.
 
 ``LogonAuth.NONE``
     Any Logon for the configured CompIDs is accepted.
@@ -33,7 +35,12 @@ peer) and a detailed reason for the server's log.
     * Replay protection: SendingTime must be within ``hmac_window`` seconds of the server's
       clock (either direction), and a nonce the session has accepted within the last
       ``2 * hmac_window`` seconds is refused. A replayed Logon therefore fails either on its
-      stale SendingTime or on its reused nonce.
+      stale SendingTime or on its reused nonce. Spent nonces are kept in the session's
+      ``MessageStore`` too (``spend_nonce``; the file store fsyncs them with its group
+      commit), so a restart does not forget them.
+    * Only those five values are signed. The rest of the Logon (HeartBtInt, ResetSeqNumFlag,
+      NextExpectedMsgSeqNum, CancelOnDisconnect, ...) is not: the signature proves who sent
+      the Logon, not that nobody on the path changed it; TLS protects the rest.
 """
 
 from __future__ import annotations
@@ -42,12 +49,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+from typing import Protocol
 
 from fixserver.codec import FixMessage
 from fixserver.settings import LogonAuth, SessionSettings
 from fixserver.timeutil import NS_PER_SECOND, parse_utc_timestamp
-
-PUBLIC_FAILURE_TEXT = "Authentication failed"
 
 MIN_NONCE_BYTES = 8
 MAX_NONCE_BYTES = 256
@@ -87,19 +93,34 @@ def _decode_signature(value: bytes) -> bytes | None:
     return None
 
 
-class NonceMemory:
-    """Nonces accepted recently, forgotten once they are older than ``horizon_ns``."""
+class NonceStore(Protocol):
+    """Where spent nonces outlive the process (the session's ``MessageStore``)."""
 
-    def __init__(self, horizon_ns: int) -> None:
+    def spend_nonce(self, nonce: bytes, accepted_ns: int, forget_before_ns: int) -> None: ...
+
+    def spent_nonces(self) -> dict[bytes, int]: ...
+
+
+class NonceMemory:
+    """Nonces accepted recently, forgotten once they are older than ``horizon_ns``; with a
+    ``store``, loaded from it and written through to it (a restart remembers them)."""
+
+    def __init__(self, horizon_ns: int, store: NonceStore | None = None) -> None:
         self.horizon_ns = horizon_ns
-        self._seen: dict[bytes, int] = {}  # nonce -> time accepted (insertion ordered)
+        self._store = store
+        spent = store.spent_nonces() if store is not None else {}
+        #: nonce -> time accepted, oldest first
+        self._seen: dict[bytes, int] = dict(sorted(spent.items(), key=lambda item: item[1]))
 
     def seen(self, nonce: bytes, now_ns: int) -> bool:
         self._forget_before(now_ns - self.horizon_ns)
         return nonce in self._seen
 
     def remember(self, nonce: bytes, now_ns: int) -> None:
+        self._seen.pop(nonce, None)
         self._seen[nonce] = now_ns
+        if self._store is not None:
+            self._store.spend_nonce(nonce, now_ns, now_ns - self.horizon_ns)
 
     def _forget_before(self, cutoff_ns: int) -> None:
         seen = self._seen

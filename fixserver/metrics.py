@@ -47,6 +47,22 @@ STORE_SYNC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 STORE_SYNC_FAILURES = Counter("fix_store_sync_failures_total", "Failed message store fsyncs")
+LOGON_FAILURES = Counter(
+    "fix_logon_failures_total",
+    "Failed Logons (credentials refused; session '-' = CompIDs of no configured session)",
+    ["session"],
+)
+LOGON_LOCKOUTS = Counter(
+    "fix_logon_lockouts_total", "Lockouts started after repeated failed Logons", ["scope"]
+)
+LOGON_REFUSED = Counter(
+    "fix_logon_refused_total",
+    "Logons and connections refused at once because their session or address is locked out",
+    ["scope"],
+)
+LOGON_LOCKOUTS_ACTIVE = Gauge(
+    "fix_logon_lockouts_active", "Sessions and addresses locked out after failed Logons now"
+)
 
 UNBOUND_SESSION = "-"  # label for traffic of a connection not (yet) bound to a session
 

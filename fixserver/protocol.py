@@ -14,6 +14,11 @@ socket's send buffer backs up (``pauseProducing``) and when it drains (``resumeP
 Bytes written while paused are counted; past the session's ``max_output_buffer`` the
 connection is aborted.
 
+Failed Logons go through the host's ``LogonGuard`` (``fixserver.logon_guard``): a connection
+from a locked-out address is closed as soon as it is made, the protocol is the core's
+``LogonGate`` (a locked-out session is refused before its credentials are checked), and a
+failed Logon's connection is closed only after the throttle's delay.
+
 A clean shutdown sends Logout on every logged-on connection and waits (bounded) until the
 peers answer and the connections close.
 """
@@ -32,6 +37,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fixserver import metrics
+from fixserver.logon_guard import LogonGuard
+from fixserver.logon_throttle import LogonThrottle
 from fixserver.session import SessionConnection
 from fixserver.session_events import (
     ApplicationMessageReceived,
@@ -40,6 +47,7 @@ from fixserver.session_events import (
     GarbledMessageIgnored,
     LoggedOn,
     LoggedOut,
+    LogonFailed,
 )
 from fixserver.settings import SessionSettings
 
@@ -61,6 +69,12 @@ def _peer(address: object) -> str:
     return f"{host}:{port}" if host is not None else str(address)
 
 
+def _remote_host(address: object) -> str:
+    """What the logon throttle counts failures of one remote address by."""
+    host = getattr(address, "host", None)
+    return str(host) if host is not None else str(address)
+
+
 @implementer(IPushProducer)
 class FixProtocol(Protocol):
     """One FIX connection: bytes in and out of a ``SessionConnection``."""
@@ -69,6 +83,11 @@ class FixProtocol(Protocol):
         self.host = host
         self.connection: SessionConnection | None = None
         self.peer = "?"
+        self.address = "?"
+        #: refused by the logon throttle: one rate-limited line instead of fix.close/disconnect
+        self._quiet = False
+        #: a failed Logon's connection is closed this long after the failure (logon throttle)
+        self._close_delay_ns = 0
         self._timer: Any = None  # IDelayedCall
         self._timer_deadline: int | None = None
         self._paused = False
@@ -86,15 +105,20 @@ class FixProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.peer = _peer(self._transport.getPeer())
+        self.address = _remote_host(self._transport.getPeer())
         if self.host.nodelay:
             set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
             if set_nodelay is not None:
                 set_nodelay(True)
         self._transport.registerProducer(self, True)
         now = self.host.now_ns()
-        self.connection = SessionConnection(self.host.registry, now)
         self.host.protocols.add(self)
         metrics.CONNECTIONS_OPEN.inc()
+        if self.host.logon_guard.refuse_connection(self.address, self.peer, now):
+            self._quiet = self._closing = True  # a locked-out address: closed without a word
+            self._transport.loseConnection()
+            return
+        self.connection = SessionConnection(self.host.registry, now, gate=self)
         log.info("fix.connect peer={peer}", peer=self.peer)
         self._pump(now)
 
@@ -113,17 +137,19 @@ class FixProtocol(Protocol):
         metrics.CONNECTIONS_OPEN.dec()
         connection = self.connection
         if connection is None:
+            self.host.connection_gone(self)
             return
         if connection.state is not ConnectionState.CLOSED:
             connection.connection_lost(self.host.now_ns())
         self._closing = True  # nothing more goes out; events below are only reported
         self._handle_events(self.host.now_ns())
-        log.info(
-            "fix.disconnect peer={peer} session={session} reason={reason}",
-            peer=self.peer,
-            session=self._label,
-            reason=reason.getErrorMessage(),
-        )
+        if not self._quiet:
+            log.info(
+                "fix.disconnect peer={peer} session={session} reason={reason}",
+                peer=self.peer,
+                session=self._label,
+                reason=reason.getErrorMessage(),
+            )
         self.host.connection_gone(self)
 
     # --- IPushProducer: Twisted calls these as the transport's send buffer fills/drains ---
@@ -149,6 +175,9 @@ class FixProtocol(Protocol):
         """Start a clean Logout (server shutdown); the core closes after the reply or timeout."""
         connection = self.connection
         if connection is None or self._closing:
+            if self._timer is not None:  # a failed Logon's delayed close: close now
+                self._cancel_timer()
+                self._transport.loseConnection()
             return
         now = self.host.now_ns()
         if connection.state is ConnectionState.ACTIVE:
@@ -172,7 +201,11 @@ class FixProtocol(Protocol):
         if connection.should_close:
             self._closing = True
             self._cancel_timer()
-            self._transport.loseConnection()
+            if self._close_delay_ns > 0:  # a failed Logon: the close is held back (throttle)
+                delay = self._close_delay_ns / 1e9
+                self._timer = self.host.clock.callLater(delay, self._transport.loseConnection)
+            else:
+                self._transport.loseConnection()
             return
         self._reschedule(now)
 
@@ -199,13 +232,25 @@ class FixProtocol(Protocol):
                     reason=event.reason,
                     raw=event.raw[:200],
                 )
-            elif isinstance(event, ConnectionClosed):
+            elif isinstance(event, LogonFailed):
+                self._quiet = True  # fix.logon_failed (rate-limited) says it all
+                self._close_delay_ns = self.host.logon_guard.failed(
+                    self.address, self.peer, event.session, event.reason, now
+                )
+            elif isinstance(event, ConnectionClosed) and not self._quiet:
                 log.info(
                     "fix.close peer={peer} session={session} reason={reason}",
                     peer=self.peer,
                     session=self._label,
                     reason=event.reason,
                 )
+
+    def refuse_logon(self, session: Session | None, now_ns: int) -> str | None:
+        """The session core's LogonGate: refused at once while locked out (logon throttle)."""
+        refused = self.host.logon_guard.refuse_logon(self.address, self.peer, session, now_ns)
+        if refused is not None:
+            self._quiet = True
+        return refused
 
     def _deliver(self, event: ApplicationMessageReceived, now: int) -> None:
         try:
@@ -292,8 +337,14 @@ class SessionHost(Factory):
         now_ns: Callable[[], int] = time.time_ns,
         nodelay: bool = True,
         before_write: Callable[[], None] = lambda: None,
+        logon_throttle: LogonThrottle | None = None,
     ) -> None:
         self.registry = registry
+        #: delays and lockouts after failed Logons; by default with the sessions' own limits
+        #: (LogonLockoutFailures/LogonLockoutSeconds, the strictest for unknown CompIDs)
+        if logon_throttle is None:
+            logon_throttle = LogonThrottle.for_sessions(s.settings for s in registry)
+        self.logon_guard = LogonGuard(logon_throttle, now_ns)
         #: called before any bytes go to a socket: hands batched store records to the kernel,
         #: so whatever a client may have seen survives a crash of the process
         self.before_write = before_write
@@ -313,6 +364,7 @@ class SessionHost(Factory):
 
     def logged_on(self, session: Session, protocol: FixProtocol) -> None:
         self.bound[session] = protocol
+        self.logon_guard.succeeded(session)
         metrics.SESSIONS_LOGGED_ON.inc()
         metrics.LOGONS.labels(session.settings.session_id).inc()
         log.info(

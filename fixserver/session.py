@@ -14,6 +14,11 @@ Connection states (``session_events.TRANSITIONS`` is the table; other changes ra
       \\--bad first message / refused Logon------------------------------------------> CLOSED
                                  \\--peer Logout (answered), too-low seq, silence---> CLOSED
 
+The first message goes through ``fixserver.logon_screen`` (a Logon, for a known session, not
+locked out by the glue's gate, authenticated); what fails there closes the connection without
+an answer and uses no sequence number. A Logon below the expected MsgSeqNum is refused with a
+Logout, unless PossDupFlag=Y: then it is ignored.
+
 Inbound message pipeline (same order as QuickFIX, which conformance suites are written against):
 
 1. Framing (codec): garbled frames are ignored and use no sequence number; before the Logon
@@ -54,7 +59,7 @@ from fixserver.admin_messages import (
 )
 from fixserver.codec import FieldValue, FixMessage, FrameDecoder, GarbledMessage
 from fixserver.dictionary import ValidationError
-from fixserver.logon_auth import PUBLIC_FAILURE_TEXT, AuthenticationError, check_logon_credentials
+from fixserver.logon_screen import LogonGate, LogonRefusal, screen_logon
 from fixserver.retransmit import GapFill, clamp_end, plan_retransmit
 from fixserver.session_events import (
     ApplicationMessageReceived,
@@ -63,6 +68,7 @@ from fixserver.session_events import (
     GarbledMessageIgnored,
     LoggedOn,
     LoggedOut,
+    LogonFailed,
     SessionEvent,
     SessionStateError,
     check_transition,
@@ -95,8 +101,12 @@ def _int_field(msg: FixMessage, tag: int) -> int | None:
 class SessionConnection:
     """Protocol state for one TCP connection; bound to a Session by its Logon."""
 
-    def __init__(self, registry: SessionRegistry, now_ns: int) -> None:
+    def __init__(
+        self, registry: SessionRegistry, now_ns: int, gate: LogonGate | None = None
+    ) -> None:
         self.registry = registry
+        #: consulted before a Logon's credentials are checked (the glue's logon throttle)
+        self._gate = gate
         self.session: Session | None = None
         #: the accepted Logon (the application reads its own tags from it, e.g. 7929)
         self.logon_message: FixMessage | None = None
@@ -287,48 +297,17 @@ class SessionConnection:
             self._close(f"garbled message before Logon: {reason}", now_ns)
 
     def _on_first_message(self, msg: FixMessage, now_ns: int) -> None:
-        # Until the peer is identified, a refusal is a silent close: there is nobody to
-        # address a Logout to (unknown CompIDs), or answering would disturb the session's
-        # live connection (duplicate logon).
-        if msg.msg_type != b"A":
-            self._close("first message is not a Logon", now_ns)
+        # Until the peer is identified and authenticated, a refusal is a silent close that
+        # touches no sequence number (fixserver.logon_screen says why).
+        screened = screen_logon(self.registry, msg, now_ns, self._gate)
+        if isinstance(screened, LogonRefusal):
+            if screened.failed:
+                self._events.append(LogonFailed(screened.session, screened.reason))
+            self._close(screened.reason, now_ns)
             return
-        their_id = msg.get_str(49, "") or ""
-        our_id = msg.get_str(56, "") or ""
-        session = self.registry.find(msg.begin_string.decode("latin-1"), our_id, their_id)
-        if session is None:
-            self._close(
-                f"no session {msg.begin_string.decode('latin-1')}:{our_id}->{their_id}", now_ns
-            )
-            return
-        if session.connection is not None:
-            self._close(f"{session.settings.session_id} is already logged on", now_ns)
-            return
+        session = screened
         settings = session.settings
-        if settings.use_data_dictionary:
-            try:
-                session.dictionary.validate(msg)
-            except ValidationError as exc:
-                self._close(f"invalid Logon: {exc}", now_ns)
-                return
-        seq = _int_field(msg, 34)
-        try:
-            sent_ns = parse_utc_timestamp(msg.get(52) or b"")
-        except ValueError:
-            sent_ns = None
-        if seq is None or sent_ns is None:
-            self._close("Logon without a valid MsgSeqNum or SendingTime", now_ns)
-            return
-        if settings.check_latency and abs(now_ns - sent_ns) > settings.max_latency * NS_PER_SECOND:
-            self._close("Logon SendingTime accuracy problem", now_ns)
-            return
-        try:
-            check_logon_credentials(settings, msg, now_ns, session.nonces)
-        except AuthenticationError as exc:
-            self._refuse_logon(
-                session, PUBLIC_FAILURE_TEXT, f"authentication failed: {exc}", now_ns
-            )
-            return
+        seq = msg.get_int(34) or 0  # screen_logon checked it
         # Authenticated: from here on the Logon is acted on.
         if not session.check_schedule(now_ns):
             self._refuse_logon(session, "Logon outside of session time", None, now_ns)
@@ -348,9 +327,13 @@ class SessionConnection:
         if reset or settings.reset_on_logon:
             store.reset(now_ns)
         expected = store.next_target_seq()
-        if seq < expected and msg.get(43) != b"Y":
-            text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
-            self._refuse_logon(session, text, None, now_ns)
+        if seq < expected:
+            if msg.get(43) != b"Y":
+                text = f"MsgSeqNum too low, expecting {expected} but received {seq}"
+                self._refuse_logon(session, text, None, now_ns)
+            # else a possible duplicate of a Logon already processed: ignored, as any PossDup
+            # message below the expected number (QuickFIX: verify() fails, nothing changes).
+            # The connection waits for a Logon it can act on until the logon timeout.
             return
         next_expected = _int_field(msg, 789)
         next_sender = store.next_sender_seq()

@@ -76,6 +76,21 @@ class GarbledMessageIgnored:
     raw: bytes
 
 
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class LogonFailed:
+    """A Logon failed authentication (``session`` is the one it named) or named no configured
+    session (``session`` is None). The connection closes without an answer (ConnectionClosed
+    follows); ``reason`` is for the server's log only."""
+
+    session: Session | None
+    reason: str
+
+
 SessionEvent = Union[
-    LoggedOn, ApplicationMessageReceived, LoggedOut, ConnectionClosed, GarbledMessageIgnored
+    LoggedOn,
+    ApplicationMessageReceived,
+    LoggedOut,
+    ConnectionClosed,
+    GarbledMessageIgnored,
+    LogonFailed,
 ]

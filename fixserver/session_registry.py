@@ -46,7 +46,8 @@ class Session:
         self.connection: SessionConnection | None = None
         self.header = HeaderBuilder(settings)
         self.schedule = SessionSchedule.from_settings(settings)
-        self.nonces = NonceMemory(2 * settings.hmac_window * NS_PER_SECOND)
+        #: spent nonces of signed logons, kept in the store too (a restart remembers them)
+        self.nonces = NonceMemory(2 * settings.hmac_window * NS_PER_SECOND, store)
         self.begin_string = settings.begin_string.encode("latin-1")
         self.our_comp_id = settings.sender_comp_id.encode("latin-1")
         self.their_comp_id = settings.target_comp_id.encode("latin-1")

@@ -79,6 +79,11 @@ class SessionSettings:
     hmac_key: bytes | None = None
     #: seconds a signed logon's SendingTime may differ from our clock, and nonce memory horizon
     hmac_window: int = 30
+    #: failed Logons in a row (for this session, or from one address) before a lockout;
+    #: 0 = no delays and no lockout (``fixserver.logon_throttle``)
+    logon_lockout_failures: int = 5
+    #: seconds a lockout lasts
+    logon_lockout_seconds: int = 60
     #: application: cancel the session's open orders when it disconnects
     cancel_on_disconnect: bool = False
     #: application: messages per second before BusinessMessageReject (380=8)

@@ -1,4 +1,5 @@
-"""FIX message store: the next sequence numbers and the sent messages kept for resend.
+"""FIX message store: the next sequence numbers, the sent messages kept for resend, and the
+nonces of signed logons already accepted (``fixserver.logon_auth``; a reset keeps them).
 
 The session core talks to a store synchronously; implementations keep their state in memory
 and make it durable in their own way (``fixserver.filestore.FileMessageStore`` appends each
@@ -34,6 +35,13 @@ class MessageStore(Protocol):
 
     def creation_time_ns(self) -> int: ...
 
+    def spend_nonce(self, nonce: bytes, accepted_ns: int, forget_before_ns: int) -> None:
+        """Keep a signed Logon's nonce as spent (as durably as the sequence numbers); those
+        accepted before ``forget_before_ns`` need not be kept any more."""
+
+    def spent_nonces(self) -> dict[bytes, int]:
+        """The spent nonces kept: nonce -> time accepted."""
+
 
 class MemoryMessageStore:
     """An in-memory store (lost with the process)."""
@@ -43,6 +51,7 @@ class MemoryMessageStore:
         self._next_target = 1
         self._sent: dict[int, bytes] = {}
         self._created = now_ns
+        self._nonces: dict[bytes, int] = {}
 
     def next_sender_seq(self) -> int:
         return self._next_sender
@@ -75,3 +84,12 @@ class MemoryMessageStore:
 
     def creation_time_ns(self) -> int:
         return self._created
+
+    def spend_nonce(self, nonce: bytes, accepted_ns: int, forget_before_ns: int) -> None:
+        nonces = self._nonces
+        for old in [n for n, t in nonces.items() if t < forget_before_ns]:
+            del nonces[old]
+        nonces[nonce] = accepted_ns
+
+    def spent_nonces(self) -> dict[bytes, int]:
+        return dict(self._nonces)

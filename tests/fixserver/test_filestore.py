@@ -1,4 +1,5 @@
-"""FileMessageStore keeps sequence numbers and sent messages across restarts and torn writes."""
+"""FileMessageStore keeps sequence numbers, sent messages and spent logon nonces across restarts
+and torn writes."""
 
 from __future__ import annotations
 
@@ -258,3 +259,59 @@ def test_batched_store_matches_memory_store(tmp_path_factory, ops, flush_every):
     assert reloaded.next_target_seq() == memory.next_target_seq()
     assert reloaded.creation_time_ns() == memory.creation_time_ns()
     assert reloaded.get_sent(1, 50) == memory.get_sent(1, 50)
+
+
+# --- spent logon nonces (<session>.nonces) ---
+
+S = 1_000_000_000
+
+
+def test_spent_nonces_survive_reopen_and_reset_and_are_fsynced(tmp_path):
+    """Spent nonces are kept across a reopen and a sequence reset; they make the store need
+    a sync until it has run."""
+    store = FileMessageStore(str(tmp_path), SID, now_ns=0)
+    assert store.spent_nonces() == {} and not os.path.exists(tmp_path / _nonce_file())
+    store.sync()
+    store.spend_nonce(b"nonce-1", 10 * S, 0)
+    store.spend_nonce(b"nonce-2", 11 * S, 0)
+    assert store.needs_sync
+    store.sync()
+    assert not store.needs_sync
+    store.reset(12 * S)
+    assert FileMessageStore(str(tmp_path), SID).spent_nonces() == {
+        b"nonce-1": 10 * S,
+        b"nonce-2": 11 * S,
+    }
+    memory = MemoryMessageStore()
+    memory.spend_nonce(b"nonce-1", 10 * S, 0)
+    memory.reset(12 * S)
+    assert memory.spent_nonces() == {b"nonce-1": 10 * S}
+
+
+def test_nonce_file_stays_bounded_by_the_horizon(tmp_path):
+    """With one logon a second and a 60 s horizon, 10,000 logons leave a small file holding
+    only the nonces still inside the horizon."""
+    store = FileMessageStore(str(tmp_path), SID, now_ns=0)
+    for i in range(10_000):
+        now = i * S
+        store.spend_nonce(b"nonce-%08d" % i, now, now - 60 * S)
+    path = tmp_path / _nonce_file()
+    assert os.path.getsize(path) < 200 * 40
+    again = FileMessageStore(str(tmp_path), SID).spent_nonces()
+    assert len(again) >= 61 and max(again.values()) - min(again.values()) <= 200 * S
+    assert b"nonce-00009999" in again
+
+
+def test_torn_nonce_record_is_dropped(tmp_path):
+    """A nonce record cut short by a crash is dropped; the ones before it are kept."""
+    store = FileMessageStore(str(tmp_path), SID, now_ns=0)
+    store.spend_nonce(b"nonce-1", 10 * S, 0)
+    store.spend_nonce(b"nonce-2", 11 * S, 0)
+    path = tmp_path / _nonce_file()
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) - 3)
+    assert FileMessageStore(str(tmp_path), SID).spent_nonces() == {b"nonce-1": 10 * S}
+
+
+def _nonce_file() -> str:
+    return store_file_name(SID, ".nonces")

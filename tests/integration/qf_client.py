@@ -194,6 +194,10 @@ class QuickFixClient:
     def logon(self) -> None:
         self.session.logon()
 
+    def set_logon_field(self, tag: int, value: str) -> None:
+        """Change a field the next Logons carry (e.g. a corrected Password 554)."""
+        self._app.logon_fields[tag] = value
+
     def send_new_order(self, cl_ord_id: str) -> None:
         """A valid FIX 4.4 NewOrderSingle (limit buy 1 BTC-PERP at 100)."""
         message = fix.Message()

@@ -163,3 +163,37 @@ def test_server_sigkill_restart_keeps_sequence_numbers(tmp_path, server_process,
     logouts = [e for e in client.history[mark:] if e.kind == "from_admin" and e.msg_type == "5"]
     assert all("too low" not in e.fields.get(58, "") for e in logouts), logouts
     _assert_nothing_rejected(client)
+
+
+@pytest_twisted.inlineCallbacks
+def test_quickfix_with_a_wrong_password_then_the_right_one_logs_on_in_sequence(
+    inprocess_server, quickfix_client
+):
+    """Refused Logons (wrong password) get no answer and use no sequence number: when
+    QuickFIX then sends the right password, the server's Logon is MsgSeqNum 1, QuickFIX
+    accepts it (no 'MsgSeqNum too low') and nothing is rejected."""
+    server = inprocess_server(extra="Password=s3cret\n")
+    session = server.sessions[0]
+    client = quickfix_client(server.fix_port.getHost().port, logon_fields={554: "wrong"})
+    client.start()
+
+    def logons_sent() -> int:
+        client.poll()
+        return len([e for e in client.history if e.kind == "to_admin" and e.msg_type == "A"])
+
+    yield wait_until(lambda: logons_sent() >= 2, "QuickFIX retrying after its refused Logon")
+    assert not client.find("from_admin"), "a refused Logon was answered"
+    assert (session.store.next_sender_seq(), session.store.next_target_seq()) == (1, 1)
+    client.set_logon_field(554, "s3cret")
+    yield wait_until(lambda: client.find("logon"), "the QuickFIX logon with the right password")
+    logon = client.find("from_admin", _is("A"))
+    assert logon is not None and logon.seq == 1, logon
+    client.send_test_request("AFTER-REFUSALS")
+    yield wait_until(
+        lambda: client.find("from_admin", _is("0", t112="AFTER-REFUSALS")),
+        "the answer to a TestRequest after the refusals",
+    )
+    yield threads.deferToThread(client.stop)
+    logouts = [e for e in client.history if e.msg_type == "5"]
+    assert all("too low" not in e.fields.get(58, "") for e in logouts), logouts
+    _assert_nothing_rejected(client)
