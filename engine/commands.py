@@ -156,6 +156,20 @@ class SetTradingDay:
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
+class AdminAction:
+    """An operator's action that changes no engine state (log a session out, set its
+    sequence numbers, take a snapshot): accepted and recorded nowhere, so that the journal
+    is the audit trail of who (``who``, the admin token's name) did what (``action``, with
+    ``detail``) and when (``ts``)."""
+
+    seq: int
+    ts: int
+    who: str
+    action: str
+    detail: str = ""
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class Tick:
     """The sequencer's time tick: expires GTD and DAY orders whose time is at or before ``ts``."""
 
@@ -166,4 +180,5 @@ class Tick:
 Command = Union[
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
     SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, Tick,
+    AdminAction,
 ]

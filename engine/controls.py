@@ -6,6 +6,8 @@
   when its turn comes: the firm has no live orders from that command on, whatever the timing.
 - :class:`~engine.commands.SessionStatus`: recorded only, so that a FIX session's
   cancel-on-disconnect choice is journaled and survives a restart.
+- :class:`~engine.commands.AdminAction`: an operator's action outside the engine, accepted
+  and recorded nowhere (the journal entry itself is the audit record).
 - :class:`~engine.commands.SetTradingDay`: where the trading day rolls (DAY order expiry).
 
 Each is a plain function ``(engine, command, events)`` like :func:`engine.replace.replace_order`.
@@ -44,6 +46,10 @@ def kill_switch(eng: Any, c: Any, ev: list) -> None:
 def session_status(eng: Any, c: Any, ev: list) -> None:
     """Record a FIX session's connection state and cancel-on-disconnect choice."""
     eng.sessions[str(c.session_id)] = (bool(c.connected), bool(c.cancel_on_disconnect))
+
+
+def admin_action(eng: Any, c: Any, ev: list) -> None:
+    """An operator's audit record: no state, no events (the journal holds it)."""
 
 
 def set_trading_day(eng: Any, c: Any, ev: list) -> None:

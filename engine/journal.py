@@ -35,6 +35,7 @@ import attr
 import msgpack
 
 from engine.commands import (
+    AdminAction,
     CancelOrder,
     KillSwitch,
     MassCancel,
@@ -67,6 +68,7 @@ COMMAND_CODES: dict[type, int] = {
     KillSwitch: 9,
     SessionStatus: 10,
     SetTradingDay: 11,
+    AdminAction: 13,
 }
 _CLASSES: dict[int, type] = {code: cls for cls, code in COMMAND_CODES.items()}
 

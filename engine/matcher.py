@@ -35,6 +35,7 @@ from engine import controls as _controls
 from engine import snapshot as _snapshot
 from engine.book import NO_ASK, Book, FastBook
 from engine.commands import (
+    AdminAction,
     CancelOrder,
     KillSwitch,
     MassCancel,
@@ -733,6 +734,7 @@ _DISPATCH: dict[type, Callable[[MatchingEngine, Any, list], None]] = {
     SetPosition: MatchingEngine._on_set_position,
     SetAccountStp: MatchingEngine._on_account_stp,
     KillSwitch: _controls.kill_switch,
+    AdminAction: _controls.admin_action,
     SessionStatus: _controls.session_status,
     SetTradingDay: _controls.set_trading_day,
     Tick: MatchingEngine._on_tick,

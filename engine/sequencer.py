@@ -49,6 +49,7 @@ from typing import Any, Callable, NamedTuple
 import attr
 
 from engine.commands import (
+    AdminAction,
     CancelOrder,
     KillSwitch,
     MassCancel,
@@ -65,6 +66,7 @@ from engine.commands import (
 COMMAND_CLASSES: tuple[type, ...] = (
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
     SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, Tick,
+    AdminAction,
 )
 
 

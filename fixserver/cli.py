@@ -3,8 +3,10 @@
 ``fixserver serve --config FILE`` runs the server until SIGTERM/SIGINT (a clean shutdown:
 every session is logged out first). ``fixserver check-config --config FILE`` only reads and
 checks the file. A bad config file prints one line naming the setting and exits 2.
-``fixserver admin kill-switch --firm X --on|--off --http URL`` switches a firm's kill switch
-through the server's HTTP admin API.
+``fixserver admin <command> --http URL`` runs an operator command through the server's
+authenticated HTTP admin API (token in ``$FIXSERVER_ADMIN_TOKEN`` or ``--token``; see
+:mod:`fixserver.admin.client`, e.g. ``fixserver admin kill-switch --firm X --on``);
+``fixserver admin journal-verify --journal DIR`` checks a journal directory offline.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from fixserver.admin.client import add_admin_parser, run_admin
 from fixserver.config import ConfigError, ServerConfig, load_config
 
 EXIT_CONFIG_ERROR = 2
@@ -89,6 +92,10 @@ def check_config(config: ServerConfig) -> int:
         print(f"TLS port {config.accept_address}:{config.tls.port}")
     if config.http_port is not None:
         print(f"HTTP port {config.http_address}:{config.http_port}")
+    if config.admin_port is not None:
+        print(f"admin port {config.admin_address}:{config.admin_port}")
+    names = ", ".join(t.name for t in config.admin_tokens)  # never the secrets
+    print(f"admin tokens {names}" if names else "admin API disabled (no AdminToken)")
     print(f"store {config.file_store_path or 'memory (not durable)'}")
     for settings in config.sessions:
         print(
@@ -108,36 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", add_help=False,
         help="apply or check the Postgres migrations (fixserver migrate --help for options)",
     )
-    admin_cmd = commands.add_parser("admin", help="operator commands (over the HTTP admin API)")
-    admin_sub = admin_cmd.add_subparsers(dest="admin_command", required=True)
-    kill = admin_sub.add_parser("kill-switch", help="cancel a firm's orders and refuse new ones")
-    kill.add_argument("--firm", required=True)
-    on_off = kill.add_mutually_exclusive_group(required=True)
-    on_off.add_argument("--on", dest="active", action="store_true")
-    on_off.add_argument("--off", dest="active", action="store_false")
-    kill.add_argument("--http", required=True, metavar="URL",
-                      help="the server's HTTP side, e.g. http://127.0.0.1:9100")
+    add_admin_parser(commands)
     return parser
-
-
-def kill_switch(firm: str, active: bool, http: str) -> int:
-    """``fixserver admin kill-switch``: POST /admin/kill-switch and print the answer."""
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    query = urllib.parse.urlencode({"firm": firm, "active": "1" if active else "0"})
-    url = f"{http.rstrip('/')}/admin/kill-switch?{query}"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
-            print(r.read().decode("utf-8").strip())
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(f"fixserver: kill switch refused: {exc.read().decode('utf-8').strip()}",
-              file=sys.stderr)
-    except OSError as exc:
-        print(f"fixserver: cannot reach {http}: {exc}", file=sys.stderr)
-    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return migrate_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "admin":
-        return kill_switch(args.firm, args.active, args.http)
+        return run_admin(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

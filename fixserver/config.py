@@ -27,6 +27,13 @@ from typing import Callable
 
 import attr
 
+from fixserver.admin.tokens import (
+    AdminToken,
+    TokenError,
+    check_unique,
+    parse_token_file,
+    parse_token_list,
+)
 from fixserver.dictionary import quickfix_spec_path
 from fixserver.orderentry.firms import AccountSettings, FirmSettings
 from fixserver.settings import LogonAuth, SessionRole, SessionSettings
@@ -59,6 +66,11 @@ class ServerConfig:
     http_address: str = "127.0.0.1"
     #: None = no HTTP side
     http_port: int | None = None
+    #: admin API bearer tokens (AdminToken, AdminTokenFile); none = every /admin request 403
+    admin_tokens: tuple[AdminToken, ...] = ()
+    #: the admin API's own port; None = the admin API is on the HTTP port
+    admin_port: int | None = None
+    admin_address: str = "127.0.0.1"
     #: directory of the durable message stores; None = in-memory stores (not durable)
     file_store_path: str | None = None
     #: seconds between group commits (fsync) of the message stores
@@ -303,6 +315,10 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CancelOnDisconnectDelay": ("cancel_on_disconnect_delay", _parse_non_negative_float),
     "TradingDayEnd": ("trading_day_end", _parse_time),
     "Application": ("application", _parse_application),
+    "AdminToken": ("admin_token", _parse_text),
+    "AdminTokenFile": ("admin_token_file", _parse_text),
+    "AdminAddress": ("admin_address", _parse_text),
+    "AdminPort": ("admin_port", _parse_port),
 }
 
 # [FIRM] and [ACCOUNT] keys (order entry): key -> parser.
@@ -546,6 +562,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
             "[DEFAULT] but RedisURL is not"
         )
 
+    _admin_settings(source, base_dir, default, server)
     firms = _build_firms(source, firm_sections)
     if not firms or server.get("application") == "echo":
         for name in ("WebSocketPort", "RedisURL"):
@@ -565,6 +582,48 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
     return ServerConfig(
         sessions=tuple(sessions), source=source, firms=firms, **server  # type: ignore[arg-type]
     )
+
+
+def _admin_settings(
+    source: str, base_dir: str, default: _Section, server: dict[str, object]
+) -> None:
+    """AdminToken and AdminTokenFile become ``admin_tokens`` (fixserver.admin.tokens; no
+    error message shows a secret); the token file must not be accessible to others;
+    AdminAddress needs AdminPort, and tokens need a port to be served on."""
+    tokens: list[AdminToken] = []
+    listed = server.pop("admin_token", None)
+    if listed is not None:
+        line = default.values["AdminToken"][1]
+        try:
+            tokens += parse_token_list(str(listed))
+        except TokenError as exc:
+            raise ConfigError(f"{source}:{line}: AdminToken in [DEFAULT]: {exc}") from None
+    path = server.pop("admin_token_file", None)
+    if path is not None:
+        line = default.values["AdminTokenFile"][1]
+        path = _resolve_path(str(path), base_dir)
+        where = f"{source}:{line}: AdminTokenFile {path}"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if os.fstat(handle.fileno()).st_mode & 0o007:
+                    raise ConfigError(f"{where}: other users may access it (chmod o-rwx)")
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read it: {exc}") from None
+        try:
+            tokens += parse_token_file(text)
+        except TokenError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    try:
+        server["admin_tokens"] = check_unique(tokens)
+    except TokenError as exc:
+        raise ConfigError(f"{source}: AdminToken/AdminTokenFile: {exc}") from None
+    if "AdminAddress" in default.values and "admin_port" not in server:
+        raise ConfigError(f"{source}:{default.values['AdminAddress'][1]}: AdminAddress is set "
+                          "in [DEFAULT] but AdminPort is not")
+    if tokens and "admin_port" not in server and "http_port" not in server:
+        raise ConfigError(f"{source}: admin tokens are configured but neither HttpPort nor "
+                          "AdminPort is: the admin API would not be served")
 
 
 def _build_firms(source: str, sections: list[_Section]) -> tuple[FirmSettings, ...]:

@@ -1,8 +1,10 @@
-"""The HTTP side (twisted.web): ``/metrics`` for Prometheus and ``/health``.
+"""The HTTP side (twisted.web): ``/metrics`` for Prometheus, ``/health`` and ``/admin``.
 
 ``/health`` answers 200 with a small JSON document while the reactor runs: the server's
 status and, per configured session, whether it is logged on and its next sequence numbers.
-The admin API will hang further resources off ``build_site``'s root.
+``/metrics`` and ``/health`` are open (scrapers, load balancers); ``/admin`` is the
+authenticated admin API (:mod:`fixserver.admin`), on this site or, with ``AdminPort``, on a
+site of its own (:func:`build_admin_site`).
 """
 
 from __future__ import annotations
@@ -55,24 +57,6 @@ class HealthResource(Resource):
         return json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
-class StateHashResource(Resource):
-    """GET /admin/state-hash: ``{"seq": last matched seq, "state_hash": engine hash}``, read
-    between ticks, so an offline replay of the journal up to ``seq`` must hash the same."""
-
-    isLeaf = True
-
-    def __init__(self, state: Callable[[], tuple[int, str]]) -> None:
-        super().__init__()
-        self._state = state
-
-    def render_GET(self, request: Request) -> bytes:
-        seq, state_hash = self._state()
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        body = {"seq": seq, "state_hash": state_hash}
-        return json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
 class _Root(Resource):
     """The site root: known children, and an escaped 404 page for everything else."""
 
@@ -95,6 +79,18 @@ def build_site(
     if admin is not None:
         admin_page: Any = admin  # a Resource; twisted's stubs want the IResource interface
         root.putChild(b"admin", admin_page)
+    return _site(root)
+
+
+def build_admin_site(admin: Resource) -> Site:
+    """The admin API's own site (``AdminPort``): ``/admin`` only."""
+    root = _Root()
+    admin_page: Any = admin
+    root.putChild(b"admin", admin_page)
+    return _site(root)
+
+
+def _site(root: Resource) -> Site:
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False  # no "Starting factory" lines on every start

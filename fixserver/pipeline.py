@@ -22,13 +22,14 @@ soon as the reactor is free after a submit (``callLater(0)``), so that everythin
 the sockets in one reactor turn is one batch and an order waits for no timer.
 
 Snapshots: after a tick, once ``snapshot_every_commands`` commands or ``snapshot_every_s``
-seconds have passed since the last one, the engine's snapshot, state hash and the
-sequencer's position are taken at that tick boundary (on the reactor thread: this costs time
-proportional to the book), a segment rotation is queued right after the tick's record, and
-the snapshot file is written on its own thread once that tick is durable (a snapshot never
-gets ahead of the journal). ``snapshot_extra()`` (the subscribers' own state, e.g. the FIX
-layer's order ownership) is called right after that tick is released, when the subscribers
-have seen exactly the ticks the snapshot holds. Pruning after a snapshot write keeps the
+seconds have passed since the last one (or :meth:`OrderPipeline.request_snapshot` asked for
+one), the engine's snapshot, state hash and the sequencer's position are taken at that tick
+boundary (on the reactor thread: this costs time proportional to the book), a segment
+rotation is queued right after the tick's record, and the snapshot file is written on its
+own thread once that tick is durable (a snapshot never gets ahead of the journal).
+``snapshot_extra()`` (the subscribers' own state, e.g. the FIX layer's order ownership) is
+called right after that tick is released, when the subscribers have seen exactly the ticks
+the snapshot holds. Pruning after a snapshot write keeps the
 journal from ``retain_from_seq()`` on (called on the reactor thread when the write starts; the
 Postgres writer's durable high-water mark, so rows a Postgres outage kept back can still be
 regenerated after a crash); ``journal_segments_retained_for_postgres`` counts the segments
@@ -169,6 +170,7 @@ class OrderPipeline:
         self._snapshot_due: deque[tuple[int, SnapshotState]] = deque()  # (tick number, state)
         self._snapshot_busy = False
         self._snapshot_waiters: list[Deferred] = []
+        self._snapshot_requested = False  # request_snapshot(): at the next tick with a batch
         #: set by open_pipeline: the recovered snapshot's extra, and how many commands replayed
         self.recovered_extra: Any = None
         self.recovered_commands = 0
@@ -228,6 +230,21 @@ class OrderPipeline:
         d.addCallback(self._wait_snapshots)
         d.addCallback(join)
         return d
+
+    @property
+    def snapshot_in_progress(self) -> bool:
+        """A snapshot is requested, taken and not yet written, or being written."""
+        return self._snapshot_requested or self._snapshot_busy or bool(self._snapshot_due)
+
+    def request_snapshot(self) -> None:
+        """Take a snapshot at the end of the next tick that matches something, as the
+        periodic ones are taken (admin "snapshot now": submit a request, then tick)."""
+        self._snapshot_requested = True
+
+    def when_snapshots_written(self) -> Deferred:
+        """A Deferred fired once no snapshot is in progress (written, or its write failed:
+        compare :attr:`snapshots_written` before and after)."""
+        return self._wait_snapshots(None)
 
     def _wait_snapshots(self, _: Any) -> Deferred:
         if not self._snapshot_busy and not self._snapshot_due:
@@ -352,7 +369,8 @@ class OrderPipeline:
         if self._snapshot_busy or self._snapshot_due:
             return
         elapsed = self.clock.seconds() - self._last_snapshot_at
-        if (self._since_snapshot < self.snapshot_every_commands
+        if (not self._snapshot_requested
+                and self._since_snapshot < self.snapshot_every_commands
                 and elapsed < self.snapshot_every_s):
             return
         self.take_snapshot()
@@ -366,6 +384,7 @@ class OrderPipeline:
         self._pending.append(Rotate(next_seq))
         self._snapshot_due.append((self.ticks, state))
         self._since_snapshot = 0
+        self._snapshot_requested = False
         self._last_snapshot_at = self.clock.seconds()
 
     def _start_due_snapshot(self) -> None:

@@ -21,7 +21,7 @@ from fixserver.application import Application, UnsupportedMessageApplication
 from fixserver.config import ConfigError, ServerConfig
 from fixserver.dictionary import DataDictionary, DictionaryError
 from fixserver.filestore import FileMessageStore, WriteBatch
-from fixserver.http import build_site
+from fixserver.http import build_admin_site, build_site
 from fixserver.protocol import SessionHost
 from fixserver.session import Session, SessionRegistry
 from fixserver.settings import SessionSettings
@@ -110,6 +110,7 @@ class FixServer:
         self.fix_port: Any = None  # IListeningPort
         self.tls_port: Any = None
         self.http_port: Any = None
+        self.admin_port: Any = None  # AdminPort: the admin API's own listening port
         self._sync_loop: task.LoopingCall | None = None
         self._sync_in_flight: defer.Deferred[None] | None = None
         self._status = "starting"
@@ -147,17 +148,25 @@ class FixServer:
                 config.tls.port, self.host, certificate.options(), interface=config.accept_address
             )
             log.info("fix.listen_tls address={address}", address=_address(self.tls_port))
+        admin = getattr(self.application, "admin_resource", None)
         if config.http_port is not None:
             self.http_port = reactor.listenTCP(
                 config.http_port,
                 build_site(
                     self.sessions,
                     lambda: self._status,
-                    admin=getattr(self.application, "admin_resource", None),
+                    admin=admin if config.admin_port is None else None,
                 ),
                 interface=config.http_address,
             )
             log.info("http.listen address={address}", address=_address(self.http_port))
+        if config.admin_port is not None:
+            if admin is None:
+                log.warn("admin.no_api: AdminPort is set but the admin API needs order entry")
+            else:
+                self.admin_port = reactor.listenTCP(
+                    config.admin_port, build_admin_site(admin), interface=config.admin_address)
+                log.info("admin.listen address={address}", address=_address(self.admin_port))
         self._sync_loop = task.LoopingCall(self.sync_stores)
         self._sync_loop.clock = reactor
         self._sync_loop.start(config.store_sync_interval, now=False)
@@ -233,6 +242,8 @@ class FixServer:
             )
         if self.http_port is not None and self.http_port.connected:
             yield self.http_port.stopListening()
+        if self.admin_port is not None and self.admin_port.connected:
+            yield self.admin_port.stopListening()
         self._status = "stopped"
         log.info("fix.stopped")
 

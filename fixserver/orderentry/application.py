@@ -229,18 +229,21 @@ class OrderEntryApplication:
 
     # -- kill switch ----------------------------------------------------------------------
 
-    def set_kill_switch(self, firm: str, active: bool) -> None:
+    def set_kill_switch(self, firm: str, active: bool, who: str = "") -> tuple:
         """Switch a firm's kill switch (journaled). On: the engine cancels every live order
         of the firm's accounts and rejects their orders still in flight; new orders are
-        refused here at once. Raises KeyError (unknown firm) or PipelineStopped."""
+        refused here at once. ``who`` (the operator, admin API) is journaled in the origin,
+        which is returned. Raises KeyError (unknown firm) or PipelineStopped."""
         if firm not in self.directory.firms:
             raise KeyError(f"unknown firm {firm}")
         accounts = tuple(self.directory.accounts_of(firm))
-        self.gateway.submit(origin("", "K", firm), KillSwitch(0, 0, firm, accounts, active))
+        o = origin("", "K", firm, who) if who else origin("", "K", firm)
+        self.gateway.submit(o, KillSwitch(0, 0, firm, accounts, active))
         if active:
             self.killed.add(firm)
         else:
             self.killed.discard(firm)
+        return o
 
     # -- inbound --------------------------------------------------------------------------
 

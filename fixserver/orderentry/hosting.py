@@ -1,17 +1,20 @@
 """Twisted glue for order entry: session life events to the application, and the HTTP admin
-resource (``POST /admin/kill-switch?firm=X&active=1``)."""
+API (:mod:`fixserver.admin`) over the order-entry service."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
 
-from fixserver.http import StateHashResource
+from fixserver.admin.actions import ExchangeAdmin
+from fixserver.admin.resource import AdminResource
+from fixserver.admin.tokens import TokenVerifier
 from fixserver.protocol import FixProtocol, SessionHost
+
+if TYPE_CHECKING:
+    from fixserver.orderentry.wiring import OrderEntryService
 
 log = Logger(namespace="fixserver.orderentry")
 
@@ -43,61 +46,16 @@ class OrderEntryHost(SessionHost):
             self._hooks().on_logout(session, self.now_ns())
 
 
-class KillSwitchResource(Resource):
-    """``POST /admin/kill-switch?firm=X&active=1|0``: answers once the state is durable."""
-
-    isLeaf = True
-
-    def __init__(self, service: Any) -> None:
-        super().__init__()
-        self.service = service
-
-    def render_POST(self, request: Request) -> Any:
-        args = request.args or {}
-        firm = (args.get(b"firm") or [b""])[0].decode("utf-8", "replace")
-        active = (args.get(b"active") or [b""])[0]
-        request.setHeader(b"content-type", b"application/json")
-        if not firm or active not in (b"0", b"1"):
-            request.setResponseCode(400)
-            return b'{"error":"expected ?firm=X&active=1 or active=0"}\n'
-        try:
-            self.service.app.set_kill_switch(firm, active == b"1")
-        except KeyError:
-            request.setResponseCode(404)
-            return json.dumps({"error": f"unknown firm {firm}"}).encode() + b"\n"
-        except Exception as exc:  # the pipeline is stopped
-            request.setResponseCode(503)
-            return json.dumps({"error": f"the exchange is not accepting commands: {exc}"}
-                              ).encode() + b"\n"
-        log.warn("admin.kill_switch firm={firm} active={active}", firm=firm,
-                 active=active == b"1")
-        # Journaled as an engine command: matched now, answered once durable and released.
-        self.service.pipeline.tick()
-        d = self.service.pipeline.when_idle()
-
-        def done(_: Any) -> None:
-            app = self.service.app
-            if self.service.pipeline.failure is not None:
-                request.setResponseCode(500)
-                request.write(b'{"error":"the journal failed; the kill switch is not durable"}\n')
-            else:
-                body = {"firm": firm, "active": active == b"1",
-                        "canceled": app.kill_canceled.get(firm, 0) if active == b"1" else 0,
-                        "killed": sorted(app.killed)}
-                request.write(json.dumps(body).encode() + b"\n")
-            request.finish()
-
-        d.addCallback(done)
-        return NOT_DONE_YET
-
-
-def admin_resource(service: Any) -> Resource:
-    """The ``/admin`` subtree."""
-    admin = Resource()
-    kill_switch: Any = KillSwitchResource(service)  # IResource by inheritance (stubs)
-    admin.putChild(b"kill-switch", kill_switch)
-    pipeline = service.pipeline
-    state_hash: Any = StateHashResource(  # the live engine, for the crash test's replay check
-        lambda: (pipeline.sequencer.position()[0] - 1, pipeline.engine.state_hash()))
-    admin.putChild(b"state-hash", state_hash)
-    return admin
+def admin_resource(service: OrderEntryService) -> Resource:
+    """The ``/admin`` subtree: the authenticated admin API over the order-entry service's
+    pipeline and application and the server's sessions (fixserver.admin.actions)."""
+    server = service.server
+    verifier = TokenVerifier(server.config.admin_tokens)
+    if verifier.enabled:
+        log.info("admin.enabled tokens={names}", names=verifier.names)
+    else:
+        log.warn("admin.disabled: no AdminToken or AdminTokenFile is configured; every /admin "
+                 "request is refused")
+    actions = ExchangeAdmin(service.pipeline, service.app, server.sessions,
+                            lambda: server.host)  # the host is built after the application
+    return AdminResource(verifier, actions.router())

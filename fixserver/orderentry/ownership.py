@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Every request is submitted to the sequencer with an *origin* (journaled with it): a tuple
 ``(session_id, kind, ...)`` where ``kind`` is the FIX MsgType that caused it (``D``, ``F``,
-``G``, ``q``) or ``K`` (kill switch) / ``X`` (cancel-on-disconnect). See :func:`origin`.
+``G``, ``q``) or ``K`` (kill switch, ``("", "K", firm[, who])``) / ``X`` (cancel-on-disconnect)
+/ ``S`` (session status) / ``A`` (start-up and the admin API, ``("", "A"[, who, action])``).
+Origins with an empty session id belong to no session. See :func:`origin`.
 
 :class:`OrderLedger` is the FIX layer's view of the orders, built only from *released*
 (durable) ticks, so a status request never reports what might be lost in a crash:
@@ -55,7 +57,7 @@ def origin(session_id: str, kind: str, *extra: Any) -> tuple:
 
 
 def origin_session(o: Any) -> str | None:
-    """The session id of an origin, or None (engine ticks, kill switch)."""
+    """The session id of an origin, or None (engine ticks, kill switch, admin actions)."""
     if o is None or len(o) < 2 or o[1] not in SESSION_KINDS:
         return None
     return str(o[0])

@@ -41,6 +41,9 @@ from fixserver.journal_file import JournalDirectory
 from fixserver.pg.rows import ExecutionRow, RowBuilder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: the admin API token of the servers the harness configures (GET /admin/state-hash)
+ADMIN_TOKEN_NAME = "crash-test"
+ADMIN_TOKEN = "crash-test-admin-token-0123456789"
 
 #: ExecType (150) and OrdStatus (39) codes -> the names fixserver.pg.rows writes
 EXEC_TYPES = {"0": "NEW", "4": "CANCELED", "5": "REPLACED", "F": "TRADE", "8": "REJECTED",
@@ -73,6 +76,7 @@ def write_config(
         "[DEFAULT]", "ConnectionType=acceptor", "BeginString=FIX.4.4", "SenderCompID=EXCH",
         "SocketAcceptAddress=127.0.0.1", f"SocketAcceptPort={fix_port}",
         "HttpAddress=127.0.0.1", f"HttpPort={http_port}",
+        f"AdminToken={ADMIN_TOKEN_NAME}:{ADMIN_TOKEN}",
         f"FileStorePath={os.path.join(directory, 'store')}",
         f"JournalPath={os.path.join(directory, 'journal')}",
         f"HeartBtInt={heartbeat_s}", "UseDataDictionary=Y", "ResetOnLogon=N",
@@ -161,10 +165,12 @@ class ServerProcess:
         return code
 
     def http_get(self, path: str) -> tuple[int, Any]:
-        """(status, decoded JSON or text) of ``GET path`` on the HTTP side."""
+        """(status, decoded JSON or text) of ``GET path`` on the HTTP side (with the admin
+        token: /admin paths need it)."""
         url = f"http://127.0.0.1:{self.http_port}{path}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            with urllib.request.urlopen(request, timeout=10) as r:
                 body = r.read().decode()
                 status = r.status
         except urllib.error.HTTPError as exc:

@@ -92,13 +92,22 @@ def test_unknown_path_is_404():
     assert response.code == 404
 
 
-def test_state_hash_resource_reports_seq_and_hash():
-    """GET /admin/state-hash answers the engine's last seq and state hash as JSON."""
-    from twisted.web.test.requesthelper import DummyRequest
+@pytest_twisted.inlineCallbacks
+def test_admin_site_serves_only_admin():
+    """With AdminPort the admin API has a site of its own: /admin there, nothing else."""
+    from twisted.web.resource import Resource
 
-    from fixserver.http import StateHashResource
+    from fixserver.http import build_admin_site
 
-    request = DummyRequest([b""])
-    body = StateHashResource(lambda: (42, "abc123")).render_GET(request)
-    assert json.loads(body) == {"seq": 42, "state_hash": "abc123"}
-    assert request.responseHeaders.getRawHeaders(b"content-type") == [b"application/json"]
+    class Admin(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            return b"admin"
+
+    site = build_admin_site(Admin())
+    response, body = yield _get(site, b"/admin/anything")
+    assert response.code == 200 and body == b"admin"
+    for path in (b"/metrics", b"/health"):
+        response, _ = yield _get(site, path)
+        assert response.code == 404

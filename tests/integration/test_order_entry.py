@@ -20,6 +20,7 @@ from .qf_client import Event, QuickFixClient
 
 pytestmark = pytest.mark.integration
 TS = "20240101-00:00:00"
+ADMIN_TOKEN = "order-entry-test-admin-token"
 
 CONFIG = """\
 [DEFAULT]
@@ -29,6 +30,7 @@ SocketAcceptAddress=127.0.0.1
 SocketAcceptPort=0
 HttpAddress=127.0.0.1
 HttpPort=0
+AdminToken=ops:{admin_token}
 FileStorePath={tmp}/store
 JournalPath={tmp}/journal
 ShutdownTimeout=2
@@ -60,7 +62,7 @@ async def exchange(tmp_path):
     servers: list[FixServer] = []
 
     def start(acme: str = "", extra: str = "") -> FixServer:
-        text = CONFIG.format(tmp=tmp_path, acme=acme, extra=extra)
+        text = CONFIG.format(tmp=tmp_path, acme=acme, extra=extra, admin_token=ADMIN_TOKEN)
         server = FixServer(parse_config(text, base_dir=str(tmp_path)), reactor)
         server.start()
         servers.append(server)
@@ -248,9 +250,10 @@ def test_kill_switch_and_cancel_on_disconnect(exchange, quickfix_client):
     yield wait_until(lambda: acme.find("from_app", er(t11="T0", t150="0")), "T0 accepted")
     port = server.http_port.getHost().port
     url = f"http://127.0.0.1:{port}/admin/kill-switch?firm=ACME&active=1"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     body = yield threads.deferToThread(
-        lambda: urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10)
-        .read())
+        lambda: urllib.request.urlopen(urllib.request.Request(url, method="POST", headers=auth),
+                                       timeout=10).read())
     answer = json.loads(body)
     assert answer["active"] is True and answer["canceled"] == 1 and answer["killed"] == ["ACME"]
     canceled = yield wait_until(lambda: acme.find("from_app", er(t11="T0", t150="4")),
@@ -263,7 +266,7 @@ def test_kill_switch_and_cancel_on_disconnect(exchange, quickfix_client):
     assert refused.fields[58] == "kill switch active for firm ACME"
     yield threads.deferToThread(
         lambda: urllib.request.urlopen(urllib.request.Request(
-            url.replace("active=1", "active=0"), method="POST"), timeout=10).read())
+            url.replace("active=1", "active=0"), method="POST", headers=auth), timeout=10).read())
     order(acme, "K2", "1", "0.001", "59000")
     yield wait_until(lambda: acme.find("from_app", er(t11="K2", t150="0")), "K2 accepted")
     yield threads.deferToThread(acme.stop)
