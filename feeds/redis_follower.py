@@ -18,6 +18,15 @@ epoch, a ``pu`` or checksum mismatch) starts a new read on the same subscription
 subscribers then get fresh snapshots. If Redis holds no state yet (it restarted empty and the
 sink has not synced), the read is retried after a backoff, unless a SYNC notice comes first.
 
+A SYNC notice that arrives while a read is in flight is held like any other envelope, and the
+state read decides about it: one at or below the state's ``seq`` (same epoch) is already in
+that state and skipped; a newer one (or another epoch) makes the held replay raise
+``ResyncNeeded`` and read again. It is never a reason to throw a read away unseen: the
+subscription runs behind the reads (envelopes wait in Redis's output buffer, the socket and the
+reactor's queue), so under a busy exchange whose sink keeps resyncing (its queue overflows)
+nearly every read would see an older SYNC arrive while it is in flight, and the follower would
+read again and again and never bootstrap.
+
 Redis down: the subscription loop fails, the follower counts it
 (``redis_follower_connected`` 0) and resubscribes after a backoff that doubles up to
 ``backoff_max``; its WebSocket clients stay connected and keep the last state until then.
@@ -36,7 +45,7 @@ from twisted.python.threadpool import ThreadPool
 
 from feeds.core import FeedCore
 from feeds.hub import FeedHub
-from feeds.redis_keys import Envelope, RedisKeys, parse_meta, unpack_envelope
+from feeds.redis_keys import SYNC, Envelope, RedisKeys, parse_meta, unpack_envelope
 from feeds.redis_relay import RelayCore, ResyncNeeded, StoredState, parse_book
 
 log = Logger(namespace="feeds.redis_follower")
@@ -120,7 +129,6 @@ class RedisFollower:
         self._generation = 0  # bumps on every (re)subscription; stale thread callbacks ignored
         self._held: list[Envelope] | None = None  # envelopes held while a read is in flight
         self._reading = False
-        self._reread = False  # a SYNC came during a read: read again after it
         self._retry: Any = None
         CONNECTED.set(0)
 
@@ -180,7 +188,6 @@ class RedisFollower:
         self._generation += 1  # results of reads under the old subscription are void
         self._held = None
         self._reading = False
-        self._reread = False
         if self._retry is not None:  # a read retry belongs to the lost subscription
             self._retry.cancel()
             self._retry = None
@@ -217,8 +224,7 @@ class RedisFollower:
         if self._held is None:
             self._held = []
         if self._reading:
-            self._reread = True
-            return
+            return  # the read in flight serves: the held replay tells whether it is recent enough
         self.state = "bootstrapping"
         self._reading = True
         gen = self._generation
@@ -230,10 +236,6 @@ class RedisFollower:
         if gen != self._generation:
             return
         self._reading = False
-        if self._reread:
-            self._reread = False
-            self._bootstrap("sync")
-            return
         hub = self.hub
         self.relay.load(state, resend=lambda name: hub.subscriber_count(name) > 0)
         held, self._held = self._held or [], None
@@ -279,13 +281,11 @@ class RedisFollower:
             return
         if self._held is not None:
             self._held.append(env)
-            if env.kind == "sync":
-                if self._retry is not None:  # waiting for state: it is there now
-                    self._retry.cancel()
-                    self._retry = None
-                    self._bootstrap("sync")
-                elif self._reading:
-                    self._reread = True
+            # A SYNC during a read stays held: the state read tells whether it includes it.
+            if env.kind == SYNC and self._retry is not None:  # waiting for state: it is there
+                self._retry.cancel()
+                self._retry = None
+                self._bootstrap("sync")
             return
         self._apply(env)
 
