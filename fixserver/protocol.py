@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any, Callable
+from typing import Protocol as TypingProtocol
 
 import attr
 from twisted.internet import defer
@@ -61,6 +62,15 @@ log = Logger(namespace="fixserver")
 
 #: output limit before a connection is bound to a session (its Logon has not been accepted)
 DEFAULT_MAX_OUTPUT_BUFFER: int = attr.fields(SessionSettings).max_output_buffer.default or 0
+
+
+class SessionObserver(TypingProtocol):
+    """Told when a session logs on and when it stops being logged on (logout or lost
+    connection), on the reactor thread; e.g. the fix_sessions writer (fixserver.pg)."""
+
+    def session_logged_on(self, session: Session, now_ns: int) -> None: ...
+
+    def session_logged_out(self, session: Session, now_ns: int) -> None: ...
 
 
 def _peer(address: object) -> str:
@@ -355,6 +365,8 @@ class SessionHost(Factory):
         self.protocols: set[FixProtocol] = set()
         #: the protocol each logged-on session is bound to
         self.bound: dict[Session, FixProtocol] = {}
+        #: told of every logon and logout (the composition root adds them)
+        self.observers: list[SessionObserver] = []
         self._closed_waiters: list[defer.Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> FixProtocol:
@@ -365,6 +377,8 @@ class SessionHost(Factory):
     def logged_on(self, session: Session, protocol: FixProtocol) -> None:
         self.bound[session] = protocol
         self.logon_guard.succeeded(session)
+        for observer in self.observers:
+            observer.session_logged_on(session, self.now_ns())
         metrics.SESSIONS_LOGGED_ON.inc()
         metrics.LOGONS.labels(session.settings.session_id).inc()
         log.info(
@@ -377,6 +391,8 @@ class SessionHost(Factory):
         if self.bound.get(session) is protocol:
             del self.bound[session]
             metrics.SESSIONS_LOGGED_ON.dec()
+            for observer in self.observers:
+                observer.session_logged_out(session, self.now_ns())
         metrics.LOGOUTS.labels(session.settings.session_id).inc()
         log.info(
             "fix.logout session={session} peer={peer} reason={reason}",
@@ -390,6 +406,8 @@ class SessionHost(Factory):
             if bound is protocol:  # lost without a LoggedOut event: keep the gauge right
                 del self.bound[session]
                 metrics.SESSIONS_LOGGED_ON.dec()
+                for observer in self.observers:
+                    observer.session_logged_out(session, self.now_ns())
         if not self.protocols:
             self._fire_closed_waiters()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer, ssl, task, threads
 from twisted.logger import Logger
@@ -26,6 +26,9 @@ from fixserver.protocol import SessionHost
 from fixserver.session import Session, SessionRegistry
 from fixserver.settings import SessionSettings
 from fixserver.store import MemoryMessageStore, MessageStore
+
+if TYPE_CHECKING:
+    from fixserver.pg.session_writer import SessionStateWriter
 
 log = Logger(namespace="fixserver")
 
@@ -107,6 +110,14 @@ class FixServer:
             config.socket_nodelay,
             before_write=self.write_batch.flush,
         )
+        #: keeps the fix_sessions rows current (fixserver.pg.session_writer), with Postgres
+        self.session_rows: SessionStateWriter | None = None
+        if config.postgres_dsn:
+            from fixserver.pg.session_writer import SessionStateWriter
+
+            self.session_rows = SessionStateWriter(
+                config.postgres_dsn, self.sessions, reactor, now_ns)
+            self.host.observers.append(self.session_rows)
         self.fix_port: Any = None  # IListeningPort
         self.tls_port: Any = None
         self.http_port: Any = None
@@ -134,6 +145,8 @@ class FixServer:
             start_application()
         if self.feeds is not None:
             self.feeds.start()
+        if self.session_rows is not None:
+            self.session_rows.start()
         self.fix_port = reactor.listenTCP(
             config.accept_port, self.host, interface=config.accept_address
         )
@@ -229,6 +242,8 @@ class FixServer:
             yield stop_application()
         if self.feeds is not None:  # after the pipeline released its last tick
             yield self.feeds.stop()
+        if self.session_rows is not None:  # after the logouts and the last reports
+            yield self.session_rows.stop()
         if self._sync_loop is not None and self._sync_loop.running:
             self._sync_loop.stop()
         if self._sync_in_flight is not None:

@@ -16,7 +16,8 @@ connection died, unknown to us) is simply sent again:
 - orders and positions: upserts guarded by ``WHERE stored.last_exec_id < new.last_exec_id``
   so an older version never overwrites a newer one; orders ``COALESCE`` so the fill-only rows
   of a Trade keep the stored type, time in force and quantity;
-- fix_sessions: guarded by ``updated_at``;
+- fix_sessions: guarded by ``updated_at``; a NULL last logon or logout keeps the stored time
+  (fixserver.pg.session_writer writes these rows);
 - pg_writer_progress (the writer's high-water mark, see fixserver.pg.catchup): the batch's
   ``next_seq`` is upserted in the batch's own transaction, guarded by ``next_seq <`` so a
   repeated or regenerated older batch never moves it back.
@@ -82,14 +83,16 @@ def _cols(row_type: Any) -> str:
 
 
 def _guarded_update(row_type: Any, table: str, key: tuple[str, ...], guard: str,
-                    coalesce_cols: bool) -> str:
+                    coalesce_cols: bool, keep_stored: tuple[str, ...] = ()) -> str:
+    """The ON CONFLICT clause: ``coalesce_cols`` (or a column in ``keep_stored``) keeps the
+    stored value where the new row has NULL."""
     sets = []
     for col in row_type._fields:
         if col in key:
             continue
         if col == "created_at":
             sets.append(f"created_at = LEAST({table}.created_at, EXCLUDED.created_at)")
-        elif coalesce_cols:
+        elif coalesce_cols or col in keep_stored:
             sets.append(f"{col} = COALESCE(EXCLUDED.{col}, {table}.{col})")
         else:
             sets.append(f"{col} = EXCLUDED.{col}")
@@ -104,9 +107,11 @@ TABLES: dict[str, tuple[Any, str]] = {
     "executions": (ExecutionRow, "ON CONFLICT (exec_id) DO NOTHING"),
     "positions": (PositionRow, _guarded_update(PositionRow, "positions", ("account", "symbol"),
                                                "last_exec_id", coalesce_cols=False)),
-    # "<=": a later write in the same microsecond still lands.
+    # "<=": a later write in the same microsecond still lands. A row without a last logon or
+    # logout (the server restarted since) keeps the stored times.
     "fix_sessions": (SessionRow, _guarded_update(
-        SessionRow, "fix_sessions", ("session_id",), "updated_at", coalesce_cols=False
+        SessionRow, "fix_sessions", ("session_id",), "updated_at", coalesce_cols=False,
+        keep_stored=("last_logon", "last_logout"),
     ).replace("fix_sessions.updated_at < ", "fix_sessions.updated_at <= ")),
 }
 STRATEGIES = ("copy", "pipeline")

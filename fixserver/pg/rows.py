@@ -138,7 +138,8 @@ class PositionRow(NamedTuple):
 
 
 class SessionRow(NamedTuple):
-    """One ``fix_sessions`` upsert (applied only if ``updated_at`` is not older)."""
+    """One ``fix_sessions`` upsert (applied only if ``updated_at`` is not older; a ``None``
+    last logon or logout keeps the stored time)."""
 
     session_id: str
     begin_string: str
@@ -151,6 +152,7 @@ class SessionRow(NamedTuple):
     creation_time: datetime.datetime
     state: str
     last_logon: datetime.datetime | None
+    last_logout: datetime.datetime | None
     updated_at: datetime.datetime
 
 
@@ -318,7 +320,7 @@ class RowBuilder:
 
 def session_row(
     settings: Any, next_sender_seq: int, next_target_seq: int, creation_time_ns: int,
-    state: str, last_logon_ns: int | None, now_ns: int,
+    state: str, last_logon_ns: int | None, now_ns: int, last_logout_ns: int | None = None,
 ) -> SessionRow:
     """A ``fix_sessions`` row from a SessionSettings and the session's current state."""
     return SessionRow(
@@ -326,5 +328,6 @@ def session_row(
         settings.target_comp_id, settings.role.value, settings.firm, next_sender_seq,
         next_target_seq, ns_to_datetime(creation_time_ns), state,
         ns_to_datetime(last_logon_ns) if last_logon_ns is not None else None,
+        ns_to_datetime(last_logout_ns) if last_logout_ns is not None else None,
         ns_to_datetime(now_ns),
     )
