@@ -170,6 +170,29 @@ class AdminAction:
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
+class ConfigureInstrument:
+    """List a new instrument, or change an existing one's rules (the fields of
+    :class:`~engine.instruments.Instrument`; ``status`` is the initial status of a new listing
+    and ignored for an existing one, whose status only SetInstrumentStatus changes). Fees,
+    band, quantity limits and reference price may change at any time; tick size, lot size and
+    multiplier only while the instrument has no live order and no open position."""
+
+    seq: int
+    ts: int
+    symbol: str
+    tick_size: str
+    lot_size: str
+    min_qty: int = 1
+    max_qty: int = 1_000_000
+    multiplier: int = 1
+    maker_fee_ppm: int = 0
+    taker_fee_ppm: int = 0
+    price_band_ppm: int = 50_000
+    reference_price: int = 0
+    status: InstrumentStatus = InstrumentStatus.TRADING
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
 class Tick:
     """The sequencer's time tick: expires GTD and DAY orders whose time is at or before ``ts``."""
 
@@ -179,6 +202,6 @@ class Tick:
 
 Command = Union[
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
-    SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, Tick,
+    SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, ConfigureInstrument, Tick,
     AdminAction,
 ]

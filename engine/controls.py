@@ -9,16 +9,24 @@
 - :class:`~engine.commands.AdminAction`: an operator's action outside the engine, accepted
   and recorded nowhere (the journal entry itself is the audit record).
 - :class:`~engine.commands.SetTradingDay`: where the trading day rolls (DAY order expiry).
+- :class:`~engine.commands.ConfigureInstrument`: list an instrument or change its rules (the
+  operator's ``[INSTRUMENT]`` configuration is applied through it at start-up, so the engine's
+  instruments and the configuration never diverge silently).
 
 Each is a plain function ``(engine, command, events)`` like :func:`engine.replace.replace_order`.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from engine.enums import CancelReason, RejectReason, RequestKind
-from engine.events import KillSwitchChanged
+import attr
+
+from engine.enums import CancelReason, InstrumentStatus, RejectReason, RequestKind
+from engine.events import InstrumentConfigured, KillSwitchChanged
+from engine.instruments import PPM, Instrument
+from engine.market import Market
 
 DAY_NS = 86_400 * 1_000_000_000
 
@@ -59,3 +67,60 @@ def set_trading_day(eng: Any, c: Any, ev: list) -> None:
         eng._request_reject(c, RequestKind.ADMIN, 0, None, RejectReason.INVALID_DAY_OFFSET, ev)
         return
     eng.day_offset_ns = offset
+
+
+def configure_instrument(eng: Any, c: Any, ev: list) -> None:
+    """List an instrument or change its rules (see ConfigureInstrument)."""
+    reason = _instrument_problem(c)
+    if reason:
+        eng._request_reject(c, RequestKind.ADMIN, 0, None, reason, ev)
+        return
+    m = eng.markets.get(c.symbol)
+    if m is None:
+        status = InstrumentStatus(c.status)
+        inst = Instrument(c.symbol, c.tick_size, c.lot_size, c.min_qty, c.max_qty,
+                          c.multiplier, c.maker_fee_ppm, c.taker_fee_ppm, c.price_band_ppm,
+                          c.reference_price, status)
+        eng.instruments.append(inst)
+        eng.markets[inst.symbol] = Market(inst, eng.book_factory(inst.symbol))
+        ev.append(InstrumentConfigured(c.seq, c.ts, inst.symbol, inst, True))
+        return
+    old = m.instrument
+    grid_changed = (Decimal(c.tick_size) != Decimal(old.tick_size)
+                    or Decimal(c.lot_size) != Decimal(old.lot_size)
+                    or c.multiplier != old.multiplier)
+    if grid_changed and (any(p for p in m.positions.values())
+                         or any(o.symbol == c.symbol for o in eng.orders.values())):
+        eng._request_reject(c, RequestKind.ADMIN, 0, None, RejectReason.INSTRUMENT_IN_USE, ev)
+        return
+    inst = attr.evolve(old, tick_size=c.tick_size, lot_size=c.lot_size, min_qty=c.min_qty,
+                       max_qty=c.max_qty, multiplier=c.multiplier,
+                       maker_fee_ppm=c.maker_fee_ppm, taker_fee_ppm=c.taker_fee_ppm,
+                       price_band_ppm=c.price_band_ppm, reference_price=c.reference_price)
+    m.instrument = inst
+    m.reset_band()
+    if grid_changed:
+        m.last_price = 0  # in ticks of the old grid: the band falls back to the new reference
+    eng.instruments = [inst if i.symbol == inst.symbol else i for i in eng.instruments]
+    ev.append(InstrumentConfigured(c.seq, c.ts, inst.symbol, inst, False))
+
+
+def _instrument_problem(c: Any) -> RejectReason | None:
+    try:
+        tick, lot = Decimal(c.tick_size), Decimal(c.lot_size)
+    except (InvalidOperation, TypeError, ValueError):
+        return RejectReason.INVALID_INSTRUMENT
+    ints = (c.min_qty, c.max_qty, c.multiplier, c.maker_fee_ppm, c.taker_fee_ppm,
+            c.price_band_ppm, c.reference_price)
+    if (not c.symbol or not isinstance(c.symbol, str) or not tick.is_finite() or tick <= 0
+            or not lot.is_finite() or lot <= 0
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
+            or not 1 <= c.min_qty <= c.max_qty or c.multiplier < 1
+            or not 0 <= c.price_band_ppm < PPM or c.reference_price < 0
+            or not -PPM < c.maker_fee_ppm < PPM or not -PPM < c.taker_fee_ppm < PPM):
+        return RejectReason.INVALID_INSTRUMENT
+    try:
+        InstrumentStatus(c.status)
+    except ValueError:
+        return RejectReason.INVALID_STATUS
+    return None

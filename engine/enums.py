@@ -93,6 +93,8 @@ class RejectReason(IntEnum):
     INVALID_STATUS = 26  # SetInstrumentStatus with an unknown status
     KILL_SWITCH_ACTIVE = 27  # the account's firm has its kill switch on
     INVALID_DAY_OFFSET = 28  # SetTradingDay with an offset outside [0, one day)
+    INVALID_INSTRUMENT = 29  # ConfigureInstrument with rules that do not make sense
+    INSTRUMENT_IN_USE = 30  # a tick/lot/multiplier change while orders or positions exist
 
 
 class CancelReason(IntEnum):

@@ -25,7 +25,7 @@ the event: Trade -> FILLED if leaves == 0 else PARTIALLY_FILLED; Canceled/Expire
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from engine.enums import (
     CancelReason,
@@ -262,6 +262,17 @@ class KillSwitchChanged(NamedTuple):
     accounts: tuple
     active: bool
     canceled: int
+
+
+class InstrumentConfigured(NamedTuple):
+    """An instrument was listed (``listed``) or its rules changed; ``instrument`` is the
+    :class:`~engine.instruments.Instrument` now in force."""
+
+    seq: int
+    ts: int
+    symbol: str
+    instrument: Any
+    listed: bool
 
 
 class LevelChanged(NamedTuple):

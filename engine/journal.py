@@ -37,6 +37,7 @@ import msgpack
 from engine.commands import (
     AdminAction,
     CancelOrder,
+    ConfigureInstrument,
     KillSwitch,
     MassCancel,
     NewOrder,
@@ -68,6 +69,7 @@ COMMAND_CODES: dict[type, int] = {
     KillSwitch: 9,
     SessionStatus: 10,
     SetTradingDay: 11,
+    ConfigureInstrument: 12,
     AdminAction: 13,
 }
 _CLASSES: dict[int, type] = {code: cls for cls, code in COMMAND_CODES.items()}
@@ -105,6 +107,7 @@ _ENUM_FIELDS: dict[type, dict[str, Any]] = {
     MassCancel: {"side": Side, "reason": CancelReason},
     SetInstrumentStatus: {"status": InstrumentStatus},
     SetAccountStp: {"mode": StpMode},
+    ConfigureInstrument: {"status": InstrumentStatus},
 }
 
 

@@ -91,6 +91,10 @@ class Market:
                 return (bb + ba) // 2
         return self.instrument.reference_price
 
+    def reset_band(self) -> None:
+        """Forget the cached band (the instrument's band or reference price changed)."""
+        self._band_ref = -1
+
     def band(self) -> tuple[int, int]:
         """(lowest, highest) price allowed now; (0, huge) when there is no reference."""
         ref = self.last_price

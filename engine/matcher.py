@@ -37,6 +37,7 @@ from engine.book import NO_ASK, Book, FastBook
 from engine.commands import (
     AdminAction,
     CancelOrder,
+    ConfigureInstrument,
     KillSwitch,
     MassCancel,
     NewOrder,
@@ -737,5 +738,6 @@ _DISPATCH: dict[type, Callable[[MatchingEngine, Any, list], None]] = {
     AdminAction: _controls.admin_action,
     SessionStatus: _controls.session_status,
     SetTradingDay: _controls.set_trading_day,
+    ConfigureInstrument: _controls.configure_instrument,
     Tick: MatchingEngine._on_tick,
 }

@@ -95,6 +95,11 @@ class PositionBook:
         """A book for these instruments (their multipliers scale the realised PnL)."""
         return cls({i.symbol: i.multiplier for i in instruments})
 
+    def list_instrument(self, symbol: str, multiplier: int) -> None:
+        """Know a newly listed instrument (a multiplier change needs it flat: the engine
+        refuses one while positions are open)."""
+        self._multipliers[symbol] = multiplier
+
     def position(self, account: str, symbol: str) -> Position:
         """The account's position in ``symbol`` (a flat zero position if it never traded)."""
         pos = self._positions.get((account, symbol))

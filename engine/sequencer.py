@@ -51,6 +51,7 @@ import attr
 from engine.commands import (
     AdminAction,
     CancelOrder,
+    ConfigureInstrument,
     KillSwitch,
     MassCancel,
     NewOrder,
@@ -65,7 +66,7 @@ from engine.commands import (
 
 COMMAND_CLASSES: tuple[type, ...] = (
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
-    SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, Tick,
+    SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, ConfigureInstrument, Tick,
     AdminAction,
 )
 

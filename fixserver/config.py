@@ -7,10 +7,11 @@ list of ``Key=Value`` lines (``#`` or ``;`` starts a comment line). Every ``[SES
 the ``[DEFAULT]`` values and may override them. Server-wide settings (listen addresses, TLS,
 HTTP, stores, services) are read from ``[DEFAULT]`` only.
 
-Order entry adds two section kinds of this server's own (QuickFIX has no such sections): a
+Order entry adds three section kinds of this server's own (QuickFIX has no such sections): a
 ``[FIRM]`` section (``Firm``, ``Accounts`` = comma-separated account ids, ``MaxOpenOrders`` =
-limit per account) and an ``[ACCOUNT]`` section (``Account``, ``Firm``, ``MaxOpenOrders``)
-for an account with its own limit. They inherit nothing from ``[DEFAULT]``.
+limit per account), an ``[ACCOUNT]`` section (``Account``, ``Firm``, ``MaxOpenOrders``)
+for an account with its own limit, and an ``[INSTRUMENT]`` section per listed instrument
+(:mod:`fixserver.instrument_config`). They inherit nothing from ``[DEFAULT]``.
 
 Unlike QuickFIX, a key this server does not know is an error, not silently ignored: a mistyped
 ``Starttime`` must stop start-up rather than leave a session open around the clock. Every error
@@ -27,6 +28,7 @@ from typing import Callable
 
 import attr
 
+from engine.instruments import Instrument
 from fixserver.admin.tokens import (
     AdminToken,
     TokenError,
@@ -35,6 +37,7 @@ from fixserver.admin.tokens import (
     parse_token_list,
 )
 from fixserver.dictionary import quickfix_spec_path
+from fixserver.instrument_config import INSTRUMENT_KEYS, REQUIRED_KEYS, build_instrument
 from fixserver.orderentry.firms import AccountSettings, FirmSettings
 from fixserver.settings import LogonAuth, SessionRole, SessionSettings
 
@@ -90,15 +93,22 @@ class ServerConfig:
     #: seconds a clean shutdown waits for the Logout replies
     shutdown_timeout: float = 2.0
     socket_nodelay: bool = True
+    #: listen(2) backlog of the FIX and WebSocket ports (the kernel caps it at somaxconn)
+    listen_backlog: int = 1024
     #: path the file was read from (relative paths inside it are resolved against its folder)
     source: str | None = None
     #: order entry: member firms and their accounts ([FIRM]/[ACCOUNT] sections)
     firms: tuple[FirmSettings, ...] = ()
     #: order entry: directory of the command journal and snapshots (JournalPath)
     journal_path: str | None = None
+    #: order entry: the listed instruments ([INSTRUMENT] sections); empty = the demo set
+    instruments: tuple[Instrument, ...] = ()
     #: order entry: seconds between a cancel-on-disconnect session's disconnect and the
     #: cancel of its orders (a logon within it keeps them); 0 = at once
     cancel_on_disconnect_delay: float = 0.0
+    #: order entry: trading days an ended order stays known to status requests (1 = the rest
+    #: of the day it ended in)
+    order_retention_days: int = 1
     #: order entry: UTC time of day the trading day ends (DAY orders expire); None = the
     #: order-entry sessions' StartTime when they agree, else 00:00:00
     trading_day_end: datetime.time | None = None
@@ -287,6 +297,8 @@ _SESSION_KEYS: dict[str, tuple[str | None, Callable[[str], object]]] = {
     "ThrottleRate": ("throttle_rate", _parse_positive_int),
     "DefaultSTP": ("default_stp", _parse_text),
     "MaxOutputBuffer": ("max_output_buffer", _parse_positive_int),
+    "MaxGarbledMessages": ("max_garbled_messages", _parse_non_negative_int),
+    "GarbledMessageWindow": ("garbled_message_window", _parse_positive_int),
 }
 
 # Server-wide keys, read from [DEFAULT]: QuickFIX name -> (ServerConfig field, parser).
@@ -294,6 +306,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "SocketAcceptAddress": ("accept_address", _parse_text),
     "SocketAcceptPort": ("accept_port", _parse_port),
     "SocketNodelay": ("socket_nodelay", _parse_bool),
+    "ListenBacklog": ("listen_backlog", _parse_positive_int),
     "SocketAcceptPortTLS": ("tls_port", _parse_port),
     "ServerCertificateFile": ("certificate_file", _parse_text),
     "ServerCertificateKeyFile": ("key_file", _parse_text),
@@ -314,6 +327,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "JournalPath": ("journal_path", _parse_text),
     "CancelOnDisconnectDelay": ("cancel_on_disconnect_delay", _parse_non_negative_float),
     "TradingDayEnd": ("trading_day_end", _parse_time),
+    "OrderRetentionDays": ("order_retention_days", _parse_positive_int),
     "Application": ("application", _parse_application),
     "AdminToken": ("admin_token", _parse_text),
     "AdminTokenFile": ("admin_token_file", _parse_text),
@@ -339,7 +353,7 @@ _ALL_KEYS = {k.lower(): k for k in (*_SESSION_KEYS, *_SERVER_KEYS)}
 
 @attr.s(slots=True, auto_attribs=True)
 class _Section:
-    name: str  # "DEFAULT", "SESSION", "FIRM" or "ACCOUNT"
+    name: str  # "DEFAULT", "SESSION", "FIRM", "ACCOUNT" or "INSTRUMENT"
     line: int
     ordinal: int  # 1-based number of this [SESSION]; 0 for [DEFAULT]
     #: canonical key -> (value, line)
@@ -380,14 +394,14 @@ def _split_sections(
             elif name == "SESSION":
                 current = _Section("SESSION", number, len(sessions) + 1)
                 sessions.append(current)
-            elif name in ("FIRM", "ACCOUNT"):
+            elif name in ("FIRM", "ACCOUNT", "INSTRUMENT"):
                 ordinal = 1 + sum(1 for f in firm_sections if f.name == name)
                 current = _Section(name, number, ordinal)
                 firm_sections.append(current)
             else:
                 raise ConfigError(
                     f"{source}:{number}: unknown section [{line[1:-1]}]; "
-                    "expected [DEFAULT], [SESSION], [FIRM] or [ACCOUNT]"
+                    "expected [DEFAULT], [SESSION], [FIRM], [ACCOUNT] or [INSTRUMENT]"
                 )
             continue
         if current is None:
@@ -397,8 +411,9 @@ def _split_sections(
         if not sep or not key:
             raise ConfigError(f"{source}:{number}: expected Key=Value, got {line!r}")
         known = _ALL_KEYS
-        if current.name in ("FIRM", "ACCOUNT"):
-            keys = _FIRM_KEYS if current.name == "FIRM" else _ACCOUNT_KEYS
+        if current.name in ("FIRM", "ACCOUNT", "INSTRUMENT"):
+            keys = {"FIRM": _FIRM_KEYS, "ACCOUNT": _ACCOUNT_KEYS,
+                    "INSTRUMENT": INSTRUMENT_KEYS}[current.name]
             known = {k.lower(): k for k in keys}
         canonical = known.get(key.lower())
         if canonical is None:
@@ -564,6 +579,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
 
     _admin_settings(source, base_dir, default, server)
     firms = _build_firms(source, firm_sections)
+    server["instruments"] = _build_instruments(source, firm_sections)
     if not firms or server.get("application") == "echo":
         for name in ("WebSocketPort", "RedisURL"):
             if name in default.values:
@@ -582,6 +598,34 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
     return ServerConfig(
         sessions=tuple(sessions), source=source, firms=firms, **server  # type: ignore[arg-type]
     )
+
+
+def _build_instruments(source: str, sections: list[_Section]) -> tuple[Instrument, ...]:
+    """The [INSTRUMENT] sections (fixserver.instrument_config), in configuration order."""
+    out: list[Instrument] = []
+    where: dict[str, _Section] = {}
+    for section in sections:
+        if section.name != "INSTRUMENT":
+            continue
+        for required in REQUIRED_KEYS:
+            if required not in section.values:
+                raise ConfigError(f"{source}: {required} is missing in {section.where()}")
+        values = {key: _parse_value(source, section, key, INSTRUMENT_KEYS[key])
+                  for key in section.values}
+
+        def fail(key: str, message: str, section: _Section = section) -> ConfigError:
+            value, line = section.values[key]
+            return ConfigError(f"{source}:{line}: {key}={value!r} in {section.where()}: "
+                               f"{message}")
+
+        instrument = build_instrument(values, fail)
+        first = where.get(instrument.symbol)
+        if first is not None:
+            raise ConfigError(f"{source}: {section.where()} repeats Symbol="
+                              f"{instrument.symbol} of {first.where()}")
+        where[instrument.symbol] = section
+        out.append(instrument)
+    return tuple(out)
 
 
 def _admin_settings(

@@ -150,6 +150,24 @@ FORMAT_CHECKS: dict[str, FormatCheck | None] = {
 }
 # A type missing from this table is not checked either (as QuickFIX treats unknown types).
 
+#: Identifier fields the exchange keeps (ClOrdIDs per session, ids echoed back): capped so a
+#: client cannot make it hold arbitrary amounts of memory; longer values are rejected by
+#: validation (35=3, SessionRejectReason 5) before the application sees the message.
+MAX_ID_LENGTH = 64
+ID_FIELDS = frozenset({1, 11, 37, 41, 262, 320, 324, 553, 584, 790})
+#: every other free-text field (Text, Username's siblings, ...)
+MAX_TEXT_LENGTH = 1024
+TEXT_TYPES = frozenset({"STRING", "MULTIPLEVALUESTRING", "MULTIPLESTRINGVALUE",
+                        "MULTIPLECHARVALUE", "EXCHANGE", "CURRENCY", "COUNTRY", "LANGUAGE"})
+
+
+def max_length(number: int, type_: str) -> int:
+    """The longest value validation accepts for a field (0: no limit, e.g. DATA)."""
+    if number in ID_FIELDS:
+        return MAX_ID_LENGTH
+    return MAX_TEXT_LENGTH if type_ in TEXT_TYPES else 0
+
+
 #: Types whose value is a space-separated list; each element must be an enum value.
 MULTIPLE_VALUE_TYPES = frozenset(
     {"MULTIPLEVALUESTRING", "MULTIPLESTRINGVALUE", "MULTIPLECHARVALUE"}
@@ -165,6 +183,7 @@ class FieldDef:
     __slots__ = (
         "accepts",
         "check",
+        "max_len",
         "multiple",
         "name",
         "number",
@@ -184,11 +203,21 @@ class FieldDef:
         )
         self.check: FormatCheck | None = FORMAT_CHECKS.get(type_)
         self.multiple = type_ in MULTIPLE_VALUE_TYPES
+        self.max_len = max_length(number, type_)
         #: one call answering "format and enum both fine?" for validation's fast path (None:
         #: anything non-empty is); on False the slow path works out which rule failed.
         self.accepts: FormatCheck | None = self._fast_check()
 
     def _fast_check(self) -> FormatCheck | None:
+        within = self._value_check()
+        max_len = self.max_len
+        if not max_len:
+            return within
+        if within is None:
+            return lambda value: len(value) <= max_len
+        return lambda value: len(value) <= max_len and within(value)
+
+    def _value_check(self) -> FormatCheck | None:
         values, check = self.values, self.check
         if values is None:
             return check

@@ -23,8 +23,9 @@ seq. Update ids after a restart therefore continue above every id published befo
 next change has a higher seq), never going back; a client holding an id from before sees the
 next update's ``pu`` not chain onto it and resubscribes, as the protocol says. The journal
 tail does not reach back 24 h, so the rolling tickers, candles and recent trades are rebuilt
-from Postgres (``PostgresDSN``): the trades of the last 24 h up to the last journaled command
-(:mod:`fixserver.feeds_history`), seeded into the core without publishing them. Without
+from Postgres (``PostgresDSN``): per-minute aggregates and the latest trades of the last
+24 h before the replayed tail, then the tail's trades (:mod:`fixserver.feeds_history`),
+seeded into the core without publishing them. Without
 Postgres, or if it cannot be read at start-up, they start empty (a warning says so).
 """
 
@@ -39,7 +40,7 @@ from engine.enums import Side
 from feeds.batcher import FeedBatcher
 from feeds.core import FeedCore
 from feeds.hub import FeedHub
-from fixserver.feeds_history import history_start, load_trades, merge_replayed
+from fixserver.feeds_history import History, history_start, load_history, tail_start, tail_trades
 from fixserver.marketdata import MarketDataApplication, build_market_data_application
 from fixserver.marketdata.routing import MarketDataRouter
 
@@ -53,8 +54,11 @@ SHUTDOWN_CLOSE_CODE = 1000
 
 
 def seed_from_engine(core: FeedCore, engine: Any, update_id: int) -> None:
-    """Start every symbol's feed book from the engine's L2 book, labelled ``update_id``."""
+    """Start every symbol's feed book from the engine's L2 book, labelled ``update_id``
+    (a symbol the engine does not list yet, about to be listed at start-up, starts empty)."""
     for symbol in sorted(core.symbols):
+        if symbol not in engine.markets:
+            continue
         book = engine.book(symbol)
         core.seed_book(symbol, book.levels(Side.BUY), book.levels(Side.SELL), update_id)
 
@@ -89,7 +93,9 @@ class MarketDataFeeds:
         # The server builds its session host after the application: look it up when used.
         self.market_data: MarketDataApplication = build_market_data_application(
             service.instruments, self.hub, now_ns=server.now_ns,
-            flush=lambda session: server.host.flush(session), status_of=engine.status,
+            # service.instruments carry each one's status now (the engine's, or the
+            # configured initial status of one about to be listed)
+            flush=lambda session: server.host.flush(session),
         )
         hub = self.hub
 
@@ -129,20 +135,24 @@ class MarketDataFeeds:
 
     def _seed_trades(self, dsn: str | None, instruments: Any, last_ts: int, next_seq: int,
                      replayed: Any) -> None:
-        # Blocking, but this is start-up: the reactor is not serving anyone yet.
-        trades: list = []
+        # Blocking, but this is start-up: the reactor is not serving anyone yet. Postgres
+        # gives per-minute aggregates of the trades before the journal tail; the tail's own
+        # trades follow one by one (see fixserver.feeds_history).
+        history = History([], [])
         if dsn:
             try:
-                trades = load_trades(dsn, instruments, last_ts, next_seq)
+                history = load_history(dsn, instruments, last_ts, tail_start(replayed, next_seq))
             except Exception as exc:  # the exchange runs without the database
                 log.warn("feeds.history_unavailable error={error} (tickers, candles and recent "
                          "trades start from the journal tail only)", error=repr(exc))
-        trades = merge_replayed(trades, replayed, history_start(last_ts))
-        if not trades:
+        stored = self.core.seed_history(history.buckets, history.recent)
+        tail = self.core.seed_trades(tail_trades(replayed, history_start(last_ts)))
+        if not stored + tail:
             return
-        self.core.seed_trades(trades)
-        self.seeded_trades = len(trades)
-        log.info("feeds.history_seeded trades={n}", n=len(trades))
+        self.seeded_trades = stored + tail
+        log.info("feeds.history_seeded trades={n} stored={stored} minute_buckets={buckets} "
+                 "journal_tail={tail}", n=stored + tail, stored=stored,
+                 buckets=len(history.buckets), tail=tail)
 
     def start(self) -> None:
         """Write the seeded state to Redis, start batching, open the WebSocket port."""

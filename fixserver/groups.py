@@ -151,6 +151,15 @@ class _Walk:
         field = self.dd.fields.get(tag)
         if field is None:
             return
+        if field.max_len and len(value) > field.max_len:
+            self.record(
+                slot,
+                RejectReason.VALUE_IS_INCORRECT,
+                tag,
+                f"Value is incorrect (out of range) for this tag: {field.name} longer than "
+                f"{field.max_len} characters",
+            )
+            return
         check = field.check
         if check is not None and not check(value):
             self.record(

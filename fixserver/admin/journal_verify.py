@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import attr
 
-from engine import MatchingEngine, demo_instruments
+from engine import MatchingEngine
 from engine.commands import AdminAction
 from engine.journal import JournalCorruptError, JournalRecord, decode_segment
 from engine.recovery import (
@@ -48,8 +48,11 @@ Genesis = Callable[[list], Any]
 
 
 def demo_genesis(first_commands: list) -> Any:
-    """The engine start-up builds for a fresh journal (the built-in instruments)."""
-    return MatchingEngine(demo_instruments())
+    """The engine start-up builds for a replay from seq 1: no instruments for a journal that
+    lists its own (ConfigureInstrument first), the built-in demo set for an older one."""
+    from fixserver.orderentry.instrument_sync import genesis_instruments
+
+    return MatchingEngine(genesis_instruments(first_commands))
 
 
 @attr.s(auto_attribs=True)

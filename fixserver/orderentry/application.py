@@ -41,7 +41,13 @@ from typing import Any, Callable
 
 from engine.commands import CancelOrder, KillSwitch, SessionStatus
 from engine.enums import CancelReason
-from engine.events import KillSwitchChanged, MassCancelDone, OrderAccepted, RequestRejected
+from engine.events import (
+    InstrumentConfigured,
+    KillSwitchChanged,
+    MassCancelDone,
+    OrderAccepted,
+    RequestRejected,
+)
 from engine.instruments import Instrument
 from fixserver.admin_messages import business_reject_fields
 from fixserver.codec import FixMessage
@@ -110,6 +116,7 @@ class OrderEntryApplication:
         call_later: Callable[[float, Callable[[], None]], Any] | None = None,
         cancel_on_disconnect_delay: float = 0.0,
         day_offset_ns: int = 0,
+        retention_days: int = 1,
     ) -> None:
         self.sessions = {s.settings.session_id: s for s in sessions}
         self.gateway = gateway
@@ -131,9 +138,10 @@ class OrderEntryApplication:
         self._gone: set[str] = set()  # logged out with cancel-on-disconnect set
         self._mass: dict[tuple[str, str], int] = {}  # (session, q ClOrdID) -> canceled so far
         self.lanes = SessionLanes()
-        #: ended orders are kept (status requests find them) for the rest of the trading day
-        #: they ended in and the whole next one; the day rolls at ``day_offset_ns`` past 00:00
+        #: ended orders are kept (status requests find them) for ``retention_days`` trading
+        #: days (1: the rest of the day they ended in); the day rolls at ``day_offset_ns``
         self.day_offset_ns = day_offset_ns
+        self.retention_days = retention_days
         self._day = -1
         #: sessions written to while a released tick is handled (flushed at its end)
         self._touched: set[Any] | None = None
@@ -263,6 +271,7 @@ class OrderEntryApplication:
                 if verdict is Verdict.DISCONNECT:
                     self.disconnect(session, "throttle limit exceeded repeatedly")
                 return
+        self._roll_day(now_ns)  # a ClOrdID claimed now belongs to this trading day
         self._arrive(session, msg, now_ns)
 
     def _arrive(self, session: Any, msg: FixMessage, now_ns: int) -> None:
@@ -478,12 +487,18 @@ class OrderEntryApplication:
         for session in touched:
             self.flush(session)
 
+    def set_instrument(self, instrument: Instrument) -> None:
+        """An instrument listed or changed: orders and reports use its rules from now on."""
+        self.instruments[instrument.symbol] = instrument  # the report builder shares the dict
+
     def _roll_day(self, ts: int) -> None:
         day = (ts - self.day_offset_ns) // DAY_NS
-        if day != self._day:
+        if day > self._day:
+            if self._day >= 0:
+                self.ledger.roll_day(day - self._day)
             self._day = day
-            # keep what ended in the previous trading day and this one
-            self.ledger.prune_ended((day - 1) * DAY_NS + self.day_offset_ns)
+            self.ledger.prune_ended((day - self.retention_days + 1) * DAY_NS
+                                    + self.day_offset_ns)
 
     def reports_of(self, p: Any) -> list[Report]:
         """Apply one released (or, at start-up, replayed) command to the ledger and build its
@@ -495,7 +510,9 @@ class OrderEntryApplication:
         if o is not None and o[1] == "q":
             self._mass_cancel_done(sid, o, p.events, reports)
         for e in p.events:
-            if type(e) is KillSwitchChanged:
+            if type(e) is InstrumentConfigured:
+                self.set_instrument(e.instrument)
+            elif type(e) is KillSwitchChanged:
                 if e.active:
                     self.killed.add(e.firm)
                     self.kill_canceled[e.firm] = e.canceled

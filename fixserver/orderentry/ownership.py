@@ -119,16 +119,29 @@ class OrderView:
         return PARTIAL if self.filled else NEW
 
 
+DAY_NS = 86_400 * 1_000_000_000
+
+
 class OwnerRecorder:
     """Wraps the pipeline's sequencer: records each stamped NewOrder's owning session and every
     ClOrdID a session used, at the moment the tick is matched, so that a snapshot taken at that
-    tick boundary carries ownership in step with the engine."""
+    tick boundary carries ownership in step with the engine.
+
+    ClOrdIDs are unique per session per trading day: the recorder keeps the current trading
+    day's and the previous one's (``used``, ``used_prev``), rolled by the commands' own
+    timestamps against ``day_offset()`` (the engine's journaled boundary), so a replay keeps
+    exactly what the live run kept."""
 
     def __init__(self, sequencer: Any, owners: dict[int, str] | None = None,
-                 used: dict[str, set[str]] | None = None) -> None:
+                 used: dict[str, set[str]] | None = None,
+                 used_prev: dict[str, set[str]] | None = None, day: int | None = None,
+                 day_offset: Any = None) -> None:
         self._sequencer = sequencer
         self.owners: dict[int, str] = owners if owners is not None else {}
         self.used: dict[str, set[str]] = used if used is not None else {}
+        self.used_prev: dict[str, set[str]] = used_prev if used_prev is not None else {}
+        self.day = day
+        self.day_offset = day_offset if day_offset is not None else (lambda: 0)
 
     def __getattr__(self, name: str) -> Any:  # submit, pending, position, ...
         return getattr(self._sequencer, name)
@@ -145,6 +158,12 @@ class OwnerRecorder:
 
     def record(self, o: Any, command: Any) -> None:
         """Note the owner of a NewOrder and the ClOrdID of any session request."""
+        day = (command.ts - self.day_offset()) // DAY_NS
+        if day != self.day:
+            if self.day is not None:
+                self.used_prev = self.used if day == self.day + 1 else {}
+                self.used = {}
+            self.day = day
         sid = origin_session(o)
         if sid is None:
             return
@@ -154,12 +173,22 @@ class OwnerRecorder:
         if o[1] == "D":
             self.owners[command.seq] = sid
 
+    def all_used(self) -> dict[str, set[str]]:
+        """The ClOrdIDs of both days kept, per session."""
+        out = {s: set(ids) for s, ids in self.used_prev.items()}
+        for s, ids in self.used.items():
+            out.setdefault(s, set()).update(ids)
+        return out
+
     def snapshot(self, live_order_ids: Iterable[int]) -> dict[str, Any]:
-        """msgpack-able: owners of the live orders, and every session's used ClOrdIDs."""
+        """msgpack-able: owners of the live orders, and every session's used ClOrdIDs of the
+        current and the previous trading day (bounded by the day, not by history)."""
         owners = self.owners
         live = {oid: owners[oid] for oid in live_order_ids if oid in owners}
         self.owners = dict(live)  # ended orders need no owner any more
-        return {"owners": live, "used": {s: sorted(ids) for s, ids in self.used.items()}}
+        return {"owners": live, "used": {s: sorted(ids) for s, ids in self.used.items()},
+                "used_prev": {s: sorted(ids) for s, ids in self.used_prev.items()},
+                "used_day": self.day}
 
 
 class OrderLedger:
@@ -167,7 +196,8 @@ class OrderLedger:
 
     def __init__(self) -> None:
         self.orders: dict[int, OrderView] = {}
-        self.used: dict[str, set[str]] = {}
+        self.used: dict[str, set[str]] = {}  # this trading day's ClOrdIDs, per session
+        self.used_prev: dict[str, set[str]] = {}  # the previous trading day's
         self.by_cl_ord_id: dict[str, dict[str, int]] = {}
         self.live_by_account: dict[str, set[int]] = {}
         self.live_by_session: dict[str, set[int]] = {}
@@ -179,15 +209,26 @@ class OrderLedger:
     # -- ClOrdIDs ---------------------------------------------------------------------------
 
     def is_used(self, session_id: str, cl_ord_id: str) -> bool:
-        return cl_ord_id in self.used.get(session_id, ())
+        return (cl_ord_id in self.used.get(session_id, ())
+                or cl_ord_id in self.used_prev.get(session_id, ()))
 
     def claim(self, session_id: str, cl_ord_id: str) -> bool:
-        """Mark ``cl_ord_id`` used by the session; False if it already was."""
-        ids = self.used.setdefault(session_id, set())
-        if cl_ord_id in ids:
+        """Mark ``cl_ord_id`` used by the session; False if it already was (this trading day
+        or the previous one), or if it still names one of the session's live orders."""
+        if self.is_used(session_id, cl_ord_id):
             return False
-        ids.add(cl_ord_id)
+        named = self.by_cl_ord_id.get(session_id, {}).get(cl_ord_id)
+        if named is not None:
+            view = self.orders.get(named)
+            if view is not None and view.live:
+                return False
+        self.used.setdefault(session_id, set()).add(cl_ord_id)
         return True
+
+    def roll_day(self, days: int = 1) -> None:
+        """``days`` new trading days: ClOrdIDs of the day before last may be used again."""
+        self.used_prev = self.used if days == 1 else {}
+        self.used = {}
 
     def find(self, session_id: str, cl_ord_id: str) -> OrderView | None:
         """The order a session's ClOrdID (current or earlier) names."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import attr
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -37,6 +38,12 @@ from fixserver.orderentry.application import OrderEntryApplication
 from fixserver.orderentry.controls import KillSwitchFile
 from fixserver.orderentry.firms import FirmDirectory
 from fixserver.orderentry.hosting import OrderEntryHost, admin_resource
+from fixserver.orderentry.instrument_sync import (
+    InstrumentConfigError,
+    first_commands,
+    genesis_instruments,
+    plan,
+)
 from fixserver.orderentry.ownership import OrderLedger, OwnerRecorder, origin
 from fixserver.orderentry.redelivery import redeliver
 from fixserver.orderentry.translate import stp_mode
@@ -62,7 +69,15 @@ class OrderEntryService:
                 raise ConfigError(f"DefaultSTP of {settings.session_id}: {exc}") from None
         self.server = server
         self.reactor = server.reactor
-        self.instruments = instruments if instruments is not None else demo_instruments()
+        if instruments is None:
+            instruments = list(config.instruments)
+            if not instruments:
+                log.warn("orderentry.instruments no [INSTRUMENT] sections: listing the built-in "
+                         "demo instruments {symbols}",
+                         symbols=[i.symbol for i in demo_instruments()])
+                instruments = demo_instruments()
+        #: the configured instruments (the engine is brought to them at start-up)
+        self.configured_instruments = list(instruments)
         self.directory = FirmDirectory(config.firms)
         replayed: list = []
         # The views of the orders live at the snapshot are taken from the engine as restored,
@@ -70,8 +85,10 @@ class OrderEntryService:
         at_snapshot: list = []
 
         def new_engine() -> MatchingEngine:
+            # no snapshot: the journal is replayed from its start, on the instruments it
+            # started with (it lists them itself, or it predates that: the demo set)
             at_snapshot.clear()
-            return MatchingEngine(self.instruments)
+            return MatchingEngine(genesis_instruments(first_commands(config.journal_path)))
 
         def restore(data: bytes) -> MatchingEngine:
             engine = MatchingEngine.restore(data)
@@ -86,17 +103,34 @@ class OrderEntryService:
             on_replayed=replayed.append, snapshot_extra=self._snapshot_extra,
             **pipeline_options,
         )
+        engine = self.pipeline.engine
+        try:
+            self._instrument_commands = plan(engine, self.configured_instruments)
+        except InstrumentConfigError as exc:
+            self.pipeline.journal_runner.stop()
+            self.pipeline.snapshot_runner.stop()
+            raise ConfigError(f"{config.source}: {exc}") from None
+        # What every consumer is built with: the configured rules, and for an instrument the
+        # journal already lists, the status it has now (the operator's, not the config's).
+        self.instruments = [
+            attr.evolve(i, status=engine.markets[i.symbol].status)
+            if i.symbol in engine.markets else i for i in self.configured_instruments]
         extra = self.pipeline.recovered_extra or {}
         self.recorder = OwnerRecorder(
             self.pipeline.sequencer,
             {int(k): str(v) for k, v in dict(extra.get("owners", {})).items()},
             {str(s): set(ids) for s, ids in dict(extra.get("used", {})).items()},
+            {str(s): set(ids) for s, ids in dict(extra.get("used_prev", {})).items()},
+            extra.get("used_day"),
+            day_offset=lambda: self.pipeline.engine.day_offset_ns,
         )
         # Positions (size, entry price, realised PnL, fees) follow released fills; the book
         # is saved with each snapshot and the replayed tail's fills are applied on top.
         saved_positions = extra.get("positions")
         self.positions = (PositionBook.from_dict(saved_positions) if saved_positions
                           else PositionBook.for_instruments(self.instruments))
+        for inst in self.instruments:  # listed since the snapshot, or now
+            self.positions.list_instrument(inst.symbol, inst.multiplier)
         owners_at_snapshot = dict(self.recorder.owners)
         #: the replayed tail's trades (the feeds rebuild tickers and candles from them too)
         self.replayed_trades = [e for p in replayed for e in p.events if type(e) is Trade]
@@ -111,14 +145,17 @@ class OrderEntryService:
             call_later=self.reactor.callLater,
             cancel_on_disconnect_delay=config.cancel_on_disconnect_delay,
             day_offset_ns=trading_day_offset_ns(config),
+            retention_days=config.order_retention_days,
         )
         self.app.ledger.adopt(
-            at_snapshot, owners_at_snapshot, self.recorder.used,
+            at_snapshot, owners_at_snapshot, self.recorder.all_used(),
             {int(k): v for k, v in dict(extra.get("details", {})).items()},
         )
         self.app.ledger.adopt_ended(extra.get("ended", ()))
         at_snapshot.clear()
         self.redelivery = redeliver(self.app, replayed, server.now_ns())
+        for inst in self.instruments:  # the journal's tail may predate the configuration
+            self.app.set_instrument(inst)
         write_batch = getattr(server, "write_batch", None)
         if write_batch is not None:  # stored now: a second crash before any logon keeps them
             write_batch.flush()
@@ -161,6 +198,10 @@ class OrderEntryService:
         trading-day boundary from the config, a kill switch left in the file earlier versions
         kept it in, and cancel-on-disconnect for the sessions that were connected with it."""
         engine = self.pipeline.engine
+        for command in self._instrument_commands:  # first: a fresh journal starts with them
+            self.pipeline.submit(origin("", "A", "config"), command)
+            log.info("orderentry.instrument_configured symbol={symbol} listed={listed}",
+                     symbol=command.symbol, listed=command.symbol not in engine.markets)
         offset = trading_day_offset_ns(self.server.config)
         if offset != engine.day_offset_ns:
             self.pipeline.submit(origin("", "A"), SetTradingDay(0, 0, offset))

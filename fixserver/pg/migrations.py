@@ -172,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dsn", help="libpq connection string or URI (default: the config's)")
     parser.add_argument("--config", metavar="FILE", help="server config file (its PostgresDSN)")
     parser.add_argument("--seed", action="store_true",
-                        help="after migrating, load the firms, accounts and sessions of "
-                             "--config and the demo instruments BTC-PERP and ETH-PERP (built "
-                             "in: instruments are not read from --config)")
+                        help="after migrating, load the instruments ([INSTRUMENT] "
+                             "sections; none: the built-in demo set), firms, accounts and "
+                             "sessions of --config")
     parser.add_argument("--check", action="store_true",
                         help="only check; exit 1 if a migration is missing or changed")
     parser.add_argument("--sql-dir", default=SQL_DIR, help="folder of the NNN_*.sql files")

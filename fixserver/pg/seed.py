@@ -92,9 +92,11 @@ def seed(
 
 def seed_from_config(conn: psycopg.Connection[Any], config: Any,
                      instruments: Iterable[Instrument] | None = None) -> SeedCounts:
-    """Seed from a ServerConfig's sessions and firms (instruments default to the demo venue's).
-    """
+    """Seed from a ServerConfig's instruments ([INSTRUMENT] sections; without any, the
+    built-in demo set the exchange then lists), sessions and firms."""
     firm_settings = getattr(config, "firms", ())
     accounts = {a.account: f.firm for f in firm_settings for a in f.accounts}
-    return seed(conn, demo_instruments() if instruments is None else instruments,
+    if instruments is None:
+        instruments = list(getattr(config, "instruments", ())) or demo_instruments()
+    return seed(conn, instruments,
                 config.sessions, accounts, [f.firm for f in firm_settings])

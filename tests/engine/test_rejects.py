@@ -182,6 +182,20 @@ def test_kill_switch_and_trading_day_rejects(d):
     assert oid not in d.eng.orders
 
 
+def test_instrument_configuration_rejects(d):
+    """ConfigureInstrument: INVALID_INSTRUMENT for nonsense rules, INSTRUMENT_IN_USE for a
+    tick size change while orders rest (tests/engine/test_configure_instrument.py)."""
+    from engine.commands import ConfigureInstrument
+
+    d.new("a", BUY, 1, REF - 5)
+    d.seq += 1
+    (bad,) = d.run(ConfigureInstrument(d.seq, d.ts, "X-PERP", "0", "1"))
+    assert bad.reason == R.INVALID_INSTRUMENT
+    d.seq += 1
+    (busy,) = d.run(ConfigureInstrument(d.seq, d.ts, BTC, "0.5", "0.001"))
+    assert busy.reason == R.INSTRUMENT_IN_USE
+
+
 def test_every_reject_reason_is_covered_here():
     """This module exercises every RejectReason (guards against adding one untested)."""
     import inspect

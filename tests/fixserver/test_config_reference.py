@@ -21,6 +21,7 @@ PARSER_KEYS = {
     "session": set(config_module._SESSION_KEYS),
     "firm": set(config_module._FIRM_KEYS),
     "account": set(config_module._ACCOUNT_KEYS),
+    "instrument": set(config_module.INSTRUMENT_KEYS),
 }
 
 #: which heading of ops/README.md holds which group's table
@@ -29,6 +30,7 @@ HEADINGS = {
     "session": "### Per-session keys",
     "firm": "### `[FIRM]` section",
     "account": "### `[ACCOUNT]` section",
+    "instrument": "### `[INSTRUMENT]` section",
 }
 
 MINIMAL = "[DEFAULT]\nBeginString=FIX.4.4\nSenderCompID=EXCH\nSocketAcceptPort=0\n"
@@ -141,9 +143,10 @@ def test_documented_defaults_are_the_code_defaults(group):
 
 
 def test_documented_sections_are_the_sections_the_parser_accepts():
-    """[DEFAULT], [SESSION], [FIRM], [ACCOUNT] parse; the unknown-section error lists them all."""
+    """[DEFAULT], [SESSION], [FIRM], [ACCOUNT], [INSTRUMENT] parse; the unknown-section error
+    lists them all."""
     sections = _documented_sections()
-    assert sections == ["DEFAULT", "SESSION", "FIRM", "ACCOUNT"]
+    assert sections == ["DEFAULT", "SESSION", "FIRM", "ACCOUNT", "INSTRUMENT"]
     text = (
         MINIMAL + "JournalPath=journal\n"
         "[FIRM]\nFirm=ACME\nAccounts=A1\n[ACCOUNT]\nAccount=A2\nFirm=ACME\n"

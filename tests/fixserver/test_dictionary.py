@@ -88,6 +88,16 @@ def test_valid_admin_messages_pass(dd):
     dd.validate(build("A", [(98, 0), (108, 30), (95, len(raw_data)), (96, raw_data), (141, "Y")]))
 
 
+def test_identifiers_and_text_are_length_capped(dd):
+    """A ClOrdID longer than 64 characters (or a Text over 1024) is reason 5 with its tag, on
+    the fast path too (a message shape already seen clean): nothing that long is ever kept."""
+    dd.validate(order((11, "x" * 64)))  # the longest accepted, and the shape is now known
+    assert reject(dd, order((11, "x" * 65))) == (RejectReason.VALUE_IS_INCORRECT, 11)
+    assert reject(dd, order((11, "x" * 50_000))) == (RejectReason.VALUE_IS_INCORRECT, 11)
+    dd.validate(order(extra=[(58, "t" * 1024)]))
+    assert reject(dd, order(extra=[(58, "t" * 1025)])) == (RejectReason.VALUE_IS_INCORRECT, 58)
+
+
 def test_required_body_field_missing(dd):
     """A missing required body field is reason 1 with its tag."""
     assert reject(dd, order(drop=(11,))) == (RejectReason.REQUIRED_TAG_MISSING, 11)

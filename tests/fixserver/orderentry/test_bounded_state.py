@@ -1,0 +1,74 @@
+"""Order-entry state stays bounded under steady load: ended orders leave memory after their
+retention, ClOrdIDs are unique per session per trading day (two days remembered), and what a
+snapshot carries does not grow with history. Counted in objects, not RSS."""
+
+from __future__ import annotations
+
+from .harness import Exchange, msg, new_order
+
+DAY = 86_400 * 1_000_000_000
+KEY = ((55, "BTC-PERP"), (54, "1"), (60, "20240101-00:00:00"))
+
+
+def _day_of_trading(x: Exchange, day: int, orders: int) -> None:
+    """``orders`` buy orders that each fill against a resting sell, on trading day ``day``."""
+    x.pipeline.now = day * DAY + 3_600 * 1_000_000_000
+    for i in range(orders):
+        x.run(x.beta, new_order(f"S{day}-{i}", side="2", qty="0.001", account="B1"))
+        x.run(x.acme, new_order(f"B{day}-{i}", qty="0.001"))
+
+
+def test_kept_objects_do_not_grow_with_days_of_trading() -> None:
+    """Ten trading days of 50 filled order pairs each: the ledger holds only the last day's
+    ended orders, ClOrdIDs of two days, and the recorder's snapshot the same two days."""
+    x = Exchange()
+    sizes = []
+    for day in range(20_000, 20_010):
+        _day_of_trading(x, day, 50)
+        ledger = x.app.ledger
+        recorder = x.pipeline.sequencer
+        used = sum(len(v) for v in ledger.used.values()) + sum(
+            len(v) for v in ledger.used_prev.values())
+        snap = recorder.snapshot(x.engine.orders)
+        snap_ids = sum(len(v) for v in snap["used"].values()) + sum(
+            len(v) for v in snap["used_prev"].values())
+        sizes.append((len(ledger.orders), len(ledger.ended), used, snap_ids,
+                      len(recorder.owners)))
+    # day 1: 100 orders ended that day; from day 2 on: still one day's orders, two days' ids
+    assert sizes[0] == (100, 100, 100, 100, 0)
+    assert all(s == (100, 100, 200, 200, 0) for s in sizes[1:]), sizes
+
+
+def test_cl_ord_id_may_be_reused_two_trading_days_later_not_before() -> None:
+    """A ClOrdID is refused as a duplicate the same day and the next; two days later it is
+    new again; one still naming a live order is refused whatever the day."""
+    x = Exchange()
+    x.pipeline.now = 20_000 * DAY
+    x.run(x.acme, new_order("LIVE", "1", "0.001", "59000", "2", "BTC-PERP", "A1", (59, "1")))
+    x.run(x.acme, new_order("DONE", price="59000"))
+    x.run(x.acme, msg("F", (41, "DONE"), (11, "C1"), *KEY))
+    x.pipeline.now = 20_001 * DAY
+    (dup,) = x.run(x.acme, new_order("DONE", price="59000"))
+    assert dup[1][103] == "6", "the previous trading day's ClOrdID is still taken"
+    x.pipeline.now = 20_002 * DAY
+    x.run(x.acme, new_order("TICK", price="59000"))  # a release on the new day rolls it
+    (again,) = x.run(x.acme, new_order("DONE", price="59000"))
+    assert again[1][150] == "0", again
+    (live,) = x.run(x.acme, new_order("LIVE", price="59000"))  # the GTC one is still live
+    assert live[1][103] == "6", "a ClOrdID naming a live order stays taken"
+
+
+def test_recorder_rolls_by_the_commands_own_time() -> None:
+    """The recorder (what snapshots carry) rolls its ClOrdIDs by command timestamps, so a
+    replay of the same commands keeps the same sets."""
+    x = Exchange()
+    x.pipeline.now = 20_000 * DAY
+    x.run(x.acme, new_order("A", price="59000"))
+    x.pipeline.now = 20_001 * DAY
+    x.run(x.acme, new_order("B", price="59000"))
+    rec = x.pipeline.sequencer
+    sid = x.acme.settings.session_id
+    assert rec.used == {sid: {"B"}} and rec.used_prev == {sid: {"A"}}
+    x.pipeline.now = 20_005 * DAY
+    x.run(x.acme, new_order("C", price="59000"))
+    assert rec.used == {sid: {"C"}} and rec.used_prev == {}
