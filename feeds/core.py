@@ -13,6 +13,13 @@ subscriber (and every other sink: Redis, FIX market data) shares those bytes.
 Time is the engine's: the latest event ``ts`` seen. Nothing here reads a clock, does I/O or
 knows about subscribers, so the same event stream and the same flush points always give
 the same messages.
+
+What it keeps of past trades is bounded by time, not by how many there were
+(:meth:`FeedCore.kept`): per symbol the ticker's per-minute buckets of the 24 h window
+(at most 1,440), the latest :data:`RECENT_TRADES` trades, one current candle per kline
+interval, and the trades queued until the next flush. A restart rebuilds that state from
+per-minute aggregates and the journal tail's trades (:meth:`FeedCore.seed_history`),
+exactly as if the trades had been applied.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from feeds.kline import INTERVALS, Candle, KlineSeries
 from feeds.l2book import Level
 from feeds.numbers import UnitFormatter
 from feeds.status import StatusFeed
-from feeds.ticker import RollingTicker
+from feeds.ticker import MINUTE_NS, RollingTicker
 
 _SIDE_NAMES = {Side.BUY: "buy", Side.SELL: "sell"}
 
@@ -50,6 +57,30 @@ class SeedTrade(NamedTuple):
     trade_id: int  # the engine exec id (the trade message's "id")
     aggressor_side: Side
     seq: int  # the command that traded (the trade message's "u")
+
+
+class SeedBucket(NamedTuple):
+    """One symbol's past trades of one UTC minute, aggregated (integers: ticks, lots)."""
+
+    symbol: str
+    minute: int  # the trades' ts // MINUTE_NS
+    open: int  # first trade's price (in trade order)
+    high: int
+    low: int
+    close: int  # last trade's price
+    volume: int  # summed qty (lots)
+    quote: int  # summed price * qty (ticks * lots)
+    trades: int  # how many trades
+    last_ts: int  # the last trade's ts (engine ns; from Postgres: floored to the microsecond)
+
+
+class KeptHistory(NamedTuple):
+    """The objects a symbol's feed keeps of past trades: bounded by time, not trade count."""
+
+    ticker_buckets: int  # at most WINDOW_MINUTES (one per minute of the 24 h window)
+    recent_trades: int  # at most RECENT_TRADES
+    candles: int  # current candles: at most one per kline interval
+    queued_trades: int  # trades applied since the last flush (0 after it)
 
 
 class FeedMessage:
@@ -156,35 +187,84 @@ class FeedCore:
                 if f is not None:
                     f.status.on_change(ev.seq, ev.ts, ev.status)
 
-    def seed_trades(self, trades: Iterable[SeedTrade]) -> None:
-        """Rebuild tickers, candles and recent trades from past trades, publishing nothing.
+    def seed_trades(self, trades: Iterable[SeedTrade]) -> int:
+        """Rebuild tickers, candles and recent trades from past trades, publishing nothing;
+        returns how many were taken (those of known symbols).
 
         ``trades`` are in trade order (engine exec id), and older than any event applied
         later. The state left is the one :meth:`apply` of the same trades followed by a
         :meth:`flush` leaves, minus the messages: no trade, candle or ticker is queued, so
         the next flush publishes only what happens after the seed (a restart's recovered
-        history is not news). Trades of unknown symbols are ignored.
+        history is not news). Trades of unknown symbols are ignored. ``trades`` may be an
+        iterator: nothing keeps more of it than the recent trades.
+        """
+        return self.seed_history((), (), trades)
+
+    def seed_history(self, buckets: Iterable[SeedBucket], recent: Iterable[SeedTrade],
+                     trades: Iterable[SeedTrade] = ()) -> int:
+        """:meth:`seed_trades` of past trades given as per-minute aggregates of the older ones
+        and then the newer ones one by one; returns how many trades that is.
+
+        ``buckets`` are each symbol's minutes in time order; ``recent`` the last trades
+        among those the buckets aggregate (in trade order, at least :data:`RECENT_TRADES`
+        per symbol, or all): they only fill the recent list and the tickers' last price and
+        are not counted again. ``trades`` are newer than every bucket's (a trade of a
+        bucket's minute joins it). The state left is exactly the one :meth:`seed_trades` of
+        all the trades leaves: the ticker's window and the candles depend on nothing finer
+        than a minute's aggregate (see :mod:`feeds.ticker`, :mod:`feeds.kline`).
         """
         feeds = self._feeds
         touched: set[str] = set()
+        taken = 0
+        for b in buckets:
+            f = feeds.get(b.symbol)
+            if f is None:
+                continue
+            if b.last_ts > self.now:
+                self.now = b.last_ts
+            taken += b.trades
+            touched.add(b.symbol)
+            f.ticker.add_bucket(b.minute, b.last_ts, b.open, b.high, b.low, b.volume, b.quote,
+                                b.trades)
+            start = b.minute * MINUTE_NS
+            for series in f.klines.values():
+                series.add_bucket(start, b.open, b.high, b.low, b.close, b.volume, b.quote,
+                                  b.trades)
+        for t in recent:
+            f = feeds.get(t.symbol)
+            if f is None:
+                continue
+            f.recent.append((t.trade_id, t.seq, t.ts, t.price, t.qty, t.aggressor_side))
+            f.ticker.last_price = t.price
+            f.ticker.last_qty = t.qty
         for t in trades:
             f = feeds.get(t.symbol)
             if f is None:
                 continue
             if t.ts > self.now:
                 self.now = t.ts
+            taken += 1
             touched.add(t.symbol)
             f.recent.append((t.trade_id, t.seq, t.ts, t.price, t.qty, t.aggressor_side))
             f.ticker.on_trade(t.ts, t.price, t.qty)
             for series in f.klines.values():
                 series.on_trade(t.ts, t.price, t.qty)
+        # Move the touched windows to now; seeded candles are state, not updates to send.
         now = self.now
         for symbol in touched:
             f = feeds[symbol]
             f.ticker.advance(now)
             for series in f.klines.values():
                 series.advance(now)
-                series.take_changed()  # seeded candles are state, not updates to send
+                series.take_changed()
+        return taken
+
+    def kept(self, symbol: str) -> KeptHistory:
+        """What ``symbol``'s feed keeps of past trades (bounded by time, not by trade count)."""
+        f = self._feeds[symbol]
+        return KeptHistory(
+            f.ticker.bucket_count, len(f.recent),
+            sum(s.current is not None for s in f.klines.values()), len(f.trades))
 
     # -- output --------------------------------------------------------------------------
 

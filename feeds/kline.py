@@ -5,6 +5,11 @@ aligned to the Unix epoch, hence to UTC minutes, hours and midnight (4h candles 
 00:00, 04:00, ... UTC). Time is the engine's event ts, never a wall clock. A candle is
 *closed* once an event at or after its end is seen (a trade or any other event passed to
 :meth:`KlineSeries.advance`); intervals with no trade produce no candle.
+
+A series keeps only its current candle (and, until the next take, the candles changed since
+the last one). Every interval is a whole number of minutes, so a minute's trades always fall
+in one candle and a candle can be rebuilt from per-minute aggregates
+(:meth:`KlineSeries.add_bucket`) exactly as from the trades.
 """
 
 from __future__ import annotations
@@ -86,6 +91,28 @@ class KlineSeries:
         c.volume += qty
         c.quote += price * qty
         c.count += 1
+        if not self._changed or self._changed[-1] is not c:
+            self._changed.append(c)
+
+    def add_bucket(self, ts: int, open_: int, high: int, low: int, close: int, volume: int,
+                   quote: int, count: int) -> None:
+        """Add the aggregate of past trades that all fall in ``ts``'s candle (one minute's), in
+        time order: the same candle as adding each trade."""
+        self.advance(ts)
+        c = self.current
+        if c is None:
+            start = ts - ts % self.interval
+            c = self.current = Candle(start, start + self.interval, open_)
+            c.high, c.low = high, low
+        else:
+            if high > c.high:
+                c.high = high
+            if low < c.low:
+                c.low = low
+        c.close = close
+        c.volume += volume
+        c.quote += quote
+        c.count += count
         if not self._changed or self._changed[-1] is not c:
             self._changed.append(c)
 

@@ -14,6 +14,12 @@ extremes over the window, ``volume`` the summed quantity (lots) and ``quote_volu
 summed price * qty (ticks * lots). High and low are kept incrementally as trades arrive and
 recomputed from the (at most 1,440) buckets only when an evicted bucket held one of them.
 ``last`` survives an empty window; the window values are None then.
+
+Memory is bounded by time, not by trades: whatever the trade rate, a symbol keeps at most
+1,440 buckets (one per minute of the window that saw a trade), evicted as ``now`` moves on.
+The window's values depend only on each minute's aggregate (its first trade's price, its
+extremes, its sums), so a restart rebuilds them exactly from per-minute aggregates
+(:meth:`RollingTicker.add_bucket`) rather than from every trade of the day.
 """
 
 from __future__ import annotations
@@ -92,6 +98,44 @@ class RollingTicker:
             self.high = max((b.high for b in buckets), default=0)
             self.low = min((b.low for b in buckets), default=0)
         return True
+
+    @property
+    def bucket_count(self) -> int:
+        """Buckets kept (at most the window's 1,440 minutes after :meth:`advance`)."""
+        return len(self._buckets)
+
+    def add_bucket(self, minute: int, last_ts: int, open_: int, high: int, low: int,
+                   volume: int, quote: int, count: int) -> None:
+        """Add the aggregate of ``count`` past trades of one minute (``ts // MINUTE_NS``), the
+        last at ``last_ts``: the same window as adding each trade, last price untouched.
+
+        Minutes come in time order (a minute equal to the newest bucket's is merged into it;
+        like a trade's ts, an older one is clamped to the window's end).
+        """
+        self.advance(last_ts)
+        minute = max(minute, self.now // MINUTE_NS)
+        buckets = self._buckets
+        if buckets and buckets[-1].minute == minute:
+            b = buckets[-1]
+            if high > b.high:
+                b.high = high
+            if low < b.low:
+                b.low = low
+        else:
+            b = _Bucket(minute, open_)
+            b.high, b.low = high, low
+            buckets.append(b)
+        b.volume += volume
+        b.quote += quote
+        b.count += count
+        first_in_window = self.count == 0
+        if first_in_window or high > self.high:
+            self.high = high
+        if first_in_window or low < self.low:
+            self.low = low
+        self.volume += volume
+        self.quote_volume += quote
+        self.count += count
 
     def on_trade(self, ts: int, price: int, qty: int) -> None:
         """Add a trade (its ts is clamped to the window's end if it is older)."""

@@ -5,29 +5,45 @@ Theory of operation
 The journal cannot rebuild 24 h of statistics: snapshots bound its tail. Postgres can: the
 writer stores both sides of every trade in ``executions`` (see :mod:`fixserver.pg.rows`),
 so the taker's row (ExecID ``"<exec_id>-T"``, side = the aggressor's) is one row per trade.
-At start-up, before the reactor runs, :func:`load_trades` reads the trades since
+At start-up, before the reactor runs, :func:`load_history` reads the trades since
 :func:`history_start` (the oldest minute of the 24 h ticker window, which also covers the
-current candle of every kline interval, 1d included) up to the recovered journal's last
-command, in trade order, and :meth:`feeds.core.FeedCore.seed_trades` rebuilds the state.
+current candle of every kline interval, 1d included) as aggregates, never row by row:
 
-Postgres keeps microseconds, so a seeded trade's ``ts`` is floored to the microsecond. That
+- one row per symbol and UTC minute (:data:`BUCKETS_SQL`): first and last price (by exec
+  id), high, low, volume, quote volume, trade count: at most 1,440 rows per symbol, however
+  many trades the day had. Ticker and candles depend on nothing finer (every kline interval
+  is whole minutes, the ticker's window moves in whole minutes), so
+  :meth:`feeds.core.FeedCore.seed_history` rebuilds them exactly;
+- the latest :data:`~feeds.core.RECENT_TRADES` trades per symbol (:data:`RECENT_SQL`), for
+  the recent-trades list and the tickers' last price.
+
+Both reads take the trades below a seq, in one snapshot of the database. That seq is
+:func:`tail_start`: the first trade of the journal tail the recovery replayed (or, without
+one, the recovered journal's next seq). The tail's trades are seeded from the replay
+instead (:func:`tail_trades`, after the aggregates): after a crash Postgres may not hold
+them yet, and a trade from both would be counted twice. Every trade below that seq was
+matched before the tail's snapshot, so the replay holds none of them; every one at or
+above it is in the replay.
+
+Postgres keeps microseconds, so a stored trade's ``ts`` is floored to the microsecond. That
 moves no trade across a minute or candle boundary (those are whole seconds), so tickers and
 candles come out exactly as they were; only the recent trades' ``ts`` lose the nanoseconds.
 
 This is a blocking read with a short connect timeout (start-up, off the reactor's clock).
-If Postgres cannot be read the caller logs a warning and the feed starts empty, as before.
+If Postgres cannot be read the caller logs a warning and the feed starts from the journal
+tail's trades alone.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.enums import Side
 from engine.instruments import Instrument
-from feeds.core import SeedTrade
+from feeds.core import RECENT_TRADES, SeedBucket, SeedTrade
 from feeds.kline import INTERVALS
 from feeds.ticker import MINUTE_NS, WINDOW_MINUTES
 
@@ -39,14 +55,48 @@ CONNECT_TIMEOUT_S = 3
 #: milliseconds the read may take before Postgres cancels it
 STATEMENT_TIMEOUT_MS = 10_000
 
-# One row per trade: the taker's execution (its side is the aggressor's). Trade order is the
-# engine exec id's; ``seq < next_seq`` keeps to trades the recovered journal knows.
-TRADES_SQL = """
-SELECT symbol, last_px, last_qty, exec_time, engine_exec_id, side, seq
-FROM executions
-WHERE exec_type = 'TRADE' AND exec_id LIKE '%%-T' AND exec_time >= %s AND seq < %s
+_TRADES = """
+    FROM executions
+    WHERE exec_type = 'TRADE' AND exec_id LIKE '%%-T'
+      AND exec_time >= %(since)s AND seq < %(before)s"""
+
+#: per symbol and UTC minute (``exec_time`` floored, as an integer since the epoch): open and
+#: close are the prices of the minute's first and last trade (exec id order), looked up by
+#: the taker row's primary key
+BUCKETS_SQL = f"""
+WITH b AS (
+    SELECT symbol, div(extract(epoch FROM exec_time), 60)::bigint AS minute,
+           min(engine_exec_id) AS first_id, max(engine_exec_id) AS last_id,
+           max(last_px) AS high, min(last_px) AS low, sum(last_qty) AS volume,
+           sum(last_px * last_qty) AS quote, count(*) AS trades, max(exec_time) AS last_time
+    {_TRADES}
+    GROUP BY 1, 2
+)
+SELECT b.symbol, b.minute, o.last_px, b.high, b.low, c.last_px, b.volume, b.quote, b.trades,
+       b.last_time
+FROM b
+JOIN executions o ON o.exec_id = b.first_id::text || '-T'
+JOIN executions c ON c.exec_id = b.last_id::text || '-T'
+ORDER BY b.minute, b.symbol
+"""
+
+#: the latest ``%(keep)s`` trades per symbol, in trade order
+RECENT_SQL = f"""
+SELECT symbol, last_px, last_qty, exec_time, engine_exec_id, side, seq FROM (
+    SELECT symbol, last_px, last_qty, exec_time, engine_exec_id, side, seq,
+           row_number() OVER (PARTITION BY symbol ORDER BY engine_exec_id DESC) AS n
+    {_TRADES}
+) latest
+WHERE n <= %(keep)s
 ORDER BY engine_exec_id
 """
+
+
+class History(NamedTuple):
+    """What Postgres holds of the feed's past: per-minute aggregates and the latest trades."""
+
+    buckets: list[SeedBucket]
+    recent: list[SeedTrade]
 
 
 def history_start(last_ts: int) -> int:
@@ -65,15 +115,15 @@ def datetime_to_ns(value: datetime.datetime) -> int:
     return ((value - _EPOCH) // _US) * 1000
 
 
-def _units(value: Decimal, unit: str, what: str) -> int:
-    units = Decimal(value) / Decimal(unit)
+def _units(value: Decimal, unit: Decimal, what: str) -> int:
+    units = Decimal(value) / unit
     if units != units.to_integral_value():
         raise ValueError(f"{what} {value} is not a multiple of {unit}")
     return int(units)
 
 
 def seed_trades_of(rows: Iterable[tuple], instruments: Iterable[Instrument]) -> list[SeedTrade]:
-    """``TRADES_SQL`` rows -> seed trades (rows of unknown symbols are left out)."""
+    """``RECENT_SQL`` rows -> seed trades (rows of unknown symbols are left out)."""
     by_symbol = {i.symbol: i for i in instruments}
     out = []
     for symbol, last_px, last_qty, exec_time, exec_id, side, seq in rows:
@@ -81,43 +131,65 @@ def seed_trades_of(rows: Iterable[tuple], instruments: Iterable[Instrument]) -> 
         if instrument is None:
             continue
         out.append(SeedTrade(
-            symbol, _units(last_px, instrument.tick_size, "price"),
-            _units(last_qty, instrument.lot_size, "quantity"), datetime_to_ns(exec_time),
-            int(exec_id), Side[side], int(seq),
+            symbol, _units(last_px, Decimal(instrument.tick_size), "price"),
+            _units(last_qty, Decimal(instrument.lot_size), "quantity"),
+            datetime_to_ns(exec_time), int(exec_id), Side[side], int(seq),
         ))
     return out
 
 
-def load_trades(dsn: str, instruments: Iterable[Instrument], last_ts: int,
-                next_seq: int) -> list[SeedTrade]:
-    """The trades the feed's state at ``last_ts`` is built from, read from Postgres (blocking).
+def seed_buckets_of(rows: Iterable[tuple], instruments: Iterable[Instrument]
+                    ) -> list[SeedBucket]:
+    """``BUCKETS_SQL`` rows -> seed buckets (rows of unknown symbols are left out)."""
+    by_symbol = {i.symbol: i for i in instruments}
+    out = []
+    for symbol, minute, open_, high, low, close, volume, quote, count, last_time in rows:
+        instrument = by_symbol.get(symbol)
+        if instrument is None:
+            continue
+        tick, lot = Decimal(instrument.tick_size), Decimal(instrument.lot_size)
+        out.append(SeedBucket(
+            symbol, int(minute), _units(open_, tick, "price"), _units(high, tick, "price"),
+            _units(low, tick, "price"), _units(close, tick, "price"),
+            _units(volume, lot, "quantity"), _units(quote, tick * lot, "quote volume"),
+            int(count), datetime_to_ns(last_time),
+        ))
+    return out
+
+
+def load_history(dsn: str, instruments: Iterable[Instrument], last_ts: int,
+                 before_seq: int) -> History:
+    """The aggregates of the trades the feed's state at ``last_ts`` is built from, those with
+    a seq below ``before_seq`` (see :func:`tail_start`), read from Postgres (blocking).
 
     Raises what psycopg raises when Postgres is unreachable or the query fails.
     """
     import psycopg
 
+    instruments = list(instruments)
     since = _EPOCH + (history_start(last_ts) // 1000) * _US
+    params = {"since": since, "before": before_seq, "keep": RECENT_TRADES}
     conn: Any
     with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-        conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-        rows = conn.execute(TRADES_SQL, (since, next_seq)).fetchall()
-    return seed_trades_of(rows, instruments)
+        # one snapshot for both reads: a recent trade is always one a bucket counts
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            buckets = conn.execute(BUCKETS_SQL, params).fetchall()
+            recent = conn.execute(RECENT_SQL, params).fetchall()
+    return History(seed_buckets_of(buckets, instruments), seed_trades_of(recent, instruments))
 
 
-def merge_replayed(stored: list[SeedTrade], replayed: Iterable[Any], since_ns: int
-                   ) -> list[SeedTrade]:
-    """Postgres trades plus the journal tail's ``Trade`` events Postgres does not hold yet.
+def tail_start(replayed: Iterable[Any], next_seq: int) -> int:
+    """The seq from which the journal tail's ``Trade`` events hold every trade: the first
+    one's seq (``next_seq`` if the tail traded nothing). The trades below it are read from
+    Postgres, those from it on taken from the tail."""
+    return min((e.seq for e in replayed), default=next_seq)
 
-    After a crash the replayed tail's rows are only queued again at start-up, so the read
-    above can miss the newest trades; they come from the replay instead (same exec ids),
-    in exec-id order, those older than ``since_ns`` left out.
-    """
-    known = {t.trade_id for t in stored}
-    extra = [
-        SeedTrade(e.symbol, e.price, e.qty, e.ts, e.exec_id, e.aggressor_side, e.seq)
-        for e in replayed
-        if e.exec_id not in known and e.ts >= since_ns
-    ]
-    if not extra:
-        return stored
-    return sorted([*stored, *extra], key=lambda t: t.trade_id)
+
+def tail_trades(replayed: Iterable[Any], since_ns: int) -> Iterator[SeedTrade]:
+    """The journal tail's ``Trade`` events as seed trades (lazily, in replay order), those
+    older than ``since_ns`` left out."""
+    for e in replayed:
+        if e.ts >= since_ns:
+            yield SeedTrade(e.symbol, e.price, e.qty, e.ts, e.exec_id, e.aggressor_side, e.seq)

@@ -145,14 +145,13 @@ class MarketDataFeeds:
             except Exception as exc:  # the exchange runs without the database
                 log.warn("feeds.history_unavailable error={error} (tickers, candles and recent "
                          "trades start from the journal tail only)", error=repr(exc))
-        stored = self.core.seed_history(history.buckets, history.recent)
-        tail = self.core.seed_trades(tail_trades(replayed, history_start(last_ts)))
-        if not stored + tail:
+        n = self.core.seed_history(history.buckets, history.recent,
+                                   tail_trades(replayed, history_start(last_ts)))
+        if not n:
             return
-        self.seeded_trades = stored + tail
-        log.info("feeds.history_seeded trades={n} stored={stored} minute_buckets={buckets} "
-                 "journal_tail={tail}", n=stored + tail, stored=stored,
-                 buckets=len(history.buckets), tail=tail)
+        self.seeded_trades = n
+        log.info("feeds.history_seeded trades={n} minute_buckets={buckets}", n=n,
+                 buckets=len(history.buckets))
 
     def start(self) -> None:
         """Write the seeded state to Redis, start batching, open the WebSocket port."""

@@ -1,5 +1,5 @@
-"""FeedCore.seed_trades rebuilds tickers, candles and recent trades exactly as live trading
-would have, and publishes nothing of it."""
+"""FeedCore.seed_trades and seed_history (per-minute aggregates) rebuild tickers, candles and
+recent trades exactly as live trading would have, and publish nothing of it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from engine.enums import OrdType, Side
 from engine.events import Trade
 from engine.instruments import demo_instruments
 from feeds.channels import KLINE, TICKER, Channel
-from feeds.core import RECENT_TRADES, FeedCore, SeedTrade
+from feeds.core import RECENT_TRADES, FeedCore, SeedBucket, SeedTrade
 from feeds.kline import INTERVALS
 
 T0 = 1_700_000_000 * 1_000_000_000  # a UTC instant (ns)
@@ -106,3 +106,60 @@ def test_recent_trades_keep_the_latest_only():
     recent = seeded.recent_trades("BTC-PERP")
     assert [r["id"] for r in recent] == [t.trade_id for t in trades[-RECENT_TRADES:]]
     assert seeded.recent_trades("ETH-PERP") == []
+
+
+def minute_buckets(trades: list[SeedTrade]) -> list[SeedBucket]:
+    """Reference: trades (in trade order) grouped by UTC minute and symbol, in (minute,
+    symbol) order, as Postgres aggregates them."""
+    groups: dict[tuple[int, str], list[SeedTrade]] = {}
+    for t in trades:
+        groups.setdefault((t.ts // MINUTE, t.symbol), []).append(t)
+    return [
+        SeedBucket(symbol, minute, g[0].price, max(t.price for t in g),
+                   min(t.price for t in g), g[-1].price, sum(t.qty for t in g),
+                   sum(t.price * t.qty for t in g), len(g), g[-1].ts)
+        for (minute, symbol), g in sorted(groups.items())
+    ]
+
+
+def latest(trades: list[SeedTrade], keep: int = RECENT_TRADES) -> list[SeedTrade]:
+    """Reference: the last ``keep`` trades of each symbol, in trade order."""
+    kept = {t.trade_id for s in SYMBOLS for t in [t for t in trades if t.symbol == s][-keep:]}
+    return [t for t in trades if t.trade_id in kept]
+
+
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(STEPS, st.sampled_from([0, 1, MINUTE, 24 * 60 * MINUTE, 30 * 60 * MINUTE]),
+       st.floats(0, 1), st.integers(0, RECENT_TRADES + 5))
+def test_seeding_minute_buckets_then_the_tail_equals_trading_live(steps, later, cut, extra):
+    """Aggregates of the older trades (with their latest trades) and then the newer trades one
+    by one, cut anywhere (mid-minute too), give the live state."""
+    trades = make_trades(steps)
+    now = (trades[-1].ts if trades else T0) + later
+    live, _ = live_and_seeded(trades, now)
+    k = int(cut * len(trades))
+    stored, tail = trades[:k], trades[k:]
+    seeded = FeedCore(demo_instruments())
+    seeded.now = now
+    # the recent list needs the last RECENT_TRADES; more (as any row limit may give) is fine
+    assert seeded.seed_history(minute_buckets(stored), latest(stored, RECENT_TRADES + extra),
+                               iter(tail)) == len(trades)
+    assert snapshots(seeded) == snapshots(live)
+    assert seeded.now == live.now
+    assert seeded.flush() == [m for m in live.flush() if m.kind == TICKER] == []
+
+
+def test_seeded_buckets_then_live_trades_publish_as_live():
+    """After a bucket seed the next live trade's batch equals the live core's, candles included."""
+    trades = make_trades([(MINUTE // 3, i % 2, 500_000 + i % 11, 1 + i % 4, i % 3 == 0)
+                          for i in range(400)])
+    live, _ = live_and_seeded(trades, trades[-1].ts)
+    seeded = FeedCore(demo_instruments())
+    seeded.now = trades[-1].ts
+    seeded.seed_history(minute_buckets(trades), latest(trades))
+    assert seeded.flush() == []
+    nxt = SeedTrade("ETH-PERP", 500_200, 3, trades[-1].ts + MINUTE // 2, 9999, Side.BUY, 9999)
+    live.apply([trade_event(nxt)])
+    seeded.apply([trade_event(nxt)])
+    assert ({m.channel: m.payload for m in seeded.flush()}
+            == {m.channel: m.payload for m in live.flush()})

@@ -17,7 +17,14 @@ from feeds.core import SeedTrade
 from feeds.kline import INTERVALS
 from feeds.ticker import MINUTE_NS, WINDOW_MINUTES
 from fixserver import feeds_wiring
-from fixserver.feeds_history import datetime_to_ns, history_start, load_trades, seed_trades_of
+from fixserver.feeds_history import (
+    datetime_to_ns,
+    history_start,
+    load_history,
+    seed_trades_of,
+    tail_start,
+    tail_trades,
+)
 from fixserver.server import FixServer
 from tests.fixserver.inprocess_exchange import new_order, session_of, start_exchange
 from tests.fixserver.pg_fixtures import migrated_dsn, pg_dsn
@@ -89,10 +96,10 @@ def _pipeline(server: FixServer):
     return server.feeds.application.other.pipeline
 
 
-def test_load_trades_raises_when_postgres_is_unreachable():
+def test_load_history_raises_when_postgres_is_unreachable():
     """Nothing listening: the read fails fast with psycopg's error (the caller warns)."""
     with pytest.raises(psycopg.OperationalError):
-        load_trades("postgresql://postgres@127.0.0.1:1/none", demo_instruments(), 10**18, 5)
+        load_history("postgresql://postgres@127.0.0.1:1/none", demo_instruments(), 10**18, 5)
 
 
 @pytest_twisted.inlineCallbacks
@@ -104,12 +111,13 @@ def test_unreadable_history_falls_back_to_the_journal_tail(tmp_path, migrated_ds
     order_pipeline = _pipeline(server)
     order_pipeline.tick()
     yield order_pipeline.when_idle()
+    order_pipeline.snapshot_on_shutdown = False  # as a crash: the restart replays the tail
     yield server.stop()
 
     def unreachable(*args):
         raise psycopg.OperationalError("connection refused")
 
-    monkeypatch.setattr(feeds_wiring, "load_trades", unreachable)
+    monkeypatch.setattr(feeds_wiring, "load_history", unreachable)
     warnings: list[str] = []
 
     def observe(event: dict) -> None:
@@ -148,18 +156,18 @@ def test_rows_become_seed_trades_in_ticks_and_lots():
     assert trade.ts % 1_000_000_000 == 678_901_000
 
 
-def test_replayed_trades_postgres_lacks_are_merged_in_exec_id_order():
-    """Trades of the journal tail not yet in Postgres join the seed, once, in exec-id order;
-    those already stored or older than the window are left out."""
+def test_the_journal_tail_starts_at_its_first_trade_and_is_seeded_from_the_replay():
+    """Postgres is read below the tail's first trade (all of the journal without a tail
+    trade); the tail's trades, those in the window, are seeded one by one in replay order."""
     from engine.events import Trade
-    from fixserver.feeds_history import merge_replayed
 
     def trade(exec_id: int, ts: int) -> Trade:
         return Trade(exec_id, ts, exec_id, SYMBOL, 600_000, 2, Side.BUY, 1, "", "A", 2, 0, 0,
                      0, 2, "", "B", 2, 0, 0, 0, 2, 600_000)
 
-    stored = [SeedTrade(SYMBOL, 600_000, 2, 100, 5, Side.BUY, 5)]
-    replayed = [trade(5, 100), trade(7, 300), trade(6, 200), trade(3, 10)]
-    merged = merge_replayed(stored, replayed, since_ns=50)
-    assert [t.trade_id for t in merged] == [5, 6, 7]
-    assert merge_replayed(stored, [], since_ns=0) is stored
+    replayed = [trade(5, 10), trade(6, 200), trade(7, 300)]
+    assert tail_start(replayed, next_seq=9) == 5
+    assert tail_start([], next_seq=9) == 9
+    assert [t.trade_id for t in tail_trades(replayed, since_ns=50)] == [6, 7]
+    assert list(tail_trades(replayed, since_ns=0))[1] == SeedTrade(
+        SYMBOL, 600_000, 2, 200, 6, Side.BUY, 6)
