@@ -162,7 +162,7 @@ class MarketDataFeeds:
             config = self.server.config
             self.websocket_port = self.reactor.listenTCP(
                 config.websocket_port, self.websocket_factory,
-                interface=config.websocket_address)
+                backlog=config.listen_backlog, interface=config.websocket_address)
             host = self.websocket_port.getHost()
             log.info("feeds.listen_websocket address={host}:{port}", host=host.host,
                      port=host.port)

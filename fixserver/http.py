@@ -2,6 +2,9 @@
 
 ``/health`` answers 200 with a small JSON document while the reactor runs: the server's
 status and, per configured session, whether it is logged on and its next sequence numbers.
+Once the server is failing (its ``failure`` callable returns a reason: the order pipeline
+stopped because a journal commit failed) it answers 503 with status ``failing`` and that
+``reason``, so a load balancer or supervisor takes it out of service.
 ``/metrics`` and ``/health`` are open (scrapers, load balancers); ``/admin`` is the
 authenticated admin API (:mod:`fixserver.admin`), on this site or, with ``AdminPort``, on a
 site of its own (:func:`build_admin_site`).
@@ -36,22 +39,29 @@ def session_health(session: Session) -> dict[str, object]:
 
 
 class HealthResource(Resource):
-    """GET /health: ``{"status": ..., "sessions": [...]}``."""
+    """GET /health: ``{"status": ..., "sessions": [...]}``; 503 with a ``reason`` once
+    ``failure()`` returns one."""
 
     isLeaf = True
 
     def __init__(
-        self, sessions: Iterable[Session], status: Callable[[], str] = lambda: "ok"
+        self,
+        sessions: Iterable[Session],
+        status: Callable[[], str] = lambda: "ok",
+        failure: Callable[[], str | None] = lambda: None,
     ) -> None:
         super().__init__()
         self._sessions = sessions
         self._status = status
+        self._failure = failure
 
     def render_GET(self, request: Request) -> bytes:
-        body = {
-            "status": self._status(),
-            "sessions": [session_health(s) for s in self._sessions],
-        }
+        body: dict[str, object] = {"status": self._status()}
+        reason = self._failure()
+        if reason is not None:
+            request.setResponseCode(503)
+            body = {"status": "failing", "reason": reason}
+        body["sessions"] = [session_health(s) for s in self._sessions]
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
@@ -69,11 +79,12 @@ def build_site(
     status: Callable[[], str] = lambda: "ok",
     registry: CollectorRegistry = REGISTRY,
     admin: Resource | None = None,
+    failure: Callable[[], str | None] = lambda: None,
 ) -> Site:
     """The HTTP site: ``/metrics``, ``/health`` and (order entry) ``/admin``."""
     root = _Root()
     metrics_page: Any = MetricsResource(registry=registry)
-    health_page: Any = HealthResource(sessions, status)
+    health_page: Any = HealthResource(sessions, status, failure)
     root.putChild(b"metrics", metrics_page)
     root.putChild(b"health", health_page)
     if admin is not None:

@@ -60,6 +60,11 @@ LOGON_REFUSED = Counter(
     "Logons and connections refused at once because their session or address is locked out",
     ["scope"],
 )
+CONNECTIONS_REJECTED = Counter(
+    "fix_connections_rejected_total",
+    "Connections closed without ever logging on, by cause (fixserver.connection_log)",
+    ["cause"],
+)
 LOGON_LOCKOUTS_ACTIVE = Gauge(
     "fix_logon_lockouts_active", "Sessions and addresses locked out after failed Logons now"
 )

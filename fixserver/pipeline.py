@@ -42,7 +42,8 @@ the process must restart and recover from the journal, which is the truth.
 
 Metrics (prometheus default registry): ``order_queue_depth`` (inbox, read at scrape time),
 ``matching_engine_latency_ms`` (engine time of one tick's batch), ``orders_processed_total``
-(client commands matched) and ``trades_executed_total``.
+(client commands matched), ``trades_executed_total``, ``journal_commit_failures_total`` and
+``journal_failed`` (1 once a commit failed and the pipeline stopped).
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ TRADES_EXECUTED = Counter("trades_executed", "Trades executed by the engine")
 SEGMENTS_RETAINED = Gauge(
     "journal_segments_retained_for_postgres",
     "Journal segments that pruning keeps only because Postgres has not committed their rows",
+)
+JOURNAL_COMMIT_FAILURES = Counter(
+    "journal_commit_failures", "Journal group commits (write + fdatasync) that failed")
+JOURNAL_FAILED = Gauge(
+    "journal_failed",
+    "1 once a journal commit failed: the order pipeline stopped and the process exits to recover",
 )
 
 Subscriber = Callable[[list], None]
@@ -177,6 +184,7 @@ class OrderPipeline:
         #: set by open_pipeline: the seq replay started at (the snapshot's next seq, or 1)
         self.recovered_from_seq = 1
         ORDER_QUEUE_DEPTH.set_function(lambda: self.sequencer.pending)
+        JOURNAL_FAILED.set(0)
 
     # -- public API -----------------------------------------------------------------------
 
@@ -323,7 +331,7 @@ class OrderPipeline:
         covered, self._unflushed_ticks = self._unflushed_ticks, 0
         self._committing = True
         d = self.journal_runner.run(self.writer.commit, items)
-        d.addCallbacks(self._committed, self._fail, callbackArgs=(covered,))
+        d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(covered,))
 
     def _committed(self, _written: int, covered: int) -> None:
         self._committing = False
@@ -349,6 +357,11 @@ class OrderPipeline:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
+
+    def _commit_failed(self, failure: Failure) -> None:
+        JOURNAL_COMMIT_FAILURES.inc()
+        JOURNAL_FAILED.set(1)
+        self._fail(failure)
 
     def _fail(self, failure: Failure) -> None:
         self._committing = False

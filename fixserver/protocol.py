@@ -17,7 +17,9 @@ connection is aborted.
 Failed Logons go through the host's ``LogonGuard`` (``fixserver.logon_guard``): a connection
 from a locked-out address is closed as soon as it is made, the protocol is the core's
 ``LogonGate`` (a locked-out session is refused before its credentials are checked), and a
-failed Logon's connection is closed only after the throttle's delay.
+failed Logon's connection is closed only after the throttle's delay. A connection that closes
+without ever logging on is reported once, rate-limited, by the host's ``ConnectionLog``
+(``fixserver.connection_log``: ``fix.rejected`` with a cause), as are garbled frames.
 
 A clean shutdown sends Logout on every logged-on connection and waits (bounded) until the
 peers answer and the connections close.
@@ -37,7 +39,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fixserver import metrics
+from fixserver import connection_log, metrics
+from fixserver.connection_log import ConnectionLog
 from fixserver.logon_guard import LogonGuard
 from fixserver.logon_throttle import LogonThrottle
 from fixserver.session import SessionConnection
@@ -45,6 +48,7 @@ from fixserver.session_events import (
     ApplicationMessageReceived,
     ConnectionClosed,
     ConnectionState,
+    GarbledLimitExceeded,
     GarbledMessageIgnored,
     LoggedOn,
     LoggedOut,
@@ -94,8 +98,10 @@ class FixProtocol(Protocol):
         self.connection: SessionConnection | None = None
         self.peer = "?"
         self.address = "?"
-        #: refused by the logon throttle: one rate-limited line instead of fix.close/disconnect
-        self._quiet = False
+        #: why this connection, not logged on, is being closed (connection_log causes)
+        self._cause: str | None = None
+        #: the session core's reason for closing it
+        self._close_reason: str | None = None
         #: a failed Logon's connection is closed this long after the failure (logon throttle)
         self._close_delay_ns = 0
         self._timer: Any = None  # IDelayedCall
@@ -125,11 +131,12 @@ class FixProtocol(Protocol):
         self.host.protocols.add(self)
         metrics.CONNECTIONS_OPEN.inc()
         if self.host.logon_guard.refuse_connection(self.address, self.peer, now):
-            self._quiet = self._closing = True  # a locked-out address: closed without a word
+            self._closing = True  # a locked-out address: closed without a word
+            self._cause = connection_log.LOCKED_OUT
             self._transport.loseConnection()
             return
         self.connection = SessionConnection(self.host.registry, now, gate=self)
-        log.info("fix.connect peer={peer}", peer=self.peer)
+        self.host.connection_log.connected(self.peer, now)
         self._pump(now)
 
     def dataReceived(self, data: bytes) -> None:
@@ -146,14 +153,19 @@ class FixProtocol(Protocol):
         self.host.protocols.discard(self)
         metrics.CONNECTIONS_OPEN.dec()
         connection = self.connection
-        if connection is None:
-            self.host.connection_gone(self)
-            return
-        if connection.state is not ConnectionState.CLOSED:
-            connection.connection_lost(self.host.now_ns())
-        self._closing = True  # nothing more goes out; events below are only reported
-        self._handle_events(self.host.now_ns())
-        if not self._quiet:
+        now = self.host.now_ns()
+        if connection is not None:
+            if connection.state is ConnectionState.AWAITING_LOGON and self._cause is None:
+                self._cause = connection_log.PEER_CLOSED
+            if connection.state is not ConnectionState.CLOSED:
+                connection.connection_lost(now)
+            self._closing = True  # nothing more goes out; events below are only reported
+            self._handle_events(now)
+        if self._label == metrics.UNBOUND_SESSION:  # never logged on: one rate-limited line
+            self.host.connection_log.rejected(
+                self.peer, self._cause or connection_log.REFUSED,
+                self._close_reason or reason.getErrorMessage(), now)
+        else:
             log.info(
                 "fix.disconnect peer={peer} session={session} reason={reason}",
                 peer=self.peer,
@@ -195,6 +207,7 @@ class FixProtocol(Protocol):
             self._pump(now)
         elif connection.state is ConnectionState.AWAITING_LOGON:
             self._closing = True
+            self._cause = self._cause or connection_log.SHUTDOWN
             self._transport.loseConnection()
 
     def _pump(self, now: int) -> None:
@@ -234,20 +247,22 @@ class FixProtocol(Protocol):
             elif isinstance(event, LoggedOut):
                 self.host.logged_out(event.session, self, event.reason)
             elif isinstance(event, GarbledMessageIgnored):
-                metrics.GARBLED_MESSAGES.inc()
-                log.warn(
-                    "fix.garbled peer={peer} session={session} reason={reason} raw={raw!r}",
-                    peer=self.peer,
-                    session=self._label,
-                    reason=event.reason,
-                    raw=event.raw[:200],
-                )
+                self.host.connection_log.garbled(
+                    self.peer, self._label, event.reason, event.raw, now)
+                if self._label == metrics.UNBOUND_SESSION:
+                    self._cause = self._cause or connection_log.GARBLED
+            elif isinstance(event, GarbledLimitExceeded):
+                self.host.connection_log.garbled_limit(
+                    self.peer, self._label, event.count, event.window_s)
             elif isinstance(event, LogonFailed):
-                self._quiet = True  # fix.logon_failed (rate-limited) says it all
+                self._cause = connection_log.LOGON_FAILED  # fix.logon_failed says it all
                 self._close_delay_ns = self.host.logon_guard.failed(
                     self.address, self.peer, event.session, event.reason, now
                 )
-            elif isinstance(event, ConnectionClosed) and not self._quiet:
+            elif isinstance(event, ConnectionClosed):
+                if self._label == metrics.UNBOUND_SESSION:  # reported as fix.rejected
+                    self._close_reason = event.reason
+                    continue
                 log.info(
                     "fix.close peer={peer} session={session} reason={reason}",
                     peer=self.peer,
@@ -259,7 +274,7 @@ class FixProtocol(Protocol):
         """The session core's LogonGate: refused at once while locked out (logon throttle)."""
         refused = self.host.logon_guard.refuse_logon(self.address, self.peer, session, now_ns)
         if refused is not None:
-            self._quiet = True
+            self._cause = connection_log.LOCKED_OUT
         return refused
 
     def _deliver(self, event: ApplicationMessageReceived, now: int) -> None:
@@ -329,7 +344,10 @@ class FixProtocol(Protocol):
         if connection is None or self._closing:
             return
         now = self.host.now_ns()
+        awaiting_logon = connection.state is ConnectionState.AWAITING_LOGON
         connection.on_timer(now)
+        if awaiting_logon and connection.state is ConnectionState.CLOSED:
+            self._cause = self._cause or connection_log.LOGON_TIMEOUT
         self._pump(now)
 
 
@@ -367,6 +385,8 @@ class SessionHost(Factory):
         self.bound: dict[Session, FixProtocol] = {}
         #: told of every logon and logout (the composition root adds them)
         self.observers: list[SessionObserver] = []
+        #: rate-limited lines and counters of connections never logged on, garbled frames
+        self.connection_log = ConnectionLog()
         self._closed_waiters: list[defer.Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> FixProtocol:

@@ -4,10 +4,22 @@ Seams for what comes later: ``application_factory`` (order entry replaces the re
 application), ``store_factory`` (e.g. a Postgres-backed store), ``clock`` and ``now_ns``
 (tests). Order entry (fixserver.orderentry.wiring) and market data (fixserver.feeds_wiring)
 are built by the default application factory.
+
+Fail-stop: when the order pipeline stops because a journal commit failed (disk full, I/O
+error), nothing can be matched or released any more, and only a restart, which recovers from
+the journal, brings the exchange back. :meth:`FixServer.pipeline_failed` (the pipeline's
+``on_failure``) makes that loud and quick: ``/health`` answers 503 with the reason, a
+critical ``exchange.failed`` line is logged (the pipeline's ``journal_failed`` gauge and
+``journal_commit_failures_total`` say it in the metrics), the FIX ports stop listening, every
+session is logged out with :data:`PIPELINE_FAILED_TEXT`, and once they are gone, or after
+``ShutdownTimeout``, the process exits with :data:`EXIT_PIPELINE_FAILED` so that its
+supervisor restarts it. ``exit_process`` is a seam (tests).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any, Callable
@@ -33,6 +45,22 @@ if TYPE_CHECKING:
 log = Logger(namespace="fixserver")
 
 ApplicationFactory = Callable[["FixServer"], Application]
+
+#: exit status after the order pipeline failed: restart me (start-up recovers the journal)
+EXIT_PIPELINE_FAILED = 3
+#: Text (58) of the Logout every session gets when the order pipeline fails
+PIPELINE_FAILED_TEXT = "the exchange stopped accepting orders (journal failure); it restarts"
+
+
+def exit_process(code: int) -> None:
+    """Leave at once with ``code``, without the clean shutdown: that closes the journal the
+    failure came from, and a hung disk would keep the process from ever exiting. Nothing is
+    lost that a SIGKILL would not lose (the durability contract covers that): what clients
+    were told is in the kernel (the message stores are written before every socket write)
+    and the journal is what the restart recovers from."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def default_application_factory(server: FixServer) -> Application:
@@ -85,10 +113,14 @@ class FixServer:
         application_factory: ApplicationFactory | None = None,
         store_factory: StoreFactory | None = None,
         now_ns: Callable[[], int] = time.time_ns,
+        exit_process: Callable[[int], None] = exit_process,
     ) -> None:
         self.config = config
         self.reactor = reactor
         self.now_ns = now_ns
+        self.exit_process = exit_process
+        #: why the exchange stopped (the order pipeline failed); None while it is healthy
+        self.failure_reason: str | None = None
         #: FileMessageStore records gathered between socket writes (see fixserver.filestore)
         self.write_batch = WriteBatch()
         self._store_factory = store_factory or self._default_store
@@ -148,7 +180,8 @@ class FixServer:
         if self.session_rows is not None:
             self.session_rows.start()
         self.fix_port = reactor.listenTCP(
-            config.accept_port, self.host, interface=config.accept_address
+            config.accept_port, self.host, backlog=config.listen_backlog,
+            interface=config.accept_address,
         )
         log.info("fix.listen address={address}", address=_address(self.fix_port))
         if config.tls is not None:
@@ -158,7 +191,8 @@ class FixServer:
             ):
                 certificate = ssl.PrivateCertificate.loadPEM(key.read() + b"\n" + cert.read())
             self.tls_port = reactor.listenSSL(
-                config.tls.port, self.host, certificate.options(), interface=config.accept_address
+                config.tls.port, self.host, certificate.options(),
+                backlog=config.listen_backlog, interface=config.accept_address,
             )
             log.info("fix.listen_tls address={address}", address=_address(self.tls_port))
         admin = getattr(self.application, "admin_resource", None)
@@ -169,6 +203,7 @@ class FixServer:
                     self.sessions,
                     lambda: self._status,
                     admin=admin if config.admin_port is None else None,
+                    failure=lambda: self.failure_reason,
                 ),
                 interface=config.http_address,
             )
@@ -216,6 +251,37 @@ class FixServer:
         d.addBoth(done)
         self._sync_in_flight = d
         return d
+
+    def pipeline_failed(self, failure: Failure) -> None:
+        """The order pipeline stopped (a journal commit failed): fail-stop, see the module
+        docstring. Safe to call from inside a tick or a pump: the logouts start on the next
+        reactor turn."""
+        if self.failure_reason is not None:
+            return
+        kind = failure.type.__name__ if failure.type is not None else "error"
+        self.failure_reason = f"order pipeline stopped: {kind}: {failure.getErrorMessage()}"
+        self._status = "failing"
+        log.critical(
+            "exchange.failed reason={reason!r} sessions={sessions} exit_code={code} "
+            "exit_within_s={timeout}: the exchange stopped accepting orders; logging every "
+            "session out, then exiting so that a restart recovers from the journal",
+            reason=self.failure_reason, sessions=len(self.host.bound),
+            code=EXIT_PIPELINE_FAILED, timeout=self.config.shutdown_timeout,
+        )
+        self.reactor.callLater(0, self._fail_stop)
+
+    def _fail_stop(self) -> None:
+        for port in (self.fix_port, self.tls_port):
+            if port is not None:
+                port.stopListening()  # clients retry elsewhere, or here after the restart
+        done = self.host.shutdown(self.config.shutdown_timeout, PIPELINE_FAILED_TEXT)
+
+        def leave(_: object) -> None:
+            self.write_batch.flush()
+            log.critical("exchange.exit code={code}", code=EXIT_PIPELINE_FAILED)
+            self.exit_process(EXIT_PIPELINE_FAILED)
+
+        done.addBoth(leave)
 
     def _stop_at_shutdown(self) -> defer.Deferred[None]:
         self._shutdown_trigger = None  # firing now; it must not be removed by stop()

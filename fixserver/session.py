@@ -22,7 +22,8 @@ Logout, unless PossDupFlag=Y: then it is ignored.
 Inbound message pipeline (same order as QuickFIX, which conformance suites are written against):
 
 1. Framing (codec): garbled frames are ignored and use no sequence number; before the Logon
-   they close the connection silently.
+   they close the connection silently; after it, more than MaxGarbledMessages of them within
+   GarbledMessageWindow seconds log the session out (Text says why) and close the connection.
 2. BeginString must be the session's: otherwise Logout "Incorrect BeginString".
 3. MsgType: unknown -> Reject 373=11; a valid FIX 4.4 application type our dictionary lacks
    -> BusinessMessageReject 380=3 once in sequence; otherwise dictionary validation, failures
@@ -65,6 +66,7 @@ from fixserver.session_events import (
     ApplicationMessageReceived,
     ConnectionClosed,
     ConnectionState,
+    GarbledLimitExceeded,
     GarbledMessageIgnored,
     LoggedOn,
     LoggedOut,
@@ -124,6 +126,8 @@ class SessionConnection:
         self._queue: dict[int, FixMessage] = {}
         self._resend_range: tuple[int, int] | None = None
         self._session_close_ns: int | None = None  # end of the schedule window we logged on in
+        self._garbled = 0  # garbled frames since _garbled_since_ns (MaxGarbledMessages)
+        self._garbled_since_ns = 0
 
     # ----------------------------------------------------------------- glue-facing API
     def receive_data(self, data: bytes, now_ns: int) -> None:
@@ -295,6 +299,22 @@ class SessionConnection:
         self._events.append(GarbledMessageIgnored(reason, raw))
         if self.state is ConnectionState.AWAITING_LOGON:
             self._close(f"garbled message before Logon: {reason}", now_ns)
+            return
+        session = self.session
+        assert session is not None
+        limit = session.settings.max_garbled_messages
+        if not limit:
+            return
+        window = session.settings.garbled_message_window
+        if not self._garbled or now_ns - self._garbled_since_ns >= window * NS_PER_SECOND:
+            self._garbled, self._garbled_since_ns = 0, now_ns  # a fresh window
+        self._garbled += 1
+        if self._garbled > limit:
+            text = f"too many garbled messages: more than {limit} within {window} s"
+            self._events.append(GarbledLimitExceeded(session, self._garbled, window, text))
+            if self.state is ConnectionState.ACTIVE:
+                self._send_logout(text, now_ns)
+            self._close(text, now_ns)
 
     def _on_first_message(self, msg: FixMessage, now_ns: int) -> None:
         # Until the peer is identified and authenticated, a refusal is a silent close that

@@ -77,6 +77,18 @@ class GarbledMessageIgnored:
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
+class GarbledLimitExceeded:
+    """A logged-on session sent more than MaxGarbledMessages garbled frames within
+    GarbledMessageWindow seconds: it is logged out (Text ``reason``) and the connection closed
+    (LoggedOut and ConnectionClosed follow)."""
+
+    session: Session
+    count: int
+    window_s: int
+    reason: str
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
 class LogonFailed:
     """A Logon failed authentication (``session`` is the one it named) or named no configured
     session (``session`` is None). The connection closes without an answer (ConnectionClosed
@@ -92,5 +104,6 @@ SessionEvent = Union[
     LoggedOut,
     ConnectionClosed,
     GarbledMessageIgnored,
+    GarbledLimitExceeded,
     LogonFailed,
 ]

@@ -92,6 +92,10 @@ class SessionSettings:
     default_stp: str | None = None
     #: queued output bytes before a slow reader is disconnected
     max_output_buffer: int = 8 * 1024 * 1024
+    #: garbled frames tolerated from a logged-on session within ``garbled_message_window``
+    #: seconds; one more and it is logged out and disconnected. 0 = no limit
+    max_garbled_messages: int = 50
+    garbled_message_window: int = 10
 
     @property
     def session_id(self) -> str:

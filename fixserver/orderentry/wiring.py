@@ -97,6 +97,8 @@ class OrderEntryService:
 
         pipeline_options.setdefault("now_ns", server.now_ns)
         pipeline_options.setdefault("lane_of", self._lane_of)
+        # a failed journal commit stops the exchange loudly (FixServer.pipeline_failed)
+        pipeline_options.setdefault("on_failure", server.pipeline_failed)
         self._firm_of_session = {s.session_id: s.firm or s.session_id for s in config.sessions}
         self.pipeline = open_pipeline(
             config.journal_path, self.reactor, new_engine, restore,

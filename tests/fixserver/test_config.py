@@ -120,6 +120,20 @@ def test_wrong_settings_name_the_setting_and_line(replace, by, expected):
         parse_config(text, source="x.cfg")
 
 
+def test_abuse_limits_and_listen_backlog_are_read():
+    """MaxGarbledMessages/GarbledMessageWindow per session (0 = no limit), ListenBacklog
+    server-wide; a backlog of 0 is refused."""
+    text = BASIC.replace("HttpPort=9100", "HttpPort=9100\nListenBacklog=4096\n"
+                         "MaxGarbledMessages=5\nGarbledMessageWindow=30")
+    config = parse_config(text.replace("ResetOnLogon=Y", "MaxGarbledMessages=0"))
+    assert config.listen_backlog == 4096
+    assert [(s.max_garbled_messages, s.garbled_message_window) for s in config.sessions] == [
+        (5, 30), (0, 30)]
+    assert parse_config(BASIC).listen_backlog == 1024
+    with pytest.raises(ConfigError, match=r"ListenBacklog='0'.*> 0"):
+        parse_config(BASIC.replace("HttpPort=9100", "ListenBacklog=0"))
+
+
 def test_no_session_is_an_error():
     """A file without any [SESSION] is refused: the server would serve nobody."""
     with pytest.raises(ConfigError, match="no \\[SESSION\\]"):

@@ -75,6 +75,17 @@ def test_health_lists_sessions():
 
 
 @pytest_twisted.inlineCallbacks
+def test_health_answers_503_with_the_reason_once_failing():
+    """Once the server reports a failure, GET /health is 503: status failing and the reason."""
+    reason = "order pipeline stopped: OSError: [Errno 28] No space left on device"
+    response, body = yield _get(build_site(_sessions(), failure=lambda: reason), b"/health")
+    assert response.code == 503
+    doc = json.loads(body)
+    assert (doc["status"], doc["reason"]) == ("failing", reason)
+    assert [s["logged_on"] for s in doc["sessions"]] == [True, False]
+
+
+@pytest_twisted.inlineCallbacks
 def test_metrics_exposes_fix_counters():
     """GET /metrics returns the Prometheus text format including the FIX counters."""
     metrics.count_sent("FIX.4.4:EXCH->HTTPTEST", b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01")
