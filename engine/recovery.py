@@ -22,6 +22,7 @@ data with the code it uses live.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, NamedTuple
 
@@ -70,10 +71,14 @@ class SnapshotState:
 
 def encode_snapshot(snap: SnapshotState) -> bytes:
     """A snapshot file's bytes."""
+    # The state hash is the SHA-256 of the engine's snapshot bytes: computed here (off the
+    # reactor, on the snapshot thread) when the taker left it out.
+    state_hash = (snap.state_hash if snap.state_hash is not None
+                  else hashlib.sha256(snap.engine).hexdigest())
     payload = msgpack.packb(
         (
             _SNAPSHOT_VERSION, snap.next_seq, snap.last_ts, snap.last_tick_ts,
-            snap.state_hash, snap.engine, snap.extra,
+            state_hash, snap.engine, snap.extra,
         ),
         use_bin_type=True,
     )

@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from engine.enums import Side
-from engine.events import InstrumentStatusChanged, LevelChanged, Trade
+from engine.events import InstrumentConfigured, InstrumentStatusChanged, LevelChanged, Trade
 from engine.instruments import Instrument
 from feeds.channels import KLINE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
 from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH, BookFeed, BookUpdate, checksum_of
@@ -149,7 +149,9 @@ class FeedCore:
 
     def __init__(self, instruments: Iterable[Instrument]) -> None:
         self._feeds = {i.symbol: _SymbolFeed(i) for i in instruments}
-        self.symbols = frozenset(self._feeds)
+        #: the listed symbols; grows in place when an instrument is listed while running
+        #: (the WebSocket sessions and the Redis sink hold this very set)
+        self.symbols: set[str] = set(self._feeds)
         self.now = 0  # latest event ts seen (engine time, ns)
         self._snapshots: dict[str, tuple[int, FeedMessage]] = {}
 
@@ -159,11 +161,21 @@ class FeedCore:
         """Start a symbol's book from a known L2 state (the engine's, after a restart)."""
         self._feeds[symbol].book.seed(bids, asks, update_id)
 
+    def list_instrument(self, instrument: Instrument) -> None:
+        """A symbol listed while running: its channels exist from now on (its book starts
+        empty: nothing rested on it before it was listed)."""
+        if instrument.symbol not in self._feeds:
+            self._feeds[instrument.symbol] = _SymbolFeed(instrument)
+            self.symbols.add(instrument.symbol)
+
     def apply(self, events: Iterable[Any]) -> None:
         """Take engine events in engine order (unknown symbols and kinds are ignored)."""
         feeds = self._feeds
         for ev in events:
             t = type(ev)
+            if t is InstrumentConfigured:
+                self.list_instrument(ev.instrument)
+                continue
             if t is LevelChanged:
                 f = feeds.get(ev.symbol)
                 if f is not None:

@@ -165,6 +165,12 @@ class RedisSink:
         """Queue one batch's writes (O(batch), no I/O); never raises."""
         self.seq += 1
         try:
+            if len(self.core.symbols) != len(self._symbols):
+                # an instrument was listed: the meta hash and the followers need the new
+                # symbol set, which a full sync (and the followers' re-bootstrap) carries
+                self._symbols = sorted(self.core.symbols)
+                self._pending = []
+                self._need_sync = True
             if self._need_sync and self._inflight != SYNC:
                 # Down or about to sync: the sync will write the state this batch led to.
                 DROPPED.inc()

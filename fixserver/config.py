@@ -106,6 +106,10 @@ class ServerConfig:
     #: order entry: seconds between a cancel-on-disconnect session's disconnect and the
     #: cancel of its orders (a logon within it keeps them); 0 = at once
     cancel_on_disconnect_delay: float = 0.0
+    #: order entry: a snapshot after this many commands or seconds since the last one,
+    #: whichever comes first (recovery replays at most that much journal)
+    snapshot_every_commands: int = 250_000
+    snapshot_every_seconds: float = 300.0
     #: order entry: trading days an ended order stays known to status requests (1 = the rest
     #: of the day it ended in)
     order_retention_days: int = 1
@@ -328,6 +332,8 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CancelOnDisconnectDelay": ("cancel_on_disconnect_delay", _parse_non_negative_float),
     "TradingDayEnd": ("trading_day_end", _parse_time),
     "OrderRetentionDays": ("order_retention_days", _parse_positive_int),
+    "SnapshotEveryCommands": ("snapshot_every_commands", _parse_positive_int),
+    "SnapshotEverySeconds": ("snapshot_every_seconds", _parse_positive_float),
     "Application": ("application", _parse_application),
     "AdminToken": ("admin_token", _parse_text),
     "AdminTokenFile": ("admin_token_file", _parse_text),

@@ -37,10 +37,21 @@ from engine.commands import AdminAction, SetAccountStp, SetInstrumentStatus
 from engine.enums import InstrumentStatus, StpMode
 from engine.events import KillSwitchChanged, RequestRejected
 from fixserver.admin.router import AdminCall, AdminError, AdminRouter, Answer
+from fixserver.instrument_config import INSTRUMENT_KEYS, REQUIRED_KEYS, build_instrument
 from fixserver.journal_file import snapshot_name
 from fixserver.orderentry.firms import FirmDirectory
+from fixserver.orderentry.instrument_sync import instrument_command
 from fixserver.orderentry.ownership import origin
 from fixserver.session import Session
+
+#: POST /admin/instruments parameters -> [INSTRUMENT] keys (fixserver.instrument_config)
+_INSTRUMENT_PARAMS = {
+    "symbol": "Symbol", "tick_size": "TickSize", "lot_size": "LotSize",
+    "multiplier": "Multiplier", "min_qty": "MinQty", "max_qty": "MaxQty",
+    "maker_fee_ppm": "MakerFeePpm", "taker_fee_ppm": "TakerFeePpm",
+    "price_band_ppm": "PriceBandPpm", "reference_price": "ReferencePrice", "status": "Status",
+}
+_PARAM_OF = {key: param for param, key in _INSTRUMENT_PARAMS.items()}
 
 #: API names of instrument statuses and self-trade-prevention modes (lower case, dashes)
 STATUS_NAMES = {s.name.lower().replace("_", "-"): s for s in InstrumentStatus}
@@ -181,6 +192,10 @@ class ExchangeAdmin:
               self.set_sequence, ("session", "next_sender_seq", "next_target_seq"))
         r.add("GET", "/admin/instruments", "instruments",
               "the listed instruments and their trading status", self.list_instruments)
+        r.add("POST", "/admin/instruments", "list-instrument",
+              "list a new instrument (its [INSTRUMENT] keys in snake_case; add the same "
+              "section to the config before the next restart)", self.list_instrument,
+              tuple(_INSTRUMENT_PARAMS))
         r.add("POST", "/admin/instruments/status", "instrument-status",
               "set an instrument's status: " + ", ".join(STATUS_NAMES),
               self.set_instrument_status, ("symbol", "status"))
@@ -327,6 +342,43 @@ class ExchangeAdmin:
             _refused(events)
             return {"symbol": symbol, "status": status_name(status), "previous": previous,
                     "by": call.who}
+
+        return d.addCallback(answer)
+
+    def list_instrument(self, call: AdminCall) -> Deferred:
+        """List a new instrument: the same rules and checks as an [INSTRUMENT] section,
+        journaled as ConfigureInstrument; order entry, market data and Postgres take it up
+        when it is released."""
+        symbol = str(call.params.text("symbol", max_length=32))
+        if symbol in self.pipeline.engine.markets:
+            raise AdminError(409, f"instrument {symbol} is already listed; its rules change "
+                                  "through its [INSTRUMENT] section at a restart")
+        values: dict[str, Any] = {}
+        for param, key in _INSTRUMENT_PARAMS.items():
+            if param in call.params:
+                value = call.params.values[param]
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    value = str(value)  # JSON numbers are taken too; strings keep decimals exact
+                    call.params.values[param] = value
+                raw = str(call.params.text(param, max_length=40))
+                try:
+                    values[key] = INSTRUMENT_KEYS[key](raw)
+                except ValueError as exc:
+                    raise AdminError(400, f"{param}={raw!r}: {exc}") from None
+        for key in REQUIRED_KEYS:
+            if key not in values:
+                raise AdminError(400, f"{_PARAM_OF[key]} is required")
+
+        def fail(key: str, message: str) -> AdminError:
+            return AdminError(400, f"{_PARAM_OF[key]}={values[key]!r}: {message}")
+
+        inst = build_instrument(values, fail)
+        d = self._journal(call.who, "list-instrument", instrument_command(inst))
+
+        def answer(events: list) -> Answer:
+            _refused(events)
+            return {"symbol": inst.symbol, "listed": True, "status": status_name(inst.status),
+                    "tick_size": inst.tick_size, "lot_size": inst.lot_size, "by": call.who}
 
         return d.addCallback(answer)
 

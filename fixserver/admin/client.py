@@ -61,6 +61,19 @@ def _session(required: bool = True) -> Option:
                                    "help": "session id or the client's TargetCompID"})
 
 
+#: list-instrument's options: the [INSTRUMENT] keys (ops/README.md), as decimal strings
+_INSTRUMENT_OPTIONS = (
+    ("symbol", "e.g. SOL-PERP"), ("tick_size", "price increment, e.g. 0.001"),
+    ("lot_size", "quantity increment, e.g. 0.1"), ("multiplier", "contract multiplier"),
+    ("min_qty", "smallest order quantity"), ("max_qty", "largest order quantity"),
+    ("maker_fee_ppm", "maker fee, ppm of notional (negative: rebate)"),
+    ("taker_fee_ppm", "taker fee, ppm of notional"),
+    ("price_band_ppm", "price band around the reference, ppm (0: none)"),
+    ("reference_price", "price the band is centred on before the first trade"),
+    ("status", "trading, halted, cancel-only or post-only"),
+)
+_INSTRUMENT_REQUIRED = ("symbol", "tick_size", "lot_size")
+
 COMMANDS: tuple[Command, ...] = (
     Command("actions", "list the admin API's actions", "GET", "/admin"),
     Command("sessions", "list the sessions: logged on, next sequence numbers", "GET",
@@ -84,6 +97,14 @@ COMMANDS: tuple[Command, ...] = (
             (Option(("--symbol",), {"required": True}),
              Option(("--status",), {"required": True, "choices": STATUSES})),
             lambda a: {"symbol": a.symbol, "status": a.status}),
+    Command("list-instrument", "list a new instrument while running (add the same "
+            "[INSTRUMENT] section to the config before the next restart)", "POST",
+            "/admin/instruments",
+            tuple(Option((f"--{name.replace('_', '-')}",),
+                         {"required": name in _INSTRUMENT_REQUIRED, "help": help_text})
+                  for name, help_text in _INSTRUMENT_OPTIONS),
+            lambda a: {name: getattr(a, name) for name, _ in _INSTRUMENT_OPTIONS
+                       if getattr(a, name) is not None}),
     Command("kill-switches", "list the firms and their kill switches", "GET",
             "/admin/kill-switch"),
     Command("kill-switch", "cancel a firm's orders and refuse new ones (--on), or lift it",

@@ -35,9 +35,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.commands import SetInstrumentStatus
+from engine.commands import ConfigureInstrument, SetInstrumentStatus
 from engine.enums import InstrumentStatus
-from engine.events import InstrumentStatusChanged
+from engine.events import InstrumentConfigured, InstrumentStatusChanged
 from engine.instruments import Instrument
 from feeds.channels import ORDERBOOK, TRADES, Channel
 from fixserver.admin_messages import business_reject_fields
@@ -328,12 +328,29 @@ class MarketDataApplication:
 
     # -- released state ---------------------------------------------------------------------
 
+    def list_instrument(self, instrument: Instrument) -> None:
+        """An instrument listed (or its rules changed) while running: in SecurityList, and
+        its market data can be requested, from now on."""
+        s = instrument.symbol
+        new = s not in self.instruments
+        self.instruments[s] = instrument
+        self._formats[s] = m.InstrumentFormat(instrument)
+        if new:
+            self.statuses[s] = instrument.status
+            for d in MARKET_DEPTHS:
+                self._book_names[Channel(ORDERBOOK, s, d).name] = (s, d)
+            self._trade_names[Channel(TRADES, s, None).name] = s
+
     def on_released(self, processed: list) -> None:
-        """Durable ticks (the pipeline's subscriber): instrument status changes, held and
-        pushed to the symbol's status subscribers."""
+        """Durable ticks (the pipeline's subscriber): instruments listed, and instrument
+        status changes, held and pushed to the symbol's status subscribers."""
         touched: dict[Any, None] = {}
         for p in processed:
-            if type(p.command) is SetInstrumentStatus:
+            if type(p.command) is ConfigureInstrument:
+                for event in p.events:
+                    if type(event) is InstrumentConfigured:
+                        self.list_instrument(event.instrument)
+            elif type(p.command) is SetInstrumentStatus:
                 for event in p.events:
                     if type(event) is InstrumentStatusChanged:
                         self._status_changed(event, touched)

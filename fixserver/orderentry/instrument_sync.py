@@ -34,7 +34,8 @@ class InstrumentConfigError(Exception):
     """The configured instruments cannot be applied to the journaled state."""
 
 
-def _command(inst: Instrument) -> ConfigureInstrument:
+def instrument_command(inst: Instrument) -> ConfigureInstrument:
+    """The command that lists ``inst`` (or brings a listed one to its rules)."""
     return ConfigureInstrument(
         0, 0, inst.symbol, inst.tick_size, inst.lot_size, inst.min_qty, inst.max_qty,
         inst.multiplier, inst.maker_fee_ppm, inst.taker_fee_ppm, inst.price_band_ppm,
@@ -63,7 +64,7 @@ def plan(engine: Any, configured: Sequence[Instrument]) -> list[ConfigureInstrum
     for inst in configured:
         old = current.get(inst.symbol)
         if old is None:
-            commands.append(_command(inst))
+            commands.append(instrument_command(inst))
             continue
         if _rules(old) == _rules(inst):
             continue
@@ -77,7 +78,7 @@ def plan(engine: Any, configured: Sequence[Instrument]) -> list[ConfigureInstrum
                     f"{inst.tick_size}/{inst.lot_size}/{inst.multiplier} refused: {in_use} "
                     "(prices and quantities are held in ticks and lots); cancel the orders and "
                     "close the positions first, or keep the old values")
-        commands.append(_command(inst))
+        commands.append(instrument_command(inst))
     return commands
 
 

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from engine import MatchingEngine, demo_instruments
 from engine.commands import SetTradingDay
-from engine.events import Trade
+from engine.events import InstrumentConfigured, Trade
 from engine.instruments import Instrument
 from engine.positions import PositionBook
 from fixserver.codec import FixMessage
@@ -99,6 +99,8 @@ class OrderEntryService:
         pipeline_options.setdefault("lane_of", self._lane_of)
         # a failed journal commit stops the exchange loudly (FixServer.pipeline_failed)
         pipeline_options.setdefault("on_failure", server.pipeline_failed)
+        pipeline_options.setdefault("snapshot_every_commands", config.snapshot_every_commands)
+        pipeline_options.setdefault("snapshot_every_s", config.snapshot_every_seconds)
         self._firm_of_session = {s.session_id: s.firm or s.session_id for s in config.sessions}
         self.pipeline = open_pipeline(
             config.journal_path, self.reactor, new_engine, restore,
@@ -238,14 +240,19 @@ class OrderEntryService:
         for event in events:
             if type(event) is Trade:
                 apply_trade(event)
+            elif type(event) is InstrumentConfigured:
+                self.positions.list_instrument(event.symbol, event.instrument.multiplier)
 
     def _on_released_positions(self, processed: list) -> None:
         for p in processed:
             self._apply_fills(p.events)
 
     def _start_postgres(self, dsn: str, replayed: list) -> None:
+        from twisted.internet.threads import deferToThread
+
         from fixserver.pg.catchup import regenerate
         from fixserver.pg.rows import RowBuilder
+        from fixserver.pg.seed import upsert_instruments
         from fixserver.pg.writer import PgWriter
 
         stored: int | None = None  # the writer's durable mark; None: unknown
@@ -280,6 +287,12 @@ class OrderEntryService:
             # Every tick, rows or not, so the mark (and with it pruning) keeps moving.
             writer.enqueue(builder.rows(e for p in processed for e in p.events),
                            processed[-1].command.seq + 1)
+            listed = [e.instrument for p in processed for e in p.events
+                      if type(e) is InstrumentConfigured]
+            if listed:  # the reference table; off the reactor, retried at the next start
+                d = deferToThread(upsert_instruments, dsn, listed)
+                d.addErrback(lambda f: log.warn("pg.instruments_upsert_failed error={error}",
+                                                error=f.getErrorMessage()))
 
         pipeline.subscribe(enqueue)
         pipeline.retain_from_seq = lambda: writer.committed_next_seq

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Union
 
 from engine.enums import Side
 from engine.events import (
+    InstrumentConfigured,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -229,6 +230,9 @@ class RowBuilder:
                 self._order_event(event, out)
             elif kind is OrderRejected:
                 self._rejected(event, out)
+            elif kind is InstrumentConfigured:  # listed (or changed) while running
+                self._scales[event.symbol] = Scale(event.instrument)
+                self.positions.list_instrument(event.symbol, event.instrument.multiplier)
         return out
 
     def _order_event(self, e: Any, out: list[Row]) -> None:

@@ -90,6 +90,15 @@ def seed(
     return SeedCounts(len(instruments), len(all_firms), len(accounts), len(sessions))
 
 
+def upsert_instruments(dsn: str, instruments: Iterable[Instrument]) -> int:
+    """Write instruments listed or changed while running into the reference table (blocking:
+    run it off the reactor). Returns how many."""
+    rows = [instrument_params(i) for i in instruments]
+    with psycopg.connect(dsn, connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.executemany(_INSTRUMENT_SQL, rows)
+    return len(rows)
+
+
 def seed_from_config(conn: psycopg.Connection[Any], config: Any,
                      instruments: Iterable[Instrument] | None = None) -> SeedCounts:
     """Seed from a ServerConfig's instruments ([INSTRUMENT] sections; without any, the

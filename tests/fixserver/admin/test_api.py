@@ -29,6 +29,8 @@ VALID = {
     "kill-switch": ("POST", "/admin/kill-switch", {"firm": "BETA", "active": True}),
     "account-stp": ("POST", "/admin/accounts/stp", {"account": "A1", "mode": "cancel-both"}),
     "snapshot": ("POST", "/admin/snapshot", {}),
+    "list-instrument": ("POST", "/admin/instruments",
+                        {"symbol": "XRP-PERP", "tick_size": "0.0001", "lot_size": "1"}),
     "set-seq": ("POST", "/admin/sessions/sequence",
                 {"session": "BETA1", "next_sender_seq": 5, "next_target_seq": 7}),
     "logout": ("POST", "/admin/sessions/logout", {"session": "ACME1", "reason": "maintenance"}),
@@ -87,6 +89,8 @@ def test_every_action_refuses_no_token_and_a_wrong_one_and_works_with_the_right_
                                       {"symbol": "BTC-PERP", "status": "trading"})
         assert status == 200 and answer["by"] == "auditor"
     finally:
+        # no final snapshot: its pruning would drop the journal segments read below
+        server.application.pipeline.snapshot_on_shutdown = False
         yield server.stop()
     journaled = _journal(tmp_path)
     origins = {(o, type(c)) for o, c in journaled}
@@ -293,3 +297,44 @@ def test_actions_and_refusals_are_logged_with_who_and_never_the_token(tmp_path):
     refused = next(e for e in events if e.startswith("admin.refused"))
     assert "code=403" in refused and "/admin/sessions" in refused
     assert not any(TOKEN in e or "wrong-token" in e for e in events)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_instrument_listed_while_running_is_tradable_and_in_market_data(tmp_path):
+    """POST /admin/instruments lists SOL-PERP through the journal: the engine, order entry,
+    the FIX market-data SecurityList and the WebSocket feed's channels know it at once, it
+    trades, and bad or duplicate listings are refused with the reason."""
+    from tests.fixserver.inprocess_exchange import fix_message, session_of
+
+    server = start(tmp_path, extra="WebSocketAddress=127.0.0.1\nWebSocketPort=0")
+    try:
+        url = base_url(server)
+        body = {"symbol": "SOL-PERP", "tick_size": "0.001", "lot_size": "0.1",
+                "min_qty": "0.1", "taker_fee_ppm": 600, "reference_price": "150"}
+        status, answer, _ = yield api(url, "POST", "/admin/instruments", TOKEN, body)
+        assert status == 200, answer
+        assert answer == {"symbol": "SOL-PERP", "listed": True, "status": "trading",
+                          "tick_size": "0.001", "lot_size": "0.1", "by": "ops"}
+        service = server.application
+        engine = service.pipeline.engine
+        assert engine.markets["SOL-PERP"].instrument.taker_fee_ppm == 600
+        assert "SOL-PERP" in service.app.instruments
+        assert "SOL-PERP" in server.feeds.core.symbols
+        assert "SOL-PERP" in server.feeds.market_data.instruments
+        status, again, _ = yield api(url, "POST", "/admin/instruments", TOKEN, body)
+        assert status == 409 and "already listed" in again["error"]
+        status, bad, _ = yield api(url, "POST", "/admin/instruments", TOKEN,
+                                   {"symbol": "ADA-PERP", "tick_size": "0.001",
+                                    "lot_size": "0.1", "reference_price": "1.0005"})
+        assert (status == 400 and "TickSize" in bad["error"]) or "tick_size" in bad["error"]
+        now = server.now_ns()
+        for session, cl, side, account in (("ACME1", "S1", "2", "A1"), ("BETA1", "B1", "1", "B1")):
+            service.on_message(session_of(server, session), fix_message(
+                "D", (11, cl), (1, account), (55, "SOL-PERP"), (54, side),
+                (60, "20240101-00:00:00"), (38, "1.0"), (40, "2"), (44, "150.125")), now)
+        service.pipeline.tick()
+        yield service.pipeline.when_idle()
+        assert engine.last_price("SOL-PERP") == 150_125
+        assert service.positions.position("B1", "SOL-PERP").size == 10
+    finally:
+        yield server.stop()

@@ -52,6 +52,11 @@ def test_cli_commands_against_a_running_server(tmp_path, capsys, monkeypatch):
         assert code == 0 and json.loads(out)["next_sender_seq"] == 3
         code, out, _ = yield _run(capsys, ["admin", "snapshot", "--http", url])
         assert code == 0 and json.loads(out)["snapshot"].startswith("snapshot-")
+        code, out, _ = yield _run(capsys, ["admin", "list-instrument", "--symbol", "SOL-PERP",
+                                           "--tick-size", "0.001", "--lot-size", "0.1",
+                                           "--reference-price", "150", "--http", url])
+        assert code == 0 and json.loads(out)["listed"] is True
+        assert "SOL-PERP" in server.application.pipeline.engine.markets
         monkeypatch.setenv(ENV_URL, url)  # --http may come from the environment too
         code, out, _ = yield _run(capsys, ["admin", "state-hash"])
         assert code == 0 and len(json.loads(out)["state_hash"]) == 64
