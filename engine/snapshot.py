@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from heapq import heapify
+from operator import attrgetter
 from typing import Any, Callable
 
 import msgpack
@@ -57,7 +58,7 @@ def canonical_state(eng: Any) -> dict[str, Any]:
         "account_stp": sorted((a, int(s)) for a, s in eng.account_stp.items()),
         "exec_id": eng.exec_id,
         "markets": markets,
-        "orders": [eng.orders[k].as_tuple() for k in sorted(eng.orders)],
+        "orders": _order_rows(eng.orders),
     }
     # Added later; present only when set, so a state without them hashes as it always did.
     if eng.killed:
@@ -65,6 +66,29 @@ def canonical_state(eng: Any) -> dict[str, Any]:
     if eng.sessions:
         state["sessions"] = sorted([s, c, d] for s, (c, d) in eng.sessions.items())
     return state
+
+
+_ORDER_FIELDS = attrgetter("id", "cl_ord_id", "account", "symbol", "side", "price", "qty",
+                           "leaves", "filled", "notional", "visible", "spec")
+
+
+def _order_rows(orders: dict) -> list[tuple]:
+    """``Order.as_tuple()`` of every order in id order, built with one C-level getter per
+    order and one tuple per distinct (interned) spec: a snapshot serialises every resting
+    order on the reactor thread, so this is the stall's main cost. msgpack packs the int
+    enums as the ints ``as_tuple`` gives, so the bytes (and the state hash) are the same."""
+    get = _ORDER_FIELDS
+    specs: dict[int, tuple] = {}
+    rows = []
+    append = rows.append
+    for k in sorted(orders):
+        f = get(orders[k])
+        spec = f[11]
+        plain = specs.get(id(spec))
+        if plain is None:
+            plain = specs[id(spec)] = tuple(spec)
+        append((*f[:11], plain))
+    return rows
 
 
 def dump(eng: Any) -> bytes:
@@ -101,11 +125,21 @@ def load(cls: Any, data: bytes, book_factory: Callable[[str], Any]) -> Any:
     eng.killed = {f: tuple(a) for f, a in st.get("killed", [])}
     eng.blocked = {a for accts in eng.killed.values() for a in accts}
     eng.sessions = {s: (bool(c), bool(d)) for s, c, d in st.get("sessions", [])}
+    # A restart loads every resting order: most share a handful of specs (and two sides),
+    # so each distinct spec list is converted once and the enum is a dict lookup.
+    sides = Side._value2member_map_
+    specs: dict[tuple, OrderSpec] = {}
+    orders = eng.orders
     for t in st["orders"]:
         oid, cl, acct, sym, side, price, qty, leaves, filled, notional, visible, spec = t
-        o = Order(oid, cl, acct, sym, Side(side), price, qty, leaves, filled, notional,
-                  visible, eng._intern(_spec(spec)))
-        eng.orders[oid] = o
+        key = tuple(spec)
+        order_spec = specs.get(key)
+        if order_spec is None:
+            order_spec = eng._intern(_spec(spec))
+            if len(specs) < 4096:
+                specs[key] = order_spec
+        orders[oid] = Order(oid, cl, acct, sym, sides[side], price, qty, leaves, filled,
+                            notional, visible, order_spec)
     for sym, status, last, positions, bids, asks in st["markets"]:
         m = eng.markets[sym]
         m.status = InstrumentStatus(status)
