@@ -15,7 +15,8 @@ current candle of every kline interval, 1d included) as aggregates, never row by
   is whole minutes, the ticker's window moves in whole minutes), so
   :meth:`feeds.core.FeedCore.seed_history` rebuilds them exactly;
 - the latest :data:`~feeds.core.RECENT_TRADES` trades per symbol (:data:`RECENT_SQL`), for
-  the recent-trades list and the tickers' last price.
+  the recent-trades list and the tickers' last price; only each symbol's last minutes that
+  hold that many (the buckets tell which) are sorted.
 
 Both reads take the trades below a seq, in one snapshot of the database. That seq is
 :func:`tail_start`: the first trade of the journal tail the recovery replayed (or, without
@@ -60,32 +61,30 @@ _TRADES = """
     WHERE exec_type = 'TRADE' AND exec_id LIKE '%%-T'
       AND exec_time >= %(since)s AND seq < %(before)s"""
 
-#: per symbol and UTC minute (``exec_time`` floored, as an integer since the epoch): open and
-#: close are the prices of the minute's first and last trade (exec id order), looked up by
-#: the taker row's primary key
+#: per symbol and UTC minute (``exec_time`` floored, as an integer since the epoch), in one
+#: pass: open and close are the prices of the minute's first and last trade in exec-id
+#: order (the least and greatest ``[exec id, price]`` arrays: arrays compare element-wise)
 BUCKETS_SQL = f"""
-WITH b AS (
-    SELECT symbol, div(extract(epoch FROM exec_time), 60)::bigint AS minute,
-           min(engine_exec_id) AS first_id, max(engine_exec_id) AS last_id,
-           max(last_px) AS high, min(last_px) AS low, sum(last_qty) AS volume,
-           sum(last_px * last_qty) AS quote, count(*) AS trades, max(exec_time) AS last_time
+SELECT symbol, div(extract(epoch FROM exec_time), 60)::bigint AS minute,
+       (min(ARRAY[engine_exec_id::numeric, last_px]))[2], max(last_px), min(last_px),
+       (max(ARRAY[engine_exec_id::numeric, last_px]))[2], sum(last_qty),
+       sum(last_px * last_qty), count(*), max(exec_time)
     {_TRADES}
-    GROUP BY 1, 2
-)
-SELECT b.symbol, b.minute, o.last_px, b.high, b.low, c.last_px, b.volume, b.quote, b.trades,
-       b.last_time
-FROM b
-JOIN executions o ON o.exec_id = b.first_id::text || '-T'
-JOIN executions c ON c.exec_id = b.last_id::text || '-T'
-ORDER BY b.minute, b.symbol
+GROUP BY 1, 2
+ORDER BY 2, 1
 """
 
-#: the latest ``%(keep)s`` trades per symbol, in trade order
-RECENT_SQL = f"""
+#: the latest ``%(keep)s`` trades per symbol, in trade order; only those from each symbol's
+#: ``%(froms)s`` on (which the buckets say holds enough of them) are sorted
+RECENT_SQL = """
 SELECT symbol, last_px, last_qty, exec_time, engine_exec_id, side, seq FROM (
-    SELECT symbol, last_px, last_qty, exec_time, engine_exec_id, side, seq,
-           row_number() OVER (PARTITION BY symbol ORDER BY engine_exec_id DESC) AS n
-    {_TRADES}
+    SELECT e.symbol, e.last_px, e.last_qty, e.exec_time, e.engine_exec_id, e.side, e.seq,
+           row_number() OVER (PARTITION BY e.symbol ORDER BY e.engine_exec_id DESC) AS n
+    FROM executions e
+    JOIN unnest(%(symbols)s::text[], %(froms)s::timestamptz[]) AS f(symbol, since)
+      ON e.symbol = f.symbol AND e.exec_time >= f.since
+    WHERE e.exec_type = 'TRADE' AND e.exec_id LIKE '%%-T'
+      AND e.exec_time >= %(recent_since)s AND e.seq < %(before)s
 ) latest
 WHERE n <= %(keep)s
 ORDER BY engine_exec_id
@@ -167,17 +166,41 @@ def load_history(dsn: str, instruments: Iterable[Instrument], last_ts: int,
     import psycopg
 
     instruments = list(instruments)
+    known = {i.symbol for i in instruments}
     since = _EPOCH + (history_start(last_ts) // 1000) * _US
-    params = {"since": since, "before": before_seq, "keep": RECENT_TRADES}
+    params: dict[str, Any] = {"since": since, "before": before_seq, "keep": RECENT_TRADES}
     conn: Any
     with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
         # one snapshot for both reads: a recent trade is always one a bucket counts
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            buckets = conn.execute(BUCKETS_SQL, params).fetchall()
-            recent = conn.execute(RECENT_SQL, params).fetchall()
+            buckets = [r for r in conn.execute(BUCKETS_SQL, params).fetchall()
+                       if r[0] in known]
+            froms = recent_minutes(buckets, RECENT_TRADES)
+            recent: list[tuple] = []
+            if froms:
+                starts = [_EPOCH + datetime.timedelta(minutes=m) for m in froms.values()]
+                params.update(symbols=list(froms), froms=starts, recent_since=min(starts))
+                recent = conn.execute(RECENT_SQL, params).fetchall()
     return History(seed_buckets_of(buckets, instruments), seed_trades_of(recent, instruments))
+
+
+def recent_minutes(bucket_rows: Iterable[tuple], keep: int) -> dict[str, int]:
+    """Per symbol, the newest minute from which ``BUCKETS_SQL`` rows (in time order) count at
+    least ``keep`` trades (the oldest if they count fewer): where its recent trades start."""
+    rows_of: dict[str, list[tuple]] = {}
+    for row in bucket_rows:
+        rows_of.setdefault(row[0], []).append(row)
+    out = {}
+    for symbol, rows in rows_of.items():
+        counted = 0
+        for row in reversed(rows):
+            counted += int(row[8])
+            out[symbol] = int(row[1])
+            if counted >= keep:
+                break
+    return out
 
 
 def tail_start(replayed: Iterable[Any], next_seq: int) -> int:

@@ -13,7 +13,7 @@ from engine.enums import Side
 from engine.instruments import demo_instruments
 from feeds.core import RECENT_TRADES, FeedCore, SeedTrade
 from feeds.ticker import MINUTE_NS, WINDOW_MINUTES
-from fixserver.feeds_history import history_start, load_history
+from fixserver.feeds_history import history_start, load_history, recent_minutes
 from tests.feeds.test_core_seed import latest, minute_buckets, snapshots, trade_event
 from tests.fixserver.pg_fixtures import migrated_dsn, pg_dsn
 
@@ -105,3 +105,14 @@ def test_empty_history(migrated_dsn):
     """No trades stored: no buckets, no recent trades."""
     history = load_history(migrated_dsn, demo_instruments(), T0, 10)
     assert history.buckets == [] and history.recent == []
+
+
+def test_recent_trades_are_read_from_the_minutes_that_hold_enough_of_them():
+    """Per symbol, the newest minute from which the buckets count ``keep`` trades; the oldest
+    minute when they count fewer."""
+    rows = [("A", 10, 0, 0, 0, 0, 0, 0, 5, None), ("B", 10, 0, 0, 0, 0, 0, 0, 1, None),
+            ("A", 11, 0, 0, 0, 0, 0, 0, 3, None), ("A", 12, 0, 0, 0, 0, 0, 0, 4, None)]
+    assert recent_minutes(rows, keep=4) == {"A": 12, "B": 10}
+    assert recent_minutes(rows, keep=7) == {"A": 11, "B": 10}
+    assert recent_minutes(rows, keep=100) == {"A": 10, "B": 10}
+    assert recent_minutes([], keep=4) == {}
