@@ -89,6 +89,8 @@ class MarketDataFeeds:
         if next_seq > 1:
             self._seed_trades(config.postgres_dsn, service.instruments, last_ts, next_seq,
                               getattr(service, "replayed_trades", ()))
+        # taken once: the replayed tail's trades must not live as long as the process
+        service.replayed_trades = []
         self.hub = FeedHub(self.core, wall_ns=server.now_ns)
         # The server builds its session host after the application: look it up when used.
         self.market_data: MarketDataApplication = build_market_data_application(
