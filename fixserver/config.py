@@ -113,6 +113,9 @@ class ServerConfig:
     #: order entry: trading days an ended order stays known to status requests (1 = the rest
     #: of the day it ended in)
     order_retention_days: int = 1
+    #: order entry: at most this many ended orders are kept in memory (oldest-ended leave
+    #: first; with Postgres, status requests for them are answered from it)
+    max_ended_orders_in_memory: int = 100_000
     #: order entry: UTC time of day the trading day ends (DAY orders expire); None = the
     #: order-entry sessions' StartTime when they agree, else 00:00:00
     trading_day_end: datetime.time | None = None
@@ -332,6 +335,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CancelOnDisconnectDelay": ("cancel_on_disconnect_delay", _parse_non_negative_float),
     "TradingDayEnd": ("trading_day_end", _parse_time),
     "OrderRetentionDays": ("order_retention_days", _parse_positive_int),
+    "MaxEndedOrdersInMemory": ("max_ended_orders_in_memory", _parse_non_negative_int),
     "SnapshotEveryCommands": ("snapshot_every_commands", _parse_positive_int),
     "SnapshotEverySeconds": ("snapshot_every_seconds", _parse_positive_float),
     "Application": ("application", _parse_application),

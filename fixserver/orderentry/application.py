@@ -15,6 +15,13 @@ engine) or submitted to the sequencer pipeline with its origin
 the ledger, which holds only released (durable) state. Every answer given at once goes out
 through :meth:`reply`, behind the reports of the session's requests still in flight.
 
+Bounded memory: after each released tick the ledger keeps at most ``max_ended_orders`` ended
+orders (oldest-ended go first; the trading-day retention drops them anyway). With a status
+store (:meth:`use_status_store`, Postgres) only orders whose final state the store holds are
+dropped, and an H for one of them is read from the store (:meth:`read_status`) while its
+session's lane waits (a ``READ`` entry, :mod:`fixserver.orderentry.lanes`); the answer and
+whatever waited behind it go out when the read completes.
+
 The pipeline calls :meth:`on_released` with each durable tick: the ledger is updated, then the
 reports are built (:mod:`fixserver.orderentry.reports`) and sent to the owning session and,
 for ExecutionReports, to the drop-copy sessions of the account's firm (CopyMsgIndicator 797=Y);
@@ -38,6 +45,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, Callable
+
+from prometheus_client import Gauge
 
 from engine.commands import CancelOrder, KillSwitch, SessionStatus
 from engine.enums import CancelReason
@@ -65,6 +74,7 @@ from fixserver.orderentry.reports import (
     mass_cancel_report_fields,
     refused_order_fields,
 )
+from fixserver.orderentry.stored import StatusQuery, StatusStore, StoredOrder
 from fixserver.orderentry.translate import (
     BIZ_THROTTLED,
     BIZ_UNSUPPORTED,
@@ -89,6 +99,9 @@ _ORDER_TYPES = (b"D", b"F", b"G", b"H", b"q", b"AF")
 #: origin kinds of requests a session's message caused (each holds a place in its lane)
 _LANE_KINDS = frozenset(("D", "F", "G", "q"))
 DAY_NS = 86_400 * 1_000_000_000
+
+ENDED_IN_MEMORY = Gauge("orderentry_ended_orders_in_memory",
+                        "Ended orders the order-entry ledger keeps in memory for status requests")
 
 
 def _field_map(msg: FixMessage) -> dict[int, str]:
@@ -117,6 +130,7 @@ class OrderEntryApplication:
         cancel_on_disconnect_delay: float = 0.0,
         day_offset_ns: int = 0,
         retention_days: int = 1,
+        max_ended_orders: int = 100_000,
     ) -> None:
         self.sessions = {s.settings.session_id: s for s in sessions}
         self.gateway = gateway
@@ -143,6 +157,12 @@ class OrderEntryApplication:
         self.day_offset_ns = day_offset_ns
         self.retention_days = retention_days
         self._day = -1
+        #: at most this many ended orders stay in memory (oldest-ended are dropped first)
+        self.max_ended_orders = max_ended_orders
+        #: where H finds ended orders no longer in memory (None: they are unknown)
+        self.status_store: StatusStore | None = None
+        #: the store's durable mark (every command below it is in the store; None: unknown)
+        self._store_durable: Callable[[], int | None] | None = None
         #: sessions written to while a released tick is handled (flushed at its end)
         self._touched: set[Any] | None = None
         self.call_later = call_later
@@ -324,6 +344,10 @@ class OrderEntryApplication:
         replies, again = self.lanes.released(sid)
         for item in replies:
             self._emit(item, now_ns)
+        self._handle_again(again, now_ns)
+
+    def _handle_again(self, again: list, now_ns: int) -> None:
+        """Handle the entries that waited in a lane, in order, as if they had just arrived."""
         for entry in again:
             if entry.kind == REPLY:
                 session, msg_type, fields, reply_to = entry.item
@@ -484,8 +508,78 @@ class OrderEntryApplication:
                     self._lane_released(o[0], now)
         finally:
             self._touched = None
+        self.evict_ended()
         for session in touched:
             self.flush(session)
+
+    # -- ended orders beyond memory -------------------------------------------------------
+
+    def use_status_store(self, store: StatusStore,
+                         durable_before: Callable[[], int | None]) -> None:
+        """H finds ended orders no longer in memory in ``store``; ``durable_before()`` is the
+        seq below which every released command's rows are in it (None: not known yet), so
+        only orders whose final state it holds leave memory."""
+        self.status_store = store
+        self._store_durable = durable_before
+
+    def evict_ended(self) -> int:
+        """Keep at most ``max_ended_orders`` ended orders in memory (see the module
+        docstring); returns how many were dropped."""
+        ledger = self.ledger
+        dropped = 0
+        if len(ledger.ended) > self.max_ended_orders:
+            if self._store_durable is None:
+                dropped = ledger.evict_ended(self.max_ended_orders)
+            else:
+                mark = self._store_durable()
+                if mark is not None:
+                    dropped = ledger.evict_ended(self.max_ended_orders, mark)
+        ENDED_IN_MEMORY.set(len(ledger.ended))
+        return dropped
+
+    def retention_start_ns(self, now_ns: int) -> int:
+        """The start of the retention window: orders that ended before it are unknown."""
+        day = self._day if self._day >= 0 else (now_ns - self.day_offset_ns) // DAY_NS
+        return (day - self.retention_days + 1) * DAY_NS + self.day_offset_ns
+
+    def read_status(self, session: Any, msg: FixMessage, query: StatusQuery) -> None:
+        """Answer a status request from the store: the session's lane holds everything it
+        sends until the read completes (called with an empty lane, see lanes.py)."""
+        store = self.status_store
+        assert store is not None
+        sid = session.settings.session_id
+        self.lanes.start_read(sid, msg)
+        called = False
+        looking_up = True
+
+        def done(row: StoredOrder | None, error: str | None) -> None:
+            nonlocal called
+            if called:  # a store calling twice is a bug there; the first answer stands
+                return
+            called = True
+            # at once (inside lookup): whoever handles the message flushes; later: we do
+            self._read_done(session, msg, row, error, flush=not looking_up)
+
+        store.lookup(query, done)
+        looking_up = False
+
+    def _read_done(self, session: Any, msg: FixMessage, row: StoredOrder | None,
+                   error: str | None, flush: bool) -> None:
+        now = self.now_ns()
+        answer = status.stored_status(self, session, msg, row, error, now)
+        outer = self._touched
+        touched: set[Any] = outer if outer is not None else set()
+        self._touched = touched
+        try:
+            replies, again = self.lanes.read_done(session.settings.session_id, answer)
+            for item in replies:
+                self._emit(item, now)
+            self._handle_again(again, now)
+        finally:
+            self._touched = outer
+        if flush and outer is None:
+            for s in touched:
+                self.flush(s)
 
     def set_instrument(self, instrument: Instrument) -> None:
         """An instrument listed or changed: orders and reports use its rules from now on."""

@@ -20,6 +20,13 @@ Origins with an empty session id belong to no session. See :func:`origin`.
 ClOrdIDs are claimed when a request is *submitted* (:meth:`OrderLedger.claim`), not when it is
 released, so two messages with the same ClOrdID in one tick are told apart.
 
+Ended orders (filled, canceled, expired) stay in ``orders`` for status requests, oldest end
+first in ``ended``, until the trading-day retention is over (:meth:`OrderLedger.prune_ended`)
+or, sooner, until more than a count bound of them are kept (:meth:`OrderLedger.evict_ended`:
+with Postgres only those whose final state the writer has committed). Forgetting an order
+unnames every ClOrdID still naming it, so nothing kept per ended order outlives it; the used
+ClOrdIDs (``used``) are kept per trading day regardless.
+
 Restart: the pipeline's snapshot carries :meth:`OwnerRecorder.snapshot` and
 :meth:`OrderLedger.details` (taken at the snapshot's tick boundary, in step with the engine).
 The views of the orders live at the snapshot are taken from the restored engine
@@ -63,16 +70,25 @@ def origin_session(o: Any) -> str | None:
     return str(o[0])
 
 
+def entering_session(o: Any) -> str | None:
+    """The session that entered a NewOrder (an origin of kind ``D``), else None."""
+    if o is None or len(o) < 2 or o[1] != "D":
+        return None
+    return str(o[0])
+
+
 class OrderView:
     """One order as the FIX layer reports it (mutable; updated from released events)."""
 
     __slots__ = (
         "account",
         "cl_ord_id",
+        "ended_seq",
         "ended_ts",
         "filled",
         "leaves",
         "notional",
+        "older_names",
         "ord_type",
         "order_id",
         "orig_cl_ord_id",
@@ -110,6 +126,10 @@ class OrderView:
         self.status = NEW
         self.stp = stp
         self.ended_ts = 0  # when it stopped working (ns); 0 while live
+        self.ended_seq = 0  # the seq of the command it ended in; 0 while live or not known
+        #: ClOrdIDs of replaces before the last two (``orig_cl_ord_id``, ``cl_ord_id``) that
+        #: still name the order, so forgetting it unnames them too; None: there are none
+        self.older_names: list[str] | None = None
 
     @property
     def live(self) -> bool:
@@ -297,26 +317,33 @@ class OrderLedger:
             self.live_by_account.setdefault(e.account, set()).add(e.order_id)
             self.live_by_session.setdefault(sid, set()).add(e.order_id)
         elif kind is Trade:
-            self._fill(e.maker_order_id, e.maker_filled, e.maker_leaves, e.maker_notional, e.ts)
-            self._fill(e.taker_order_id, e.taker_filled, e.taker_leaves, e.taker_notional, e.ts)
+            self._fill(e.maker_order_id, e.maker_filled, e.maker_leaves, e.maker_notional, e.ts,
+                       e.seq)
+            self._fill(e.taker_order_id, e.taker_filled, e.taker_leaves, e.taker_notional, e.ts,
+                       e.seq)
         elif kind is OrderCanceled or kind is OrderExpired:
             view = self.orders.get(e.order_id)
             if view is not None:
                 self._update(view, e)
                 view.status = CANCELED if kind is OrderCanceled else EXPIRED
-                self._ended(view, e.ts)
+                self._ended(view, e.ts, e.seq)
         elif kind is OrderReplaced:
             view = self.orders.get(e.order_id)
             if view is not None:
                 self._update(view, e)
                 view.price = e.price
                 view.stop_price = e.stop_price
+                older = view.orig_cl_ord_id
+                if older and older not in (e.orig_cl_ord_id, e.cl_ord_id):
+                    if view.older_names is None:
+                        view.older_names = []
+                    view.older_names.append(older)
                 view.orig_cl_ord_id = e.orig_cl_ord_id
                 view.cl_ord_id = e.cl_ord_id
                 self.name(view.session_id, e.cl_ord_id, e.order_id)
                 if e.leaves == 0:
                     view.status = FILLED if e.filled and e.filled >= e.qty else CANCELED
-                    self._ended(view, e.ts)
+                    self._ended(view, e.ts, e.seq)
                 else:
                     view.status = view.working_status()
         elif kind is OrderTriggered or kind is OrderRestated:
@@ -336,7 +363,8 @@ class OrderLedger:
         view.leaves = e.leaves
         view.notional = e.notional
 
-    def _fill(self, order_id: int, filled: int, leaves: int, notional: int, ts: int) -> None:
+    def _fill(self, order_id: int, filled: int, leaves: int, notional: int, ts: int,
+              seq: int) -> None:
         view = self.orders.get(order_id)
         if view is None:
             return
@@ -345,15 +373,16 @@ class OrderLedger:
         view.notional = notional
         if leaves == 0:
             view.status = FILLED
-            self._ended(view, ts)
+            self._ended(view, ts, seq)
         else:
             view.status = PARTIAL
 
-    def _ended(self, view: OrderView, ts: int) -> None:
+    def _ended(self, view: OrderView, ts: int, seq: int) -> None:
         self.live_by_account.get(view.account, set()).discard(view.order_id)
         self.live_by_session.get(view.session_id, set()).discard(view.order_id)
         if not view.ended_ts:
             view.ended_ts = ts or 1
+            view.ended_seq = seq
             self.ended.append(view.order_id)
 
     # -- retention of ended orders ------------------------------------------------------------
@@ -369,20 +398,47 @@ class OrderLedger:
             if view is not None and view.ended_ts >= before_ts:
                 break
             ended.popleft()
-            if view is None:
-                continue
-            del orders[view.order_id]
-            names = self.by_cl_ord_id.get(view.session_id)
-            if names is not None:
-                for cl in (view.cl_ord_id, view.orig_cl_ord_id):
-                    if cl and names.get(cl) == view.order_id:
-                        del names[cl]
-            dropped += 1
+            if view is not None:
+                self._forget(view)
+                dropped += 1
         return dropped
 
+    def evict_ended(self, keep: int, durable_before: int | None = None) -> int:
+        """Forget the oldest-ended orders beyond the newest ``keep`` (the count bound of ended
+        orders in memory). With ``durable_before`` (the Postgres writer's committed mark) only
+        orders that ended in a command below it go: their final state is in Postgres, where a
+        status request finds them. Returns how many were dropped."""
+        ended = self.ended
+        orders = self.orders
+        dropped = 0
+        while len(ended) > keep:
+            view = orders.get(ended[0])
+            if (view is not None and durable_before is not None
+                    and view.ended_seq >= durable_before):
+                break
+            ended.popleft()
+            if view is not None:
+                self._forget(view)
+                dropped += 1
+        return dropped
+
+    def _forget(self, view: OrderView) -> None:
+        """Drop an ended order and every ClOrdID still naming it."""
+        del self.orders[view.order_id]
+        names = self.by_cl_ord_id.get(view.session_id)
+        if names is None:
+            return
+        oid = view.order_id
+        for cl in (view.cl_ord_id, view.orig_cl_ord_id, *(view.older_names or ())):
+            if cl and names.get(cl) == oid:
+                del names[cl]
+        if not names:
+            del self.by_cl_ord_id[view.session_id]
+
     def ended_rows(self) -> list[list[Any]]:
-        """msgpack-able: the ended orders still retained, oldest end first (snapshots carry
-        them so a status request after a restart still finds them)."""
+        """msgpack-able: the ended orders still in memory, oldest end first (snapshots carry
+        them so a status request after a restart still finds them; at most the count bound,
+        plus those Postgres does not hold yet)."""
         rows = []
         orders = self.orders
         for oid in self.ended:
@@ -391,19 +447,21 @@ class OrderLedger:
                 rows.append([v.order_id, v.session_id, v.account, v.symbol, int(v.side),
                              int(v.ord_type), int(v.tif), v.price, v.stop_price, v.qty,
                              v.cl_ord_id, v.stp, v.filled, v.leaves, v.notional,
-                             v.orig_cl_ord_id, v.status, v.ended_ts])
+                             v.orig_cl_ord_id, v.status, v.ended_ts, v.ended_seq])
         return rows
 
     def adopt_ended(self, rows: Iterable[Any]) -> None:
         """Take back the ended orders of :meth:`ended_rows` (start-up, before the tail)."""
         for r in rows:
             (oid, sid, account, symbol, side, ord_type, tif, price, stop, qty, cl, stp, filled,
-             leaves, notional, orig, status, ended_ts) = r
+             leaves, notional, orig, status, ended_ts) = r[:18]
+            ended_seq = r[18] if len(r) > 18 else 0  # rows of earlier versions have none
             view = OrderView(int(oid), str(sid), str(account), str(symbol), Side(side),
                              OrdType(ord_type), TimeInForce(tif), price, stop, qty, str(cl),
                              str(stp))
             view.filled, view.leaves, view.notional = filled, leaves, notional
             view.orig_cl_ord_id, view.status, view.ended_ts = str(orig), str(status), ended_ts
+            view.ended_seq = int(ended_seq)
             self.orders[view.order_id] = view
             self.ended.append(view.order_id)
             names = self.by_cl_ord_id.setdefault(view.session_id, {})

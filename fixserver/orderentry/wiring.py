@@ -15,7 +15,10 @@ reference data seeded (a database that is down is logged and does not stop the e
 the writer catches up). Postgres catch-up: the writer's high-water mark is read from the
 database, the ticks between it and the latest snapshot are regenerated from the retained
 journal (:mod:`fixserver.pg.catchup`) and queued before the replayed tail's rows, and journal
-pruning keeps the segments from the writer's mark on (``retain_from_seq``).
+pruning keeps the segments from the writer's mark on (``retain_from_seq``). With Postgres the
+application also reads ended orders it no longer keeps in memory from it for status requests
+(:class:`fixserver.pg.order_reader.PgStatusReader`), and drops from memory only orders whose
+final state the writer has committed.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ from fixserver.orderentry.instrument_sync import (
     genesis_instruments,
     plan,
 )
-from fixserver.orderentry.ownership import OrderLedger, OwnerRecorder, origin
+from fixserver.orderentry.ownership import (
+    OrderLedger,
+    OwnerRecorder,
+    entering_session,
+    origin,
+)
 from fixserver.orderentry.redelivery import redeliver
 from fixserver.orderentry.translate import stp_mode
 from fixserver.pipeline import open_pipeline
@@ -150,6 +158,7 @@ class OrderEntryService:
             cancel_on_disconnect_delay=config.cancel_on_disconnect_delay,
             day_offset_ns=trading_day_offset_ns(config),
             retention_days=config.order_retention_days,
+            max_ended_orders=config.max_ended_orders_in_memory,
         )
         self.app.ledger.adopt(
             at_snapshot, owners_at_snapshot, self.recorder.all_used(),
@@ -172,6 +181,7 @@ class OrderEntryService:
         self.pipeline.subscribe(self.app.on_released)
         self._journal_start_up_commands()
         self.pg_writer: Any = None
+        self.status_reader: Any = None
         #: seconds stop() waits for Postgres to commit the backlog
         self.pg_flush_timeout = 5.0
         if config.postgres_dsn:
@@ -251,6 +261,7 @@ class OrderEntryService:
         from twisted.internet.threads import deferToThread
 
         from fixserver.pg.catchup import regenerate
+        from fixserver.pg.order_reader import PgStatusReader
         from fixserver.pg.rows import RowBuilder
         from fixserver.pg.seed import upsert_instruments
         from fixserver.pg.writer import PgWriter
@@ -272,7 +283,7 @@ class OrderEntryService:
             log.warn("pg.seed_failed error={error}", error=repr(exc))
         pipeline = self.pipeline
         regen = regenerate(pipeline.directory, self.instruments, stored,
-                           pipeline.recovered_from_seq)
+                           pipeline.recovered_from_seq, entering_session)
         log.info("pg.catchup stored_mark={stored} regenerated_ticks={ticks} gap={gap}",
                  stored=stored, ticks=len(regen.chunks), gap=regen.gap)
         self.pg_writer = PgWriter(dsn, self.reactor, committed_next_seq=regen.start_seq)
@@ -280,12 +291,12 @@ class OrderEntryService:
         for rows, next_seq in regen.chunks:
             writer.enqueue(rows, next_seq)
         builder = RowBuilder(self.instruments, self.positions)
-        writer.enqueue(builder.rows(e for p in replayed for e in p.events),
+        writer.enqueue(builder.processed_rows(replayed, entering_session),
                        pipeline.sequencer.position()[0])
 
         def enqueue(processed: list) -> None:
             # Every tick, rows or not, so the mark (and with it pruning) keeps moving.
-            writer.enqueue(builder.rows(e for p in processed for e in p.events),
+            writer.enqueue(builder.processed_rows(processed, entering_session),
                            processed[-1].command.seq + 1)
             listed = [e.instrument for p in processed for e in p.events
                       if type(e) is InstrumentConfigured]
@@ -296,6 +307,9 @@ class OrderEntryService:
 
         pipeline.subscribe(enqueue)
         pipeline.retain_from_seq = lambda: writer.committed_next_seq
+        # H for an ended order no longer in memory reads it from Postgres, off the reactor
+        self.status_reader = PgStatusReader(dsn, self.reactor)
+        self.app.use_status_store(self.status_reader, lambda: writer.committed_next_seq)
 
     # -- Application ----------------------------------------------------------------------
 
@@ -322,6 +336,8 @@ class OrderEntryService:
         self.pipeline.start()
         if self.pg_writer is not None:
             self.pg_writer.start()
+        if self.status_reader is not None:
+            self.status_reader.start()
         for s in self.server.config.sessions:
             accounts = ",".join(self.directory.accounts_of(s.firm)) or "-"
             log.info("orderentry.session connect_as SenderCompID={client} TargetCompID={us} "
@@ -332,6 +348,8 @@ class OrderEntryService:
     def stop(self) -> Any:
         """Match and release what is queued, close the journal, flush Postgres (bounded)."""
         yield self.pipeline.shutdown()
+        if self.status_reader is not None:
+            self.status_reader.stop()
         if self.pg_writer is not None:
             flushed = self.pg_writer.flush()
             timeout = self.reactor.callLater(self.pg_flush_timeout, flushed.cancel)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from engine import MatchingEngine
 from engine.instruments import Instrument
@@ -85,11 +85,13 @@ def _open_base(base: tuple[int, str | None], instruments: list[Instrument]
 
 
 def regenerate(directory: JournalDirectory, instruments: Iterable[Instrument],
-               stored_next_seq: int | None, until_seq: int) -> Regeneration:
+               stored_next_seq: int | None, until_seq: int,
+               session_of: Callable[[Any], str | None] = lambda origin: None) -> Regeneration:
     """The rows of the ticks in [``stored_next_seq``, ``until_seq``) (see module docstring).
 
     ``stored_next_seq``: the mark read from Postgres (None: unknown); ``until_seq``: the seq
-    the live replay started at (the latest snapshot's next seq).
+    the live replay started at (the latest snapshot's next seq); ``session_of``: the session
+    that entered a NewOrder, from its journaled origin (written with the order's row).
     """
     instruments = list(instruments)
     if stored_next_seq is not None and stored_next_seq >= until_seq:
@@ -116,8 +118,7 @@ def regenerate(directory: JournalDirectory, instruments: Iterable[Instrument],
         for rec in directory.read_records(base_seq):
             if rec.first_seq >= until_seq:
                 break
-            events = [e for p in recovery.replay([rec]) for e in p.events]
-            rows = builder.rows(events)
+            rows = builder.processed_rows(recovery.replay([rec]), session_of)
             reached = rec.next_seq
             if rows and rec.next_seq > target:
                 chunks.append((rows, rec.next_seq))

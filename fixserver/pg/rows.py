@@ -16,7 +16,9 @@ of a ``Trade`` upsert ``orders`` and add an ``executions`` row; ``OrderRejected`
 execution (ExecType REJECTED; no order ever lived, and its would-be id may even be a live
 order's, see RejectReason.DUPLICATE_ORDER_ID). A Trade also updates both accounts' positions
 from the :class:`~engine.positions.PositionBook`. Request rejects (OrderCancelReject), mass
-cancel reports and market data are not ExecutionReports and produce no rows.
+cancel reports and market data are not ExecutionReports and produce no rows. An order's
+``OrderAccepted`` row also carries the FIX session that entered it
+(:meth:`RowBuilder.processed_rows`), so a status request can find it by the session's ClOrdID.
 
 Rows from a Trade know only the fill state of the maker's order (the event does not carry its
 type or time in force): they carry ``None`` there and the writer's upsert keeps the stored
@@ -29,7 +31,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Union
 
 from engine.enums import Side
 from engine.events import (
@@ -92,6 +94,8 @@ class OrderRow(NamedTuple):
     created_at: datetime.datetime
     updated_at: datetime.datetime
     last_exec_id: int
+    #: the FIX session that entered the order (its NewOrder's row only; migration 007)
+    session_id: str | None = None
 
 
 class ExecutionRow(NamedTuple):
@@ -219,15 +223,17 @@ class RowBuilder:
         self.positions = positions if positions is not None else PositionBook.for_instruments(
             instruments)
 
-    def rows(self, events: Iterable[Any]) -> list[Row]:
-        """Rows for a run of events (other event kinds are skipped)."""
+    def rows(self, events: Iterable[Any], session_id: str | None = None) -> list[Row]:
+        """Rows for a run of events (other event kinds are skipped); ``session_id``: the FIX
+        session that entered the NewOrder these events came from, written with the order's
+        accepted row."""
         out: list[Row] = []
         for event in events:
             kind = type(event)
             if kind is Trade:
                 self._trade(event, out)
             elif kind in _ORDER_EVENTS:
-                self._order_event(event, out)
+                self._order_event(event, out, session_id if kind is OrderAccepted else None)
             elif kind is OrderRejected:
                 self._rejected(event, out)
             elif kind is InstrumentConfigured:  # listed (or changed) while running
@@ -235,7 +241,16 @@ class RowBuilder:
                 self.positions.list_instrument(event.symbol, event.instrument.multiplier)
         return out
 
-    def _order_event(self, e: Any, out: list[Row]) -> None:
+    def processed_rows(self, processed: Iterable[Any],
+                       session_of: Callable[[Any], str | None]) -> list[Row]:
+        """Rows for released (or replayed) commands, each ``(origin, command, events)``:
+        ``session_of(origin)`` names the session that entered a NewOrder."""
+        out: list[Row] = []
+        for p in processed:
+            out += self.rows(p.events, session_of(p.origin))
+        return out
+
+    def _order_event(self, e: Any, out: list[Row], session_id: str | None = None) -> None:
         exec_type, fixed_status = _ORDER_EVENTS[type(e)]
         sc = self._scales[e.symbol]
         status = fixed_status or _status(e.filled, e.leaves, e.qty)
@@ -253,6 +268,7 @@ class RowBuilder:
         out.append(OrderRow(
             e.order_id, e.cl_ord_id, orig, e.account, e.symbol, side, ord_type, e.tif.name,
             price, stop, qty, filled, leaves, avg, status, reason, at, at, e.exec_id,
+            session_id,
         ))
         # A canceled order's ExecutionReport answers the cancel request: its ClOrdID is the
         # request's and OrigClOrdID the order's (FIX); the order row keeps the order's own.

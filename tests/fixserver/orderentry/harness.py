@@ -127,6 +127,8 @@ class Exchange:
             disconnect=lambda s, text: self.disconnected.append((s, text)), **overrides,
         )
         self.pipeline.subscribers.append(self.app.on_released)
+        #: a ShadowStore answering status reads, completed by settle()
+        self.shadow: Any = None
 
     def send(self, session: RecordingSession, message: FixMessage, now: int | None = None) -> None:
         self.app.on_message(session, message, self.pipeline.now if now is None else now)
@@ -138,10 +140,79 @@ class Exchange:
         return session.take()
 
     def settle(self, limit: int = 100) -> None:
-        """Tick until no request waits in the sequencer or in any session's lane."""
+        """Tick until no request waits in the sequencer or in any session's lane (status
+        reads of a ShadowStore are answered along the way)."""
         for _ in range(limit):
+            if self.shadow is not None:
+                self.shadow.complete()
             if not self.pipeline.sequencer.pending and not self.app.lanes.busy_sessions():
                 return
             self.pipeline.tick()
         raise AssertionError(f"not settled after {limit} ticks: "
                              f"{self.app.lanes.busy_sessions()}")
+
+
+class ShadowStore:
+    """A status store (fixserver.orderentry.stored.StatusStore) that stands in for Postgres:
+    it follows every released tick in a ledger of its own that forgets nothing, and answers
+    lookups when :meth:`complete` is called (or at once with ``at_once``)."""
+
+    def __init__(self, x: Exchange, at_once: bool = False) -> None:
+        from fixserver.orderentry.ownership import OrderLedger
+
+        self.x = x
+        self.ledger = OrderLedger()
+        self.at_once = at_once
+        self.pending: list[tuple[Any, Any]] = []
+        self.lookups: list[Any] = []
+        x.pipeline.subscribers.append(self._follow)
+        x.app.use_status_store(self, lambda: 1 << 62)
+        x.shadow = self
+
+    def _follow(self, processed: list) -> None:
+        for p in processed:
+            self.ledger.apply(p.origin, p.command, p.events)
+
+    def lookup(self, query: Any, done: Any) -> None:
+        self.lookups.append(query)
+        if self.at_once:
+            done(self.find(query), None)
+        else:
+            self.pending.append((query, done))
+
+    def complete(self) -> int:
+        """Answer every lookup waiting (in order); returns how many."""
+        pending, self.pending = self.pending, []
+        for query, done in pending:
+            done(self.find(query), None)
+        return len(pending)
+
+    def find(self, query: Any) -> Any:
+        view = None
+        if query.cl_ord_id:
+            view = self.ledger.find(query.session_id, query.cl_ord_id)
+            if view is not None and not view.ended_ts:
+                view = None
+        if view is None and query.order_id is not None:
+            view = self.ledger.orders.get(query.order_id)
+        if view is None or not view.ended_ts or view.ended_ts < query.since_ns:
+            return None
+        return stored_row(view, self.x.app.instruments[view.symbol])
+
+
+def stored_row(view: Any, inst: Any) -> Any:
+    """The ``orders`` row Postgres holds for an ended order's view (as fixserver.pg.rows)."""
+    from decimal import Decimal
+
+    from engine.enums import Side
+    from fixserver.orderentry.stored import StoredOrder
+
+    tick, lot = Decimal(inst.tick_size), Decimal(inst.lot_size)
+    status = {"2": "FILLED", "4": "CANCELED", "C": "EXPIRED"}[view.status]
+    avg = Decimal(view.notional) / Decimal(view.filled) * tick if view.filled else None
+    return StoredOrder(
+        view.order_id, view.session_id, view.cl_ord_id, view.orig_cl_ord_id or None,
+        view.account, view.symbol, Side(view.side).name, view.ord_type.name, view.tif.name,
+        view.price * tick if view.price else None,
+        view.stop_price * tick if view.stop_price else None, view.qty * lot,
+        view.filled * lot, view.leaves * lot, avg, status)

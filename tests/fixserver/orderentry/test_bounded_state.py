@@ -72,3 +72,57 @@ def test_recorder_rolls_by_the_commands_own_time() -> None:
     x.pipeline.now = 20_005 * DAY
     x.run(x.acme, new_order("C", price="59000"))
     assert rec.used == {sid: {"C"}} and rec.used_prev == {}
+
+
+def test_ended_orders_in_memory_are_bounded_by_count() -> None:
+    """600 orders fill within one trading day with MaxEndedOrdersInMemory 50: the ledger never
+    holds more than 50 orders, nor names for more, and a snapshot carries at most 50; the
+    oldest-ended leave first."""
+    x = Exchange(max_ended_orders=50)
+    ledger = x.app.ledger
+    x.pipeline.now = 20_000 * DAY + 3_600 * 1_000_000_000
+    peak = 0
+    for i in range(300):
+        x.run(x.beta, new_order(f"S{i}", side="2", qty="0.001", account="B1"))
+        x.run(x.acme, new_order(f"B{i}", qty="0.001"))
+        names = sum(len(v) for v in ledger.by_cl_ord_id.values())
+        peak = max(peak, len(ledger.orders), len(ledger.ended), names,
+                   len(ledger.ended_rows()))
+    assert peak == 50
+    assert len(ledger.orders) == 50
+    kept = sorted(v.cl_ord_id for v in ledger.orders.values())
+    assert kept == sorted([f"S{i}" for i in range(275, 300)] + [f"B{i}" for i in range(275, 300)])
+    used = sum(len(v) for v in ledger.used.values())
+    assert used == 600, "ClOrdIDs stay taken for the trading day whatever memory keeps"
+    (dup,) = x.run(x.acme, new_order("B0", qty="0.001"))
+    assert dup[1][103] == "6"
+
+
+def test_forgetting_a_replaced_order_unnames_all_its_clordids() -> None:
+    """An order replaced three times, then canceled and evicted, leaves no ClOrdID naming
+    it (each replace names it once more)."""
+    x = Exchange(max_ended_orders=0)
+    x.pipeline.now = 20_000 * DAY
+    x.run(x.acme, new_order("R0", price="59000"))
+    for n in range(1, 4):
+        (ack,) = x.run(x.acme, msg("G", (41, f"R{n - 1}"), (11, f"R{n}"), (1, "A1"), *KEY,
+                                   (38, "0.005"), (40, "2"), (44, f"5900{n}")))
+        assert ack[1][150] == "5", ack
+    sid = x.acme.settings.session_id
+    assert set(x.app.ledger.by_cl_ord_id[sid]) == {"R0", "R1", "R2", "R3"}
+    x.run(x.acme, msg("F", (41, "R3"), (11, "X"), *KEY))
+    assert not x.app.ledger.orders
+    assert x.app.ledger.by_cl_ord_id == {}
+
+
+def test_without_a_store_an_evicted_order_is_unknown() -> None:
+    """Without Postgres, H for an order that left memory answers unknown order."""
+    x = Exchange(max_ended_orders=1)
+    x.run(x.beta, new_order("S1", side="2", qty="0.001", account="B1"))
+    x.run(x.acme, new_order("B1", qty="0.001"))
+    (found,) = x.run(x.acme, msg("H", (11, "B1"), *KEY))
+    assert found[1][39] == "2", "the newest ended order is still in memory"
+    x.run(x.beta, new_order("S2", side="2", qty="0.001", account="B1", price="59000"))
+    x.run(x.beta, msg("F", (41, "S2"), (11, "X2"), *KEY))
+    (gone,) = x.run(x.acme, msg("H", (11, "B1"), *KEY))
+    assert (gone[1][39], gone[1][58]) == ("8", "unknown order")
