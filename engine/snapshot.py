@@ -79,7 +79,7 @@ def _order_rows(orders: dict) -> list[tuple]:
     enums as the ints ``as_tuple`` gives, so the bytes (and the state hash) are the same."""
     get = _ORDER_FIELDS
     specs: dict[int, tuple] = {}
-    rows = []
+    rows: list[tuple] = []
     append = rows.append
     for k in sorted(orders):
         f = get(orders[k])
@@ -127,7 +127,7 @@ def load(cls: Any, data: bytes, book_factory: Callable[[str], Any]) -> Any:
     eng.sessions = {s: (bool(c), bool(d)) for s, c, d in st.get("sessions", [])}
     # A restart loads every resting order: most share a handful of specs (and two sides),
     # so each distinct spec list is converted once and the enum is a dict lookup.
-    sides = Side._value2member_map_
+    sides: dict[Any, Side] = Side._value2member_map_  # type: ignore[assignment]
     specs: dict[tuple, OrderSpec] = {}
     orders = eng.orders
     for t in st["orders"]:
