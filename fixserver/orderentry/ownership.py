@@ -53,6 +53,7 @@ from engine.events import (
     RequestRejected,
     Trade,
 )
+from fixserver.orderentry.used_ids import UsedIds
 
 NEW, PARTIAL, FILLED, CANCELED, EXPIRED = "0", "1", "2", "4", "C"
 SESSION_KINDS = ("D", "F", "G", "q", "X")
@@ -153,13 +154,14 @@ class OwnerRecorder:
     exactly what the live run kept."""
 
     def __init__(self, sequencer: Any, owners: dict[int, str] | None = None,
-                 used: dict[str, set[str]] | None = None,
-                 used_prev: dict[str, set[str]] | None = None, day: int | None = None,
+                 used: Any = None, used_prev: Any = None, day: int | None = None,
                  day_offset: Any = None) -> None:
         self._sequencer = sequencer
         self.owners: dict[int, str] = owners if owners is not None else {}
-        self.used: dict[str, set[str]] = used if used is not None else {}
-        self.used_prev: dict[str, set[str]] = used_prev if used_prev is not None else {}
+        #: what a snapshot saved (UsedIds.to_bytes, or an older snapshot's {session: ids})
+        self.used = used if isinstance(used, UsedIds) else UsedIds.load(used)
+        self.used_prev = (used_prev if isinstance(used_prev, UsedIds)
+                          else UsedIds.load(used_prev))
         self.day = day
         self.day_offset = day_offset if day_offset is not None else (lambda: 0)
 
@@ -181,23 +183,23 @@ class OwnerRecorder:
         day = (command.ts - self.day_offset()) // DAY_NS
         if day != self.day:
             if self.day is not None:
-                self.used_prev = self.used if day == self.day + 1 else {}
-                self.used = {}
+                self.used_prev = self.used if day == self.day + 1 else UsedIds()
+                self.used = UsedIds()
             self.day = day
         sid = origin_session(o)
         if sid is None:
             return
         cl_ord_id = getattr(command, "cl_ord_id", "")
         if cl_ord_id:
-            self.used.setdefault(sid, set()).add(cl_ord_id)
+            self.used.add(sid, cl_ord_id)
         if o[1] == "D":
             self.owners[command.seq] = sid
 
-    def all_used(self) -> dict[str, set[str]]:
-        """The ClOrdIDs of both days kept, per session."""
-        out = {s: set(ids) for s, ids in self.used_prev.items()}
-        for s, ids in self.used.items():
-            out.setdefault(s, set()).update(ids)
+    def all_used(self) -> UsedIds:
+        """The ClOrdIDs of both days kept."""
+        out = UsedIds()
+        out.merge(self.used_prev)
+        out.merge(self.used)
         return out
 
     def snapshot(self, live_order_ids: Iterable[int]) -> dict[str, Any]:
@@ -206,9 +208,8 @@ class OwnerRecorder:
         owners = self.owners
         live = {oid: owners[oid] for oid in live_order_ids if oid in owners}
         self.owners = dict(live)  # ended orders need no owner any more
-        return {"owners": live, "used": {s: sorted(ids) for s, ids in self.used.items()},
-                "used_prev": {s: sorted(ids) for s, ids in self.used_prev.items()},
-                "used_day": self.day}
+        return {"owners": live, "used": self.used.to_bytes(),
+                "used_prev": self.used_prev.to_bytes(), "used_day": self.day}
 
 
 class OrderLedger:
@@ -216,8 +217,8 @@ class OrderLedger:
 
     def __init__(self) -> None:
         self.orders: dict[int, OrderView] = {}
-        self.used: dict[str, set[str]] = {}  # this trading day's ClOrdIDs, per session
-        self.used_prev: dict[str, set[str]] = {}  # the previous trading day's
+        self.used = UsedIds()  # this trading day's (session, ClOrdID) pairs
+        self.used_prev = UsedIds()  # the previous trading day's
         self.by_cl_ord_id: dict[str, dict[str, int]] = {}
         self.live_by_account: dict[str, set[int]] = {}
         self.live_by_session: dict[str, set[int]] = {}
@@ -229,8 +230,8 @@ class OrderLedger:
     # -- ClOrdIDs ---------------------------------------------------------------------------
 
     def is_used(self, session_id: str, cl_ord_id: str) -> bool:
-        return (cl_ord_id in self.used.get(session_id, ())
-                or cl_ord_id in self.used_prev.get(session_id, ()))
+        return (self.used.has(session_id, cl_ord_id)
+                or self.used_prev.has(session_id, cl_ord_id))
 
     def claim(self, session_id: str, cl_ord_id: str) -> bool:
         """Mark ``cl_ord_id`` used by the session; False if it already was (this trading day
@@ -242,13 +243,13 @@ class OrderLedger:
             view = self.orders.get(named)
             if view is not None and view.live:
                 return False
-        self.used.setdefault(session_id, set()).add(cl_ord_id)
+        self.used.add(session_id, cl_ord_id)
         return True
 
     def roll_day(self, days: int = 1) -> None:
         """``days`` new trading days: ClOrdIDs of the day before last may be used again."""
-        self.used_prev = self.used if days == 1 else {}
-        self.used = {}
+        self.used_prev = self.used if days == 1 else UsedIds()
+        self.used = UsedIds()
 
     def find(self, session_id: str, cl_ord_id: str) -> OrderView | None:
         """The order a session's ClOrdID (current or earlier) names."""
@@ -500,11 +501,14 @@ class OrderLedger:
         return out
 
     def adopt(self, views: Iterable[OrderView], owners: dict[int, str],
-              used: dict[str, set[str]], details: dict[int, Any] | None = None) -> None:
+              used: UsedIds | dict[str, set[str]],
+              details: dict[int, Any] | None = None) -> None:
         """Take the live orders' views (:meth:`views_of`) with their owners and
         :meth:`details`, and the used ClOrdIDs; orders with no known owner are left out."""
-        for sid, ids in used.items():
-            self.used.setdefault(sid, set()).update(ids)
+        if isinstance(used, UsedIds):
+            self.used.merge(used)
+        else:
+            self.used.add_all(used)
         details = details or {}
         for view in views:
             oid = view.order_id
@@ -520,6 +524,7 @@ class OrderLedger:
             self.live_by_account.setdefault(view.account, set()).add(oid)
             self.live_by_session.setdefault(owner, set()).add(oid)
 
-    def restore(self, engine: Any, owners: dict[int, str], used: dict[str, set[str]]) -> None:
+    def restore(self, engine: Any, owners: dict[int, str],
+                used: UsedIds | dict[str, set[str]]) -> None:
         """Rebuild views of the engine's live orders (after recovery) and the used ClOrdIDs."""
         self.adopt(self.views_of(engine), owners, used)

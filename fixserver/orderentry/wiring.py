@@ -131,8 +131,8 @@ class OrderEntryService:
         self.recorder = OwnerRecorder(
             self.pipeline.sequencer,
             {int(k): str(v) for k, v in dict(extra.get("owners", {})).items()},
-            {str(s): set(ids) for s, ids in dict(extra.get("used", {})).items()},
-            {str(s): set(ids) for s, ids in dict(extra.get("used_prev", {})).items()},
+            extra.get("used"),  # UsedIds bytes (or an older snapshot's {session: ids})
+            extra.get("used_prev"),
             extra.get("used_day"),
             day_offset=lambda: self.pipeline.engine.day_offset_ns,
         )

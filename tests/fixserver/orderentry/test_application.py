@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fixserver.orderentry.ownership import OrderLedger
+from fixserver.orderentry.used_ids import UsedIds
 
 from .harness import Exchange, msg, new_order
 
@@ -241,7 +242,7 @@ def test_ledger_restores_owners_from_recorder_snapshot() -> None:
     extra = x.pipeline.sequencer.snapshot(x.engine.orders)
     ledger = OrderLedger()
     ledger.restore(x.engine, {int(k): v for k, v in extra["owners"].items()},
-                   {s: set(ids) for s, ids in extra["used"].items()})
+                   UsedIds.load(extra["used"]))
     view = ledger.find("FIX.4.4:EXCH->ACME1", "L2")
     assert view is not None and view.live and view.price == 590000
     assert ledger.is_used("FIX.4.4:EXCH->ACME1", "L1")

@@ -27,11 +27,9 @@ def test_kept_objects_do_not_grow_with_days_of_trading() -> None:
         _day_of_trading(x, day, 50)
         ledger = x.app.ledger
         recorder = x.pipeline.sequencer
-        used = sum(len(v) for v in ledger.used.values()) + sum(
-            len(v) for v in ledger.used_prev.values())
+        used = len(ledger.used) + len(ledger.used_prev)
         snap = recorder.snapshot(x.engine.orders)
-        snap_ids = sum(len(v) for v in snap["used"].values()) + sum(
-            len(v) for v in snap["used_prev"].values())
+        snap_ids = (len(snap["used"]) + len(snap["used_prev"])) // 8  # 8 bytes per ClOrdID
         sizes.append((len(ledger.orders), len(ledger.ended), used, snap_ids,
                       len(recorder.owners)))
     # day 1: 100 orders ended that day; from day 2 on: still one day's orders, two days' ids
@@ -68,10 +66,11 @@ def test_recorder_rolls_by_the_commands_own_time() -> None:
     x.run(x.acme, new_order("B", price="59000"))
     rec = x.pipeline.sequencer
     sid = x.acme.settings.session_id
-    assert rec.used == {sid: {"B"}} and rec.used_prev == {sid: {"A"}}
+    assert rec.used.has(sid, "B") and len(rec.used) == 1
+    assert rec.used_prev.has(sid, "A") and len(rec.used_prev) == 1
     x.pipeline.now = 20_005 * DAY
     x.run(x.acme, new_order("C", price="59000"))
-    assert rec.used == {sid: {"C"}} and rec.used_prev == {}
+    assert rec.used.has(sid, "C") and len(rec.used) == 1 and len(rec.used_prev) == 0
 
 
 def test_ended_orders_in_memory_are_bounded_by_count() -> None:
@@ -92,7 +91,7 @@ def test_ended_orders_in_memory_are_bounded_by_count() -> None:
     assert len(ledger.orders) == 50
     kept = sorted(v.cl_ord_id for v in ledger.orders.values())
     assert kept == sorted([f"S{i}" for i in range(275, 300)] + [f"B{i}" for i in range(275, 300)])
-    used = sum(len(v) for v in ledger.used.values())
+    used = len(ledger.used)
     assert used == 600, "ClOrdIDs stay taken for the trading day whatever memory keeps"
     (dup,) = x.run(x.acme, new_order("B0", qty="0.001"))
     assert dup[1][103] == "6"
@@ -126,3 +125,21 @@ def test_without_a_store_an_evicted_order_is_unknown() -> None:
     x.run(x.beta, msg("F", (41, "S2"), (11, "X2"), *KEY))
     (gone,) = x.run(x.acme, msg("H", (11, "B1"), *KEY))
     assert (gone[1][39], gone[1][58]) == ("8", "unknown order")
+
+
+def test_used_ids_cost_eight_bytes_each_and_survive_a_snapshot() -> None:
+    """100,000 ClOrdIDs of two sessions: kept as 8-byte fingerprints (the saved form is
+    exactly 800,000 bytes), found again after a save and load, other pairs not found."""
+    from fixserver.orderentry.used_ids import UsedIds
+
+    ids = UsedIds()
+    for i in range(50_000):
+        assert ids.add("S1", f"ord-{i}") and ids.add("S2", f"ord-{i}")
+    assert not ids.add("S1", "ord-7"), "a pair is there only once"
+    saved = ids.to_bytes()
+    assert len(ids) == 100_000 and len(saved) == 800_000
+    back = UsedIds.load(saved)
+    assert len(back) == 100_000 and back.has("S2", "ord-49999") and back.has("S1", "ord-0")
+    assert not back.has("S3", "ord-0") and not back.has("S1", "ord-50000")
+    legacy = UsedIds.load({"S1": ["a", "b"]})  # an older snapshot's form
+    assert legacy.has("S1", "a") and legacy.has("S1", "b") and len(legacy) == 2
