@@ -355,6 +355,7 @@ def run_load(
     warmup: float = 1.0,
     window: int = 200,  # unanswered orders per session (max-throughput mode)
     drain_timeout: float = 10.0,
+    samples: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Send NewOrderSingles from every session; latencies and rates as a dict (see main)."""
     links = [Link(ClientSession(s, t), host, port) for s, t, _ in sessions]
@@ -451,6 +452,8 @@ def run_load(
                     acked_in_window += 1  # throughput: acks that arrived in the window
                 if measure_from <= t0 < stop_sending:
                     latencies.append(now - t0)  # latency: orders sent in the window
+                if samples is not None:  # (send time, latency), perf_counter_ns
+                    samples.append((t0, now - t0))
             if link.closed:
                 raise ConnectionError(f"{link.session.sender.decode()}: connection closed")
             link.flush()
@@ -502,11 +505,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--drain", type=float, default=10.0,
                         help="seconds to wait for the last acks after sending stops")
+    parser.add_argument("--samples", metavar="FILE",
+                        help="also write every ack's [send time, latency] (perf_counter_ns, "
+                             "CLOCK_MONOTONIC on Linux: comparable across processes) as JSON")
     args = parser.parse_args(argv)
     sessions = [tuple(s.split(":", 2)) for s in args.session]
+    samples: list[tuple[int, int]] | None = [] if args.samples else None
     result = run_load(args.host, args.port, sessions,  # type: ignore[arg-type]
                       rate=args.rate, duration=args.duration, warmup=args.warmup,
-                      window=args.window, drain_timeout=args.drain)
+                      window=args.window, drain_timeout=args.drain, samples=samples)
+    if args.samples:
+        with open(args.samples, "w") as f:
+            json.dump(samples, f)
     print(json.dumps(result))
     return 0
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from fixserver.codec import FieldValue, FixMessage, encode, parse
+from fixserver.codec import FieldValue, FixMessage, encode, frame_body, parse
 from fixserver.settings import SessionSettings
 from fixserver.timeutil import format_utc_timestamp
 
@@ -206,9 +206,59 @@ def business_reject_fields(
     return body
 
 
-def rewrite_for_resend(raw: bytes, now_ns: int) -> bytes:
+#: header tags as they appear on the wire -> the tag
+_HEADER_TAG_OF = {b"%d" % tag: tag for tag in HEADER_TAGS}
+#: header data fields: their values may hold SOH, so a header with one is parsed properly
+_HEADER_DATA_TAGS = frozenset({90, 91, 212, 213})
+
+
+def rewrite_for_resend(raw: bytes, now_ns: int, sending_time: bytes | None = None) -> bytes:
     """A stored message as a retransmission: same MsgSeqNum and body, PossDupFlag=Y,
-    OrigSendingTime = its original SendingTime, SendingTime = now."""
+    OrigSendingTime = its original SendingTime, SendingTime = now (``sending_time``, when
+    given, is ``now_ns`` already formatted: a resend chunk formats it once).
+
+    The header is rebuilt field by field; the body is copied as it is (split and joined at
+    SOH, which keeps data fields with SOH inside intact). A message of another shape goes
+    through the parser (``_rewrite_parsed``, same result)."""
+    if sending_time is None:
+        sending_time = format_utc_timestamp(now_ns)
+    parts = raw.split(b"\x01")
+    # parts: 8=, 9=, 35=, header..., body..., 10=, b"" (after the last SOH)
+    last = len(parts) - 2
+    if (
+        last < 3
+        or parts[-1]
+        or not parts[2].startswith(b"35=")
+        or not parts[last].startswith(b"10=")
+    ):
+        return _rewrite_parsed(raw, sending_time)
+    header: list[tuple[int, bytes]] = []
+    orig_sending_time = b""
+    index = 3
+    tag_of = _HEADER_TAG_OF.get
+    while index < last:
+        field = parts[index]
+        tag = tag_of(field[: field.find(b"=")])
+        if tag is None:
+            break  # the first body field
+        if tag == 52:
+            orig_sending_time = field[3:]
+        elif tag in _HEADER_DATA_TAGS:
+            return _rewrite_parsed(raw, sending_time)
+        elif tag != 43 and tag != 122:
+            header.append((tag, field))
+        index += 1
+    header.append((43, b"43=Y"))
+    header.append((52, b"52=" + sending_time))
+    if orig_sending_time:
+        header.append((122, b"122=" + orig_sending_time))
+    header.sort()
+    fields = [parts[2], *[field for _, field in header], *parts[index:last], b""]
+    return frame_body(b"\x01".join(fields), parts[0][2:])
+
+
+def _rewrite_parsed(raw: bytes, sending_time: bytes) -> bytes:
+    """``rewrite_for_resend`` through the codec's parser (any message shape)."""
     message = parse(raw)
     fields = message.fields
     header: list[tuple[int, FieldValue]] = []
@@ -228,7 +278,7 @@ def rewrite_for_resend(raw: bytes, now_ns: int) -> bytes:
             body_start = index
             break
     header.append((43, b"Y"))
-    header.append((52, format_utc_timestamp(now_ns)))
+    header.append((52, sending_time))
     if orig_sending_time:
         header.append((122, orig_sending_time))
     header.sort(key=_tag_of)

@@ -78,6 +78,8 @@ class ServerConfig:
     file_store_path: str | None = None
     #: seconds between group commits (fsync) of the message stores
     store_sync_interval: float = 0.005
+    #: ResendRequests answered at once across the server; more wait for one to end
+    max_concurrent_resends: int = 4
     postgres_dsn: str | None = None
     redis_url: str | None = None
     #: key prefix of everything the feed writes to Redis (several exchanges, or tests, in one db)
@@ -294,6 +296,9 @@ _SESSION_KEYS: dict[str, tuple[str | None, Callable[[str], object]]] = {
     "LogoutTimeout": ("logout_timeout", _parse_positive_int),
     "TestRequestDelayMultiplier": ("test_request_delay_multiplier", _parse_positive_float),
     "HeartBeatTimeoutMultiplier": ("heartbeat_timeout_multiplier", _parse_positive_float),
+    "ResendChunkMessages": ("resend_chunk_messages", _parse_positive_int),
+    "ResendChunkBytes": ("resend_chunk_bytes", _parse_positive_int),
+    "ResendRate": ("resend_rate", _parse_non_negative_int),
     "Username": ("username", _parse_text),
     "Password": ("password", _parse_text),
     "HmacKey": ("hmac_key", _parse_hex_key),
@@ -321,6 +326,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "HttpPort": ("http_port", _parse_port),
     "FileStorePath": ("file_store_path", _parse_text),
     "StoreSyncInterval": ("store_sync_interval", _parse_positive_float),
+    "MaxConcurrentResends": ("max_concurrent_resends", _parse_positive_int),
     "PostgresDSN": ("postgres_dsn", _parse_text),
     "RedisURL": ("redis_url", _parse_redis_url),
     "RedisKeyPrefix": ("redis_key_prefix", _parse_key_prefix),

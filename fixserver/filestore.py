@@ -29,7 +29,9 @@ cannot take away), at a fraction of the system calls.
 
 ``reset`` starts a new file (written beside the old one, then renamed over it: the rename is
 atomic, so a crash leaves either the old state or the new one). Sent messages are not kept in
-memory; the store remembers where each one lies in the file and reads it back on a resend.
+memory; the store remembers where each one lies in the file (and their sequence numbers in
+order) and reads them back on a resend, a chunk at a time (``read_sent``): messages lying close
+together in the file, the usual case, with one ``pread`` per chunk.
 
 Spent nonces of signed logons live beside it in ``<session>.nonces`` (``NonceFile``), in the
 same record format (kind ``NONCE``: u64 time accepted, then the nonce), written at once and
@@ -47,6 +49,8 @@ import threading
 import time
 import zlib
 from typing import Callable
+
+from fixserver.store import first_seqs, index_sent, seqs_in_range
 
 _HEADER = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
@@ -119,6 +123,7 @@ class FileMessageStore:
         self._created = 0
         #: seq -> (offset of the raw message in the file, its length)
         self._sent: dict[int, tuple[int, int]] = {}
+        self._seqs: list[int] = []  # the keys of _sent, sorted
         self.dropped_tail_bytes = 0
         self._nonces = NonceFile(path_dir, session_id)
         if os.path.exists(self.path):
@@ -152,29 +157,25 @@ class FileMessageStore:
         head = _record_head(_KIND_SENT, seq, raw)
         offset = self._size + len(head)
         self._append(head, raw)
-        self._sent[seq] = (offset, len(raw))
-        if seq >= self._next_sender:
-            self._next_sender = seq + 1
+        self._keep(seq, offset, len(raw))
 
     def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
-        if self._buffer:
-            self.flush()  # the messages are read back from the file
+        return self._read(seqs_in_range(self._seqs, begin, end))
+
+    def read_sent(
+        self, begin: int, end: int, max_messages: int, max_bytes: int
+    ) -> list[tuple[int, bytes]]:
         sent = self._sent
-        if end - begin > len(sent):
-            seqs = sorted(s for s in sent if begin <= s <= end)
-        else:
-            seqs = [s for s in range(begin, end + 1) if s in sent]
-        result = []
-        for seq in seqs:
-            offset, length = sent[seq]
-            result.append((seq, os.pread(self._fd, length, offset)))
-        return result
+        return self._read(
+            first_seqs(self._seqs, lambda s: sent[s][1], begin, end, max_messages, max_bytes)
+        )
 
     def reset(self, now_ns: int) -> None:
         self._buffer.clear()  # records of the old file, superseded by the reset
         self._next_sender = 1
         self._next_target = 1
         self._sent.clear()
+        self._seqs.clear()
         self._start_new_file(now_ns)
 
     def creation_time_ns(self) -> int:
@@ -232,6 +233,38 @@ class FileMessageStore:
 
     # --- internals ---
 
+    def _keep(self, seq: int, offset: int, length: int) -> None:
+        if seq not in self._sent:
+            index_sent(self._seqs, seq)
+        self._sent[seq] = (offset, length)
+        if seq >= self._next_sender:
+            self._next_sender = seq + 1
+
+    def _read(self, seqs: list[int]) -> list[tuple[int, bytes]]:
+        """The kept messages ``seqs`` (in order) read back from the file: with one pread
+        when they lie close together (the usual case: only small sequence number records
+        between them), else one each."""
+        if not seqs:
+            return []
+        if self._buffer:
+            self.flush()  # the messages are read back from the file
+        sent = self._sent
+        fd = self._fd
+        first, last = sent[seqs[0]], sent[seqs[-1]]
+        span_start, span_end = first[0], last[0] + last[1]
+        total = sum(sent[s][1] for s in seqs)
+        if 0 <= span_end - span_start <= 2 * total + 65536:
+            span = os.pread(fd, span_end - span_start, span_start)
+            result = []
+            for seq in seqs:
+                offset, length = sent[seq]
+                at = offset - span_start
+                if not 0 <= at <= len(span) - length:  # out of order in the file
+                    return [(s, os.pread(fd, sent[s][1], sent[s][0])) for s in seqs]
+                result.append((seq, span[at : at + length]))
+            return result
+        return [(s, os.pread(fd, sent[s][1], sent[s][0])) for s in seqs]
+
     def _append(self, head: bytes, raw: bytes = b"") -> None:
         # the logical size, buffered bytes included: offsets of SENT records count on it
         self._size += len(head) + len(raw)
@@ -278,9 +311,7 @@ class FileMessageStore:
         if kind == _KIND_SENT:
             (seq,) = _U64.unpack_from(body, 1)
             raw_offset = body_offset + 1 + _U64.size
-            self._sent[seq] = (raw_offset, len(body) - 1 - _U64.size)
-            if seq >= self._next_sender:
-                self._next_sender = seq + 1
+            self._keep(seq, raw_offset, len(body) - 1 - _U64.size)
         elif kind == _KIND_TARGET:
             (self._next_target,) = _U64.unpack_from(body, 1)
         elif kind == _KIND_SENDER:

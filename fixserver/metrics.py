@@ -47,6 +47,22 @@ STORE_SYNC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 STORE_SYNC_FAILURES = Counter("fix_store_sync_failures_total", "Failed message store fsyncs")
+RESENDS_RUNNING = Gauge(
+    "fix_resends_running", "ResendRequests being answered now (at most MaxConcurrentResends)"
+)
+RESENDS_WAITING = Gauge(
+    "fix_resends_waiting", "ResendRequests waiting for one of the running resends to end"
+)
+RESEND_MESSAGES = Counter(
+    "fix_resend_messages_total",
+    "Messages written by resend chunks (resent, gap fills, and those held behind the resend)",
+    ["session"],
+)
+RESEND_SECONDS = Histogram(
+    "fix_resend_seconds",
+    "From a ResendRequest's first turn to its last chunk (waiting for a place included)",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 LOGON_FAILURES = Counter(
     "fix_logon_failures_total",
     "Failed Logons (credentials refused; session '-' = CompIDs of no configured session)",

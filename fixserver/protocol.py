@@ -12,7 +12,10 @@ A slow reader must never hold up other sessions or grow memory without bound: th
 registers itself as a streaming producer on its transport, so Twisted tells it when the
 socket's send buffer backs up (``pauseProducing``) and when it drains (``resumeProducing``).
 Bytes written while paused are counted; past the session's ``max_output_buffer`` the
-connection is aborted.
+connection is aborted. A ResendRequest is served by the host's ``ResendDriver``
+(``fixserver.resend_driver``): a chunk per reactor turn, none while paused; output the
+session numbers meanwhile waits in the core behind the resend, and past
+``max_output_buffer`` of it the connection is aborted too.
 
 Failed Logons go through the host's ``LogonGuard`` (``fixserver.logon_guard``): a connection
 from a locked-out address is closed as soon as it is made, the protocol is the core's
@@ -43,6 +46,7 @@ from fixserver import connection_log, metrics
 from fixserver.connection_log import ConnectionLog
 from fixserver.logon_guard import LogonGuard
 from fixserver.logon_throttle import LogonThrottle
+from fixserver.resend_driver import ResendDriver
 from fixserver.session import SessionConnection
 from fixserver.session_events import (
     ApplicationMessageReceived,
@@ -150,6 +154,7 @@ class FixProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
+        self.host.resends.gone(self)
         self.host.protocols.discard(self)
         metrics.CONNECTIONS_OPEN.dec()
         connection = self.connection
@@ -182,9 +187,35 @@ class FixProtocol(Protocol):
     def resumeProducing(self) -> None:
         self._paused = False
         self._written_while_paused = 0
+        self.host.resends.wake(self)
 
     def stopProducing(self) -> None:
         self._paused = True
+
+    # --- ResendTarget: the host's ResendDriver serves a resend a chunk per reactor turn ---
+
+    @property
+    def resend_label(self) -> str:
+        return self._label
+
+    def resend_blocked(self) -> bool:
+        return self._paused
+
+    def resend_rate(self) -> int:
+        session = self.connection.session if self.connection is not None else None
+        return session.settings.resend_rate if session is not None else 0
+
+    def resend_chunk(self) -> tuple[int, bool]:
+        connection = self.connection
+        if connection is None or self._closing or connection.session is None:
+            return 0, False
+        settings = connection.session.settings
+        now = self.host.now_ns()
+        count = connection.continue_resend(
+            settings.resend_chunk_messages, settings.resend_chunk_bytes, now
+        )
+        self._pump(now)
+        return count, connection.resend_pending and not self._closing
 
     # --- the pump ---
 
@@ -221,6 +252,11 @@ class FixProtocol(Protocol):
             self._write(out)
             if self._closing:  # a slow reader was cut off
                 return
+        if connection.resend_pending:  # the rest is served by the host's ResendDriver
+            if connection.held_output_bytes > self._output_limit():
+                self._drop_slow_reader(self._output_limit(), connection.held_output_bytes)
+                return
+            self.host.resends.want(self)
         if connection.should_close:
             self._closing = True
             self._cancel_timer()
@@ -293,23 +329,26 @@ class FixProtocol(Protocol):
         metrics.count_sent(self._label, data)
         if self._paused:
             self._written_while_paused += len(data)
-            limit = DEFAULT_MAX_OUTPUT_BUFFER
-            session = self.connection.session if self.connection is not None else None
-            if session is not None:
-                limit = session.settings.max_output_buffer
+            limit = self._output_limit()
             if self._written_while_paused > limit:
-                self._drop_slow_reader(limit)
+                self._drop_slow_reader(limit, self._written_while_paused)
                 return
         self.host.before_write()
         self._transport.write(data)
 
-    def _drop_slow_reader(self, limit: int) -> None:
+    def _output_limit(self) -> int:
+        session = self.connection.session if self.connection is not None else None
+        if session is None:
+            return DEFAULT_MAX_OUTPUT_BUFFER
+        return session.settings.max_output_buffer
+
+    def _drop_slow_reader(self, limit: int, queued: int) -> None:
         metrics.DISCONNECTS.labels("slow_reader").inc()
         log.warn(
             "fix.slow_reader peer={peer} session={session} queued={queued} limit={limit}",
             peer=self.peer,
             session=self._label,
-            queued=self._written_while_paused,
+            queued=queued,
             limit=limit,
         )
         self._closing = True
@@ -366,6 +405,7 @@ class SessionHost(Factory):
         nodelay: bool = True,
         before_write: Callable[[], None] = lambda: None,
         logon_throttle: LogonThrottle | None = None,
+        max_concurrent_resends: int = 4,
     ) -> None:
         self.registry = registry
         #: delays and lockouts after failed Logons; by default with the sessions' own limits
@@ -380,6 +420,8 @@ class SessionHost(Factory):
         self.clock = clock
         self.now_ns = now_ns
         self.nodelay = nodelay
+        #: serves ResendRequests a chunk per reactor turn, MaxConcurrentResends at a time
+        self.resends = ResendDriver(clock, now_ns, max_concurrent_resends)
         self.protocols: set[FixProtocol] = set()
         #: the protocol each logged-on session is bound to
         self.bound: dict[Session, FixProtocol] = {}

@@ -141,6 +141,7 @@ class FixServer:
             now_ns,
             config.socket_nodelay,
             before_write=self.write_batch.flush,
+            max_concurrent_resends=config.max_concurrent_resends,
         )
         #: keeps the fix_sessions rows current (fixserver.pg.session_writer), with Postgres
         self.session_rows: SessionStateWriter | None = None

@@ -40,8 +40,11 @@ other messages are sequenced.
 
 Outbound: ``Session.send`` numbers, stores and (if logged on) queues application messages;
 admin messages are numbered but not stored, so a ResendRequest fills them with gap fills
-(``retransmit``). ``on_timer`` drives heartbeats, TestRequests, and logon/logout/heartbeat
-timeouts; ``next_deadline_ns`` tells the glue when to call it.
+(``retransmit``). A ResendRequest is answered a chunk at a time: it starts a ``ResendJob``
+(``resend_pending``) and the glue calls ``continue_resend`` once per reactor turn while the
+socket takes more; whatever is numbered meanwhile waits behind the resent range. Our Logout,
+or a sequence reset, ends a resend early. ``on_timer`` drives heartbeats, TestRequests, and
+logon/logout/heartbeat timeouts; ``next_deadline_ns`` tells the glue when to call it.
 """
 
 from __future__ import annotations
@@ -56,12 +59,11 @@ from fixserver.admin_messages import (
     business_reject_fields,
     reject_fields,
     reply_routing,
-    rewrite_for_resend,
 )
 from fixserver.codec import FieldValue, FixMessage, FrameDecoder, GarbledMessage
 from fixserver.dictionary import ValidationError
 from fixserver.logon_screen import LogonGate, LogonRefusal, screen_logon
-from fixserver.retransmit import GapFill, clamp_end, plan_retransmit
+from fixserver.retransmit import ResendJob, clamp_end
 from fixserver.session_events import (
     ApplicationMessageReceived,
     ConnectionClosed,
@@ -122,6 +124,7 @@ class SessionConnection:
         self._last_received_ns = now_ns
         self._heart_bt_int_ns = 0
         self._test_requests_out = 0
+        self._resend: ResendJob | None = None  # a ResendRequest being answered
         self._logout_deadline_ns = 0
         self._queue: dict[int, FixMessage] = {}
         self._resend_range: tuple[int, int] | None = None
@@ -157,6 +160,30 @@ class SessionConnection:
         data = bytes(self._out)
         self._out.clear()
         return data
+
+    @property
+    def resend_pending(self) -> bool:
+        """A ResendRequest is being answered: call ``continue_resend`` for the rest."""
+        return self._resend is not None
+
+    @property
+    def held_output_bytes(self) -> int:
+        """Bytes numbered during a resend, waiting behind it."""
+        return self._resend.held_bytes if self._resend is not None else 0
+
+    def continue_resend(self, max_messages: int, max_bytes: int, now_ns: int) -> int:
+        """Queue the next chunk of the resend (at most ``max_messages`` messages, no more once
+        they reach ``max_bytes``) for ``data_to_send``; returns how many messages."""
+        job = self._resend
+        if job is None or self.session is None:
+            return 0
+        session = self.session
+        data, count = job.next_chunk(session.store, session.header, max_messages, max_bytes, now_ns)
+        self._out += data
+        self._last_sent_ns = now_ns
+        if job.finished:
+            self._resend = None
+        return count
 
     def on_timer(self, now_ns: int) -> None:
         state = self.state
@@ -229,8 +256,17 @@ class SessionConnection:
         self.state = new
 
     def _write(self, raw: bytes, now_ns: int) -> None:
-        self._out += raw
+        if self._resend is not None:
+            self._resend.hold(raw)  # numbered after the range being resent: goes out after it
+        else:
+            self._out += raw
         self._last_sent_ns = now_ns
+
+    def _end_resend(self) -> None:
+        """Stop answering a ResendRequest (the rest is not resent); what waited goes out."""
+        if self._resend is not None:
+            self._out += b"".join(self._resend.held)
+            self._resend = None
 
     def _send_admin(
         self,
@@ -248,6 +284,7 @@ class SessionConnection:
         self._write(raw, now_ns)
 
     def _send_logout(self, text: str | None, now_ns: int) -> None:
+        self._end_resend()
         self._send_admin(b"5", [(58, text)] if text else [], now_ns)
         if self.state is ConnectionState.ACTIVE:
             self._set_state(ConnectionState.LOGOUT_SENT)
@@ -260,6 +297,7 @@ class SessionConnection:
         self._set_state(ConnectionState.CLOSED)
         self.should_close = True
         self._queue.clear()
+        self._resend = None
         session = self.session
         if session is not None:
             if session.connection is self:
@@ -613,6 +651,7 @@ class SessionConnection:
         # In-session sequence reset (ResetSeqNumFlag=Y): both sides start again at 1.
         session = self.session
         assert session is not None
+        self._end_resend()
         session.store.reset(now_ns)
         self._queue.clear()
         self._resend_range = None
@@ -647,26 +686,18 @@ class SessionConnection:
 
     # ----------------------------------------------------------------- outbound machinery
     def _retransmit(self, begin: int, end: int, now_ns: int) -> None:
+        """Start answering a ResendRequest (or restart the one running: ``retransmit``)."""
         session = self.session
         assert session is not None
-        store = session.store
-        end = clamp_end(end, store.next_sender_seq())
+        job = self._resend
+        # The range ends at the last message sent before those held behind a running resend.
+        end = clamp_end(end, session.store.next_sender_seq() - (len(job.held) if job else 0))
         if begin > end:
             return
-        stored = store.get_sent(max(begin, 1), end)
-        sending_time = format_utc_timestamp(now_ns)
-        for step in plan_retransmit(stored, begin, end):
-            if isinstance(step, GapFill):
-                raw = session.header.encode(
-                    b"4",
-                    step.seq,
-                    sending_time,
-                    [(36, step.new_seq_no), (123, b"Y")],
-                    header=[(43, b"Y"), (122, sending_time)],
-                )
-            else:
-                raw = rewrite_for_resend(step.raw, now_ns)
-            self._write(raw, now_ns)
+        if job is None:
+            self._resend = ResendJob(begin, end)
+        else:
+            job.restart(begin, end)
 
     def _heartbeat_timers(self, now_ns: int) -> None:
         hb = self._heart_bt_int_ns

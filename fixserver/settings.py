@@ -72,6 +72,12 @@ class SessionSettings:
     test_request_delay_multiplier: float = 1.2
     #: disconnect after HeartBtInt * heartbeat_timeout_multiplier of silence after the TestRequest
     heartbeat_timeout_multiplier: float = 2.4
+    #: a ResendRequest is answered a chunk per reactor turn: at most this many messages...
+    resend_chunk_messages: int = 100
+    #: ...and no more once they reach this many bytes
+    resend_chunk_bytes: int = 64 * 1024
+    #: messages per second one session's resend may take; 0 = as fast as the turns allow
+    resend_rate: int = 50_000
     auth: LogonAuth = LogonAuth.NONE
     username: str | None = None
     password: str | None = None

@@ -17,6 +17,8 @@ from fixserver.timeutil import NS_PER_SECOND, format_utc_timestamp
 
 T0 = 1_704_196_800_000_000_000  # 2024-01-02 12:00:00 UTC
 SECOND = NS_PER_SECOND
+#: messages per chunk when a test serves a resend (``Peer.received``)
+RESEND_CHUNK = 2
 
 
 def standard_dictionary() -> DataDictionary:
@@ -119,7 +121,11 @@ class Peer:
             self.events.append(event)
 
     def received(self) -> list[FixMessage]:
-        """Messages the server has sent since the last call."""
+        """Messages the server has sent since the last call (a resend in progress is served
+        to its end first, as the glue would, in chunks small enough that tests cross chunk
+        boundaries)."""
+        while self.conn.resend_pending:
+            self.conn.continue_resend(RESEND_CHUNK, 1 << 20, self.now)
         self._decoder.feed(self.conn.data_to_send())
         out = []
         while (item := self._decoder.next_message()) is not None:

@@ -35,6 +35,7 @@ START_NS = 1_704_196_800_250_000_000  # 2024-01-02 12:00:00.250 UTC
 STEP_NS = 1_000_000  # each client action takes 1 ms
 WAIT_LIMIT_NS = 70 * 1_000_000_000  # longest virtual wait for an expected message
 DISCONNECT_WAIT_NS = 10 * 1_000_000_000  # the suite waits 10 s for a disconnect
+RESEND_CHUNK = 2  # messages per chunk of a resend (small: scripts cross chunk boundaries)
 
 #: fields compared by shape rather than value
 PATTERNS = {
@@ -214,6 +215,8 @@ class ScriptRunner:
                     self.app.on_message(event.session, event.message, self.now_ns)
                 elif isinstance(event, LoggedOut):
                     self.app.on_logout(event.session)
+            while conn.resend_pending:  # as the glue does, a chunk per turn (small ones here)
+                conn.continue_resend(RESEND_CHUNK, 1 << 20, self.now_ns)
             data = conn.data_to_send()
             if data:
                 decoder = self.decoders[cid]
