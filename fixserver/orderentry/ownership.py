@@ -53,7 +53,7 @@ from engine.events import (
     RequestRejected,
     Trade,
 )
-from fixserver.orderentry.used_ids import UsedIds
+from fixserver.orderentry.used_ids import UsedIds, fingerprint
 
 NEW, PARTIAL, FILLED, CANCELED, EXPIRED = "0", "1", "2", "4", "C"
 SESSION_KINDS = ("D", "F", "G", "q", "X")
@@ -236,14 +236,15 @@ class OrderLedger:
     def claim(self, session_id: str, cl_ord_id: str) -> bool:
         """Mark ``cl_ord_id`` used by the session; False if it already was (this trading day
         or the previous one), or if it still names one of the session's live orders."""
-        if self.is_used(session_id, cl_ord_id):
+        fp = fingerprint(session_id, cl_ord_id)  # once: it is the costly part
+        if self.used.has_fingerprint(fp) or self.used_prev.has_fingerprint(fp):
             return False
         named = self.by_cl_ord_id.get(session_id, {}).get(cl_ord_id)
         if named is not None:
             view = self.orders.get(named)
             if view is not None and view.live:
                 return False
-        self.used.add(session_id, cl_ord_id)
+        self.used.add_fingerprint(fp)
         return True
 
     def roll_day(self, days: int = 1) -> None:

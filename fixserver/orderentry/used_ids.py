@@ -44,9 +44,15 @@ class UsedIds:
         return self._count
 
     def has(self, session_id: str, cl_ord_id: str) -> bool:
-        fp = fingerprint(session_id, cl_ord_id)
+        return self.has_fingerprint(fingerprint(session_id, cl_ord_id))
+
+    def has_fingerprint(self, fp: int) -> bool:
         bucket = self._buckets.get(fp & _MASK)
         return bucket is not None and fp in bucket
+
+    def add_fingerprint(self, fp: int) -> bool:
+        """:meth:`add` for a pair whose :func:`fingerprint` the caller has already."""
+        return self._add(fp)
 
     def add(self, session_id: str, cl_ord_id: str) -> bool:
         """Remember the pair; False if it was already there."""
