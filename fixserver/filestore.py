@@ -48,9 +48,11 @@ import struct
 import threading
 import time
 import zlib
+from array import array
+from bisect import bisect_left
 from typing import Callable
 
-from fixserver.store import first_seqs, index_sent, seqs_in_range
+from fixserver.store import first_seqs, seqs_in_range
 
 _HEADER = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
@@ -122,8 +124,12 @@ class FileMessageStore:
         self._next_target = 1
         self._created = 0
         #: seq -> (offset of the raw message in the file, its length)
-        self._sent: dict[int, tuple[int, int]] = {}
-        self._seqs: list[int] = []  # the keys of _sent, sorted
+        # Where each kept message lies in the file, in three parallel arrays sorted by seq
+        # (24 bytes a message, not a dict entry and a tuple of ints: ~180 bytes; a session
+        # keeps every ExecutionReport of its trading day)
+        self._seqs = array("q")
+        self._offsets = array("q")
+        self._lengths = array("q")
         self.dropped_tail_bytes = 0
         self._nonces = NonceFile(path_dir, session_id)
         if os.path.exists(self.path):
@@ -165,17 +171,28 @@ class FileMessageStore:
     def read_sent(
         self, begin: int, end: int, max_messages: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
-        sent = self._sent
         return self._read(
-            first_seqs(self._seqs, lambda s: sent[s][1], begin, end, max_messages, max_bytes)
+            first_seqs(self._seqs, self._length_of, begin, end, max_messages, max_bytes)
         )
+
+    def _index_of(self, seq: int) -> int:
+        i = bisect_left(self._seqs, seq)
+        if i == len(self._seqs) or self._seqs[i] != seq:
+            raise KeyError(seq)
+        return i
+
+    def _length_of(self, seq: int) -> int:
+        return self._lengths[self._index_of(seq)]
+
+    def _where(self, seq: int) -> tuple[int, int]:
+        i = self._index_of(seq)
+        return self._offsets[i], self._lengths[i]
 
     def reset(self, now_ns: int) -> None:
         self._buffer.clear()  # records of the old file, superseded by the reset
         self._next_sender = 1
         self._next_target = 1
-        self._sent.clear()
-        self._seqs.clear()
+        del self._seqs[:], self._offsets[:], self._lengths[:]
         self._start_new_file(now_ns)
 
     def creation_time_ns(self) -> int:
@@ -234,9 +251,20 @@ class FileMessageStore:
     # --- internals ---
 
     def _keep(self, seq: int, offset: int, length: int) -> None:
-        if seq not in self._sent:
-            index_sent(self._seqs, seq)
-        self._sent[seq] = (offset, length)
+        seqs = self._seqs
+        if not seqs or seq > seqs[-1]:  # the usual case: the next message
+            seqs.append(seq)
+            self._offsets.append(offset)
+            self._lengths.append(length)
+        else:  # the sender sequence number was set back
+            i = bisect_left(seqs, seq)
+            if i < len(seqs) and seqs[i] == seq:
+                self._offsets[i] = offset
+                self._lengths[i] = length
+            else:
+                seqs.insert(i, seq)
+                self._offsets.insert(i, offset)
+                self._lengths.insert(i, length)
         if seq >= self._next_sender:
             self._next_sender = seq + 1
 
@@ -248,7 +276,8 @@ class FileMessageStore:
             return []
         if self._buffer:
             self.flush()  # the messages are read back from the file
-        sent = self._sent
+        where = self._where
+        sent = {s: where(s) for s in seqs}
         fd = self._fd
         first, last = sent[seqs[0]], sent[seqs[-1]]
         span_start, span_end = first[0], last[0] + last[1]

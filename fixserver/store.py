@@ -10,6 +10,7 @@ implementation used by the session's unit tests.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Sequence
 from typing import Callable, Protocol
 
 
@@ -60,13 +61,13 @@ def index_sent(seqs: list[int], seq: int) -> None:
         insort(seqs, seq)
 
 
-def seqs_in_range(seqs: list[int], begin: int, end: int) -> list[int]:
-    """The kept sequence numbers in ``begin..end`` (``seqs`` sorted)."""
-    return seqs[bisect_left(seqs, begin) : bisect_right(seqs, end)]
+def seqs_in_range(seqs: Sequence[int], begin: int, end: int) -> list[int]:
+    """The kept sequence numbers in ``begin..end`` (``seqs`` sorted: a list or an array)."""
+    return list(seqs[bisect_left(seqs, begin) : bisect_right(seqs, end)])
 
 
 def first_seqs(
-    seqs: list[int],
+    seqs: Sequence[int],
     size_of: Callable[[int], int],
     begin: int,
     end: int,
