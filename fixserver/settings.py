@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import sys
 
 import attr
 
@@ -107,4 +108,8 @@ class SessionSettings:
     def session_id(self) -> str:
         """QuickFIX-style id: ``FIX.4.4:EXCH->CLIENT1`` (with ``:qualifier`` when set)."""
         sid = f"{self.begin_string}:{self.sender_comp_id}->{self.target_comp_id}"
-        return f"{sid}:{self.session_qualifier}" if self.session_qualifier else sid
+        if self.session_qualifier:
+            sid = f"{sid}:{self.session_qualifier}"
+        # interned: the order ledger keeps the session id of every order it holds, and one
+        # string object per session (not per order) is what makes that cheap
+        return sys.intern(sid)

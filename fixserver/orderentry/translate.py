@@ -18,6 +18,7 @@ SelfTradePreventionMode 7928 ``T``/``M``/``B``/``D`` (default: the session's Def
 
 from __future__ import annotations
 
+import sys
 from decimal import InvalidOperation
 from typing import Any, Union
 
@@ -122,7 +123,8 @@ def resolve_account(msg: FixMessage, ctx: SessionContext) -> str:
     if account not in ctx.accounts:
         raise _Refuse(OrderRefused(
             REJ_UNKNOWN_ACCOUNT, f"account {account} is not an account of firm {ctx.firm}"))
-    return account
+    # one string object per account, not one per order: every live and ended order keeps it
+    return sys.intern(account)
 
 
 #: (lot or tick size, wire value) -> integer units, for values that converted: clients send
@@ -196,6 +198,7 @@ def _new(msg: FixMessage, ctx: SessionContext, instruments: dict[str, Instrument
     inst = instruments.get(symbol)
     if inst is None:
         raise _Refuse(refuse(REJ_UNKNOWN_SYMBOL, f"unknown symbol {symbol}"))
+    symbol = inst.symbol  # the instrument's own string, not a copy per order
     side = _SIDES.get(msg.get(54) or b"")
     if side is None:
         raise _Refuse(refuse(REJ_UNSUPPORTED, "Side (54) must be 1 (buy) or 2 (sell)"))
