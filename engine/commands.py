@@ -11,7 +11,17 @@ from typing import Union
 
 import attr
 
-from engine.enums import CancelReason, InstrumentStatus, OrdType, Side, StpMode, TimeInForce
+from engine.enums import (
+    CancelReason,
+    InstrumentStatus,
+    MarginMode,
+    OrdType,
+    Side,
+    StpMode,
+    TimeInForce,
+    TriggerBy,
+)
+from engine.instruments import normalise_tiers
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
@@ -41,6 +51,7 @@ class NewOrder:
     display_qty: int = 0
     min_qty: int = 0
     stp: StpMode | None = None
+    trigger_by: TriggerBy | None = None  # None: mark for take-profits, last for stops
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
@@ -190,6 +201,87 @@ class ConfigureInstrument:
     price_band_ppm: int = 50_000
     reference_price: int = 0
     status: InstrumentStatus = InstrumentStatus.TRADING
+    settlement_asset: str = "USDT"
+    settlement_decimals: int = 6
+    max_leverage: int = 0
+    default_leverage: int = 0
+    risk_tiers: tuple = attr.ib(default=(), converter=normalise_tiers)
+    mark_interval_ms: int = 1000
+    mark_smoothing: int = 60
+    mark_basis_cap_ppm: int = 5000
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class Deposit:
+    """Credit ``amount`` minor units of ``asset`` to ``account`` (ledger cause DEPOSIT).
+    ``ref`` is the operator's reference (a transfer id), carried to the ledger."""
+
+    seq: int
+    ts: int
+    account: str
+    asset: str
+    amount: int
+    ref: str = ""
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class Withdraw:
+    """Debit ``amount`` minor units of ``asset``; refused (INSUFFICIENT_MARGIN, with the
+    shortfall) if it would leave the account under its margin requirement."""
+
+    seq: int
+    ts: int
+    account: str
+    asset: str
+    amount: int
+    ref: str = ""
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class SetLeverage:
+    """Set an account's leverage in a margined instrument (1..the tier's maximum)."""
+
+    seq: int
+    ts: int
+    account: str
+    symbol: str
+    leverage: int
+    request_id: str = ""
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class SetMarginMode:
+    """Switch an account's margin mode in an instrument (only while it has no position and
+    no live orders there)."""
+
+    seq: int
+    ts: int
+    account: str
+    symbol: str
+    mode: MarginMode
+    request_id: str = ""
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class AdjustIsolatedMargin:
+    """Add (``amount`` > 0) or remove (< 0) margin of an open isolated position."""
+
+    seq: int
+    ts: int
+    account: str
+    symbol: str
+    amount: int
+    request_id: str = ""
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class SetIndexPrice:
+    """The index (spot reference) price of an instrument, in ticks, from the index feed."""
+
+    seq: int
+    ts: int
+    symbol: str
+    price: int
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)
@@ -203,5 +295,6 @@ class Tick:
 Command = Union[
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
     SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, ConfigureInstrument, Tick,
-    AdminAction,
+    AdminAction, Deposit, Withdraw, SetLeverage, SetMarginMode, AdjustIsolatedMargin,
+    SetIndexPrice,
 ]

@@ -95,6 +95,18 @@ class RejectReason(IntEnum):
     INVALID_DAY_OFFSET = 28  # SetTradingDay with an offset outside [0, one day)
     INVALID_INSTRUMENT = 29  # ConfigureInstrument with rules that do not make sense
     INSTRUMENT_IN_USE = 30  # a tick/lot/multiplier change while orders or positions exist
+    INSUFFICIENT_MARGIN = 31  # available balance does not cover the margin (see shortfall)
+    RISK_LIMIT_EXCEEDED = 32  # the position the order could produce exceeds the leverage's tier
+    INVALID_LEVERAGE = 33  # leverage outside 1..the instrument's maximum
+    MARGIN_MODE_CHANGE_UNSAFE = 34  # a margin mode change with an open position or orders
+    INVALID_AMOUNT = 35  # a deposit, withdrawal or margin transfer that is not a positive int
+    NOT_MARGINED = 36  # a risk request for an instrument without risk parameters
+    NO_ISOLATED_POSITION = 37  # isolated margin change without an open isolated position
+    INVALID_INDEX_PRICE = 38  # an index price that is not a positive number of ticks
+    UNKNOWN_ASSET = 39  # a deposit or withdrawal in an asset no instrument settles in
+    INVALID_MARGIN_MODE = 40
+    MARGINED_INSTRUMENT = 41  # SetPosition on a margined instrument (positions come from trades)
+    INVALID_TRIGGER = 42  # an unknown trigger price type, or mark where there is no mark
 
 
 class CancelReason(IntEnum):
@@ -114,6 +126,7 @@ class CancelReason(IntEnum):
     KILL_SWITCH = 12  # the firm's kill switch was turned on
     CANCEL_ON_DISCONNECT = 13  # the owning session disconnected with cancel-on-disconnect
     OPERATOR = 14  # canceled by the exchange's operator
+    INSUFFICIENT_MARGIN = 15  # a triggered stop the account's available balance cannot cover
 
 
 class RequestKind(IntEnum):
@@ -123,3 +136,35 @@ class RequestKind(IntEnum):
     REPLACE = 2
     MASS_CANCEL = 3
     ADMIN = 4  # SetInstrumentStatus, SetPosition, SetAccountStp
+    DEPOSIT = 5
+    WITHDRAW = 6
+    LEVERAGE = 7
+    MARGIN_MODE = 8
+    ISOLATED_MARGIN = 9
+    INDEX_PRICE = 10
+
+
+class MarginMode(IntEnum):
+    """How a position is margined: from the account's shared balance, or its own margin."""
+
+    CROSS = 1
+    ISOLATED = 2
+
+
+class LedgerCause(IntEnum):
+    """Why an account's balance changed (one balance-ledger entry each)."""
+
+    DEPOSIT = 1
+    WITHDRAWAL = 2
+    REALISED_PNL = 3
+    FEE = 4  # negative amounts are charges, positive ones rebates
+    FUNDING = 5
+    LIQUIDATION = 6
+    INSURANCE = 7
+
+
+class TriggerBy(IntEnum):
+    """Which price triggers a stop or take-profit order."""
+
+    LAST = 1
+    MARK = 2

@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 from engine.enums import (
     CancelReason,
     InstrumentStatus,
+    LedgerCause,
+    MarginMode,
     OrdType,
     RejectReason,
     RequestKind,
@@ -76,6 +78,7 @@ class OrderRejected(NamedTuple):
     stop_price: int
     qty: int
     reason: RejectReason
+    shortfall: int = 0  # INSUFFICIENT_MARGIN: minor units of the settlement asset missing
 
 
 class RequestRejected(NamedTuple):
@@ -89,6 +92,7 @@ class RequestRejected(NamedTuple):
     cl_ord_id: str
     account: str
     reason: RejectReason
+    shortfall: int = 0  # INSUFFICIENT_MARGIN: minor units of the settlement asset missing
 
 
 class Trade(NamedTuple):
@@ -288,6 +292,103 @@ class LevelChanged(NamedTuple):
     price: int
     qty: int
     count: int  # type: ignore[assignment]  # shadows tuple.count on purpose: feeds read .count
+
+
+class BalanceChanged(NamedTuple):
+    """One balance-ledger entry: ``amount`` (signed minor units of ``asset``) changed the
+    account's balance to ``balance`` because of ``cause``. ``symbol`` is the instrument for
+    trade-related causes ("" otherwise); ``ref`` is the deposit/withdrawal reference or the
+    engine exec id of the fill (as a string)."""
+
+    seq: int
+    ts: int
+    account: str
+    asset: str
+    amount: int
+    balance: int
+    cause: LedgerCause
+    symbol: str
+    ref: str
+
+
+class AccountChanged(NamedTuple):
+    """An account's collateral in one asset after a command touched it (one per command):
+    ``balance`` (the ledger's sum, isolated margin included), the part of it held as
+    ``isolated_margin``, and the ``order_margin`` its live orders hold."""
+
+    seq: int
+    ts: int
+    account: str
+    asset: str
+    balance: int
+    isolated_margin: int
+    order_margin: int
+
+
+class PositionChanged(NamedTuple):
+    """A margined position after a command touched it (one per command and position).
+    ``entry_cost`` is ticks*lots (entry price = entry_cost / abs(size)); ``realised_pnl``
+    and ``fees`` are minor units of the settlement asset (fees: charged minus rebated)."""
+
+    seq: int
+    ts: int
+    account: str
+    symbol: str
+    size: int
+    entry_cost: int
+    realised_pnl: int
+    fees: int
+    leverage: int
+    mode: MarginMode
+    isolated_margin: int
+    last_exec_id: int
+
+
+class RiskSettingsChanged(NamedTuple):
+    """A leverage, margin mode or isolated margin request was applied (``request`` says
+    which); the fields are the position's settings after it."""
+
+    seq: int
+    ts: int
+    request: RequestKind
+    account: str
+    symbol: str
+    leverage: int
+    mode: MarginMode
+    isolated_margin: int
+    request_id: str
+
+
+class IndexPriceUpdated(NamedTuple):
+    """The index price of an instrument (ticks) was set by the index feed."""
+
+    seq: int
+    ts: int
+    symbol: str
+    price: int
+
+
+class MarkPriceUpdated(NamedTuple):
+    """The mark price (ticks) was recomputed inside a tick and changed."""
+
+    seq: int
+    ts: int
+    symbol: str
+    index: int
+    mark: int
+
+
+class MarginBreached(NamedTuple):
+    """At mark, an account's cross equity (``symbol`` "") or an isolated position's margin
+    (``symbol`` set) fell below its maintenance margin. Emitted once per breach."""
+
+    seq: int
+    ts: int
+    account: str
+    asset: str
+    symbol: str
+    equity: int
+    maintenance: int
 
 
 ORDER_EVENTS = (

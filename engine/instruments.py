@@ -55,6 +55,47 @@ class Instrument:
     price_band_ppm: int = 50_000  # 5%
     reference_price: int = 0  # ticks; used for the band until a trade or a mid exists
     status: InstrumentStatus = InstrumentStatus.TRADING
+    # -- risk (see spec/risk.md); max_leverage 0 means the instrument is not margined ------
+    settlement_asset: str = "USDT"
+    settlement_decimals: int = 6  # the asset's minor unit is 10**-decimals
+    max_leverage: int = 0
+    default_leverage: int = 0  # 0: min(20, max_leverage)
+    # ((position notional cap in asset minor units, maintenance margin rate ppm, max leverage),
+    # ...) ascending by cap; empty: one tier up to 2**62 at half the initial margin rate
+    risk_tiers: tuple = attr.ib(default=(), converter=lambda t: normalise_tiers(t))
+    mark_interval_ms: int = 1000  # the mark is recomputed at most this often (inside ticks)
+    mark_smoothing: int = 60  # samples in the basis moving average (EMA, alpha = 1/n)
+    mark_basis_cap_ppm: int = 5000  # the smoothed basis is clamped to +-this of the index
+
+    @property
+    def margined(self) -> bool:
+        """True if orders need collateral (the instrument has risk parameters)."""
+        return self.max_leverage > 0
+
+    def value_per_tick_lot(self) -> int:
+        """One tick of price on one lot, in minor units of the settlement asset, times the
+        multiplier (0 when tick * lot is not a whole number of minor units: a margined
+        instrument with such a grid is refused)."""
+        return self.unit_value() * self.multiplier
+
+    def unit_value(self) -> int:
+        """``tick_size * lot_size`` in minor units of the settlement asset (0 if not whole)."""
+        v = Decimal(self.tick_size) * Decimal(self.lot_size) * (
+            Decimal(10) ** self.settlement_decimals)
+        return int(v) if v == v.to_integral_value() and v >= 1 else 0
+
+    def tiers(self) -> tuple:
+        """The risk-limit tiers in force (the default single tier when none is configured)."""
+        if self.risk_tiers:
+            return self.risk_tiers
+        lev = self.max_leverage or 1
+        return ((1 << 62, PPM // (2 * lev), lev),)
+
+    def leverage_default(self) -> int:
+        """Leverage of an account that never set one for this instrument."""
+        if self.default_leverage:
+            return min(self.default_leverage, self.max_leverage)
+        return min(20, self.max_leverage)
 
     def price_to_ticks(self, price: str) -> int:
         """Convert a decimal price string to ticks; raise OffGridError when off the tick grid."""
@@ -86,6 +127,7 @@ class Instrument:
         """Plain dict (for snapshots)."""
         d = attr.asdict(self)
         d["status"] = int(self.status)
+        d["risk_tiers"] = [list(t) for t in self.risk_tiers]
         return d
 
     @classmethod
@@ -94,6 +136,11 @@ class Instrument:
         d = dict(d)
         d["status"] = InstrumentStatus(d["status"])
         return cls(**d)
+
+
+def normalise_tiers(tiers: Any) -> tuple:
+    """Risk tiers as a tuple of int triples (journal and snapshot decode them as lists)."""
+    return tuple(tuple(int(x) for x in t) for t in (tiers or ()))
 
 
 def _to_units(value: str, unit: str, reason: RejectReason) -> int:

@@ -35,21 +35,36 @@ import attr
 import msgpack
 
 from engine.commands import (
+    AdjustIsolatedMargin,
     AdminAction,
     CancelOrder,
     ConfigureInstrument,
+    Deposit,
     KillSwitch,
     MassCancel,
     NewOrder,
     ReplaceOrder,
     SessionStatus,
     SetAccountStp,
+    SetIndexPrice,
     SetInstrumentStatus,
+    SetLeverage,
+    SetMarginMode,
     SetPosition,
     SetTradingDay,
     Tick,
+    Withdraw,
 )
-from engine.enums import CancelReason, InstrumentStatus, OrdType, Side, StpMode, TimeInForce
+from engine.enums import (
+    CancelReason,
+    InstrumentStatus,
+    MarginMode,
+    OrdType,
+    Side,
+    StpMode,
+    TimeInForce,
+    TriggerBy,
+)
 from engine.sequencer import Batch, field_getter
 
 MAGIC = b"FXJRNL01"
@@ -71,6 +86,12 @@ COMMAND_CODES: dict[type, int] = {
     SetTradingDay: 11,
     ConfigureInstrument: 12,
     AdminAction: 13,
+    Deposit: 14,
+    Withdraw: 15,
+    SetLeverage: 16,
+    SetMarginMode: 17,
+    AdjustIsolatedMargin: 18,
+    SetIndexPrice: 19,
 }
 _CLASSES: dict[int, type] = {code: cls for cls, code in COMMAND_CODES.items()}
 
@@ -102,7 +123,9 @@ class ScanResult(NamedTuple):
 
 
 _ENUM_FIELDS: dict[type, dict[str, Any]] = {
-    NewOrder: {"side": Side, "ord_type": OrdType, "tif": TimeInForce, "stp": StpMode},
+    NewOrder: {"side": Side, "ord_type": OrdType, "tif": TimeInForce, "stp": StpMode,
+               "trigger_by": TriggerBy},
+    SetMarginMode: {"mode": MarginMode},
     CancelOrder: {"reason": CancelReason},
     MassCancel: {"side": Side, "reason": CancelReason},
     SetInstrumentStatus: {"status": InstrumentStatus},

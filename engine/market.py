@@ -43,6 +43,9 @@ class Market:
         "book",
         "instrument",
         "last_price",
+        "mark_price",
+        "mstops_down",
+        "mstops_up",
         "positions",
         "reduce_only",
         "status",
@@ -55,6 +58,9 @@ class Market:
     book: Book
     status: InstrumentStatus
     last_price: int
+    mark_price: int
+    mstops_up: list[tuple[int, int]]
+    mstops_down: list[tuple[int, int]]
     positions: dict[str, int]
     reduce_only: dict[str, dict[int, Order]]
     stops_up: list[tuple[int, int]]
@@ -69,6 +75,9 @@ class Market:
         self.book = book
         self.status = instrument.status
         self.last_price = 0
+        self.mark_price = 0
+        self.mstops_up = []
+        self.mstops_down = []
         self.positions = {}
         self.reduce_only = {}
         self.stops_up = []
@@ -112,16 +121,29 @@ class Market:
 
     # -- stops ----------------------------------------------------------------------------
 
+    def _stop_list(self, o: Order) -> list[tuple[int, int]]:
+        spec = o.spec
+        up = triggers_up(spec.ord_type, o.side)
+        if spec.trigger_mark:
+            return self.mstops_up if up else self.mstops_down
+        return self.stops_up if up else self.stops_down
+
+    def has_stops(self) -> bool:
+        """True if any untriggered order waits here."""
+        return bool(self.stops_up or self.stops_down or self.mstops_up or self.mstops_down)
+
+    def trigger_lists(self) -> tuple[list[tuple[int, int]], ...]:
+        """The four trigger indexes (last up/down, mark up/down)."""
+        return self.stops_up, self.stops_down, self.mstops_up, self.mstops_down
+
     def add_stop(self, o: Order) -> None:
         """Index an untriggered stop/take-profit order."""
-        spec = o.spec
-        lst = self.stops_up if triggers_up(spec.ord_type, o.side) else self.stops_down
-        insort(lst, (spec.stop_price, o.id))
+        insort(self._stop_list(o), (o.spec.stop_price, o.id))
 
     def remove_stop(self, o: Order) -> None:
         """Remove an untriggered order from the trigger index."""
         spec = o.spec
-        lst = self.stops_up if triggers_up(spec.ord_type, o.side) else self.stops_down
+        lst = self._stop_list(o)
         key = (spec.stop_price, o.id)
         i = bisect_left(lst, key)
         if i < len(lst) and lst[i] == key:
@@ -130,23 +152,15 @@ class Market:
             raise KeyError(key)
 
     def next_triggered(self) -> int:
-        """Lowest order id whose trigger condition holds at the last price (0 if none)."""
-        last = self.last_price
-        if not last or self.status is InstrumentStatus.HALTED or (
+        """Lowest order id whose trigger condition holds at the last (or, for mark-triggered
+        orders, the mark) price; 0 if none."""
+        if self.status is InstrumentStatus.HALTED or (
             self.status is InstrumentStatus.CANCEL_ONLY
         ):
             return 0
-        best = 0
-        up = self.stops_up
-        if up and up[0][0] <= last:
-            for _, oid in up[: bisect_right(up, (last, _BIG))]:
-                if not best or oid < best:
-                    best = oid
-        down = self.stops_down
-        if down and down[-1][0] >= last:
-            for _, oid in down[bisect_left(down, (last, 0)) :]:
-                if not best or oid < best:
-                    best = oid
+        best = _first_triggered(self.stops_up, self.stops_down, self.last_price, 0)
+        if self.mark_price and (self.mstops_up or self.mstops_down):
+            best = _first_triggered(self.mstops_up, self.mstops_down, self.mark_price, best)
         return best
 
     # -- reduce-only index ----------------------------------------------------------------
@@ -163,3 +177,19 @@ class Market:
         d = self.reduce_only.get(o.account)
         if d is not None and d.pop(o.id, None) is not None and not d:
             del self.reduce_only[o.account]
+
+
+def _first_triggered(up: list, down: list, price: int, best: int) -> int:
+    """Lowest order id in ``up`` with trigger <= price or ``down`` with trigger >= price,
+    or ``best`` if that is lower."""
+    if not price:
+        return best
+    if up and up[0][0] <= price:
+        for _, oid in up[: bisect_right(up, (price, _BIG))]:
+            if not best or oid < best:
+                best = oid
+    if down and down[-1][0] >= price:
+        for _, oid in down[bisect_left(down, (price, 0)) :]:
+            if not best or oid < best:
+                best = oid
+    return best

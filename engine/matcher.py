@@ -35,19 +35,25 @@ from engine import controls as _controls
 from engine import snapshot as _snapshot
 from engine.book import NO_ASK, Book, FastBook
 from engine.commands import (
+    AdjustIsolatedMargin,
     AdminAction,
     CancelOrder,
     ConfigureInstrument,
+    Deposit,
     KillSwitch,
     MassCancel,
     NewOrder,
     ReplaceOrder,
     SessionStatus,
     SetAccountStp,
+    SetIndexPrice,
     SetInstrumentStatus,
+    SetLeverage,
+    SetMarginMode,
     SetPosition,
     SetTradingDay,
     Tick,
+    Withdraw,
 )
 from engine.dry_run import executable_qty
 from engine.enums import (
@@ -59,6 +65,7 @@ from engine.enums import (
     Side,
     StpMode,
     TimeInForce,
+    TriggerBy,
 )
 from engine.events import (
     InstrumentStatusChanged,
@@ -76,6 +83,8 @@ from engine.instruments import Instrument
 from engine.market import Market
 from engine.order import Order, OrderSpec
 from engine.replace import replace_order
+from engine.risk import commands as _risk_commands
+from engine.risk.book import RiskBook
 
 _tn: Final = tuple.__new__
 BUY: Final = Side.BUY
@@ -104,6 +113,7 @@ DECREMENT_AND_CANCEL: Final = StpMode.DECREMENT_AND_CANCEL
 
 _MARKET_TYPES: Final = (MARKET, STOP, TAKE_PROFIT)  # enter (or trigger into) a market order
 _STOP_TYPES: Final = (STOP, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT)
+_TP_TYPES: Final = (TAKE_PROFIT, TAKE_PROFIT_LIMIT)
 DAY_NS: Final = 86_400 * 1_000_000_000
 _SPEC_CACHE_MAX: Final = 4096
 
@@ -130,6 +140,7 @@ class MatchingEngine:
     killed: dict[str, tuple[str, ...]]  # firm -> its accounts, while its kill switch is on
     blocked: set[str]  # accounts of killed firms: new orders and replaces are rejected
     sessions: dict[str, tuple[bool, bool]]  # FIX session -> (connected, cancel-on-disconnect)
+    risk: RiskBook  # collateral, margin and marks (engine.risk)
     _expiry: list[tuple[int, int]]  # heap of (expire_ts, order id), lazy
     _specs: dict[OrderSpec, OrderSpec]
     _plain: OrderSpec
@@ -161,6 +172,7 @@ class MatchingEngine:
         self._expiry = []
         self._specs = {}
         self._plain = self._intern(OrderSpec(LIMIT, GTC, 0, 0, 0, None, False, False, 0, False))
+        self.risk = RiskBook(self)
 
     # -- public API -----------------------------------------------------------------------
 
@@ -168,6 +180,8 @@ class MatchingEngine:
         """Apply one command; return its events in order."""
         events: list = []
         _DISPATCH[type(command)](self, command, events)
+        if self.risk.active:
+            self.risk.finish(command, events)
         return events
 
     def state_hash(self) -> str:
@@ -238,6 +252,19 @@ class MatchingEngine:
             mode = self.account_stp.get(o.account, self.default_stp)
         return mode
 
+    def _margin_reject(self, c: NewOrder, side: Side, price: int, qty: int, ev: list) -> bool:
+        """Run the pre-trade margin check; on failure append the rejection, return True."""
+        reason, shortfall = self.risk.check_order(ev, c.account, c.symbol, side, price, qty)
+        if not reason:
+            return False
+        self.exec_id += 1
+        ev.append(
+            OrderRejected(c.seq, c.ts, self.exec_id, c.seq, c.cl_ord_id, c.account, c.symbol,
+                          side, c.ord_type, c.tif, c.price, c.stop_price, c.qty,
+                          RejectReason(reason), shortfall)
+        )
+        return True
+
     def _remove_live(self, m: Market, o: Order) -> None:
         """Drop a live order from the book or trigger index and from the indexes."""
         if o.visible:
@@ -258,7 +285,7 @@ class MatchingEngine:
 
     def _finish(self, m: Market, seq: int, ts: int, ev: list) -> None:
         """End of a command on one market: run triggers, then report touched levels."""
-        if (m.stops_up or m.stops_down) and m.last_price:
+        if m.has_stops():
             self._run_triggers(m, seq, ts, ev)
         m.book.drain_levels(seq, ev)
 
@@ -314,6 +341,11 @@ class MatchingEngine:
             return R.INVALID_PRICE, side, ot, tif, stp
         if is_stop and c.stop_price <= 0:
             return R.INVALID_STOP_PRICE, side, ot, tif, stp
+        if c.trigger_by is not None and (
+            _as_enum(TriggerBy, c.trigger_by) is None or not is_stop
+            or (c.trigger_by == TriggerBy.MARK and c.symbol not in self.risk.marks)
+        ):
+            return R.INVALID_TRIGGER, side, ot, tif, stp
         if tif is GTD and c.expire_ts <= c.ts:
             return R.INVALID_EXPIRE_TIME, side, ot, tif, stp
         if c.post_only and (not has_limit or is_stop or tif is IOC or tif is FOK):
@@ -374,6 +406,8 @@ class MatchingEngine:
                 and not (c.display_qty or c.min_qty or c.post_only or c.reduce_only)
                 and c.seq not in self.orders
             ):
+                if inst.max_leverage and self._margin_reject(c, side, price, qty, ev):
+                    return
                 oid = c.seq
                 cl = c.cl_ord_id
                 acct = c.account
@@ -405,6 +439,10 @@ class MatchingEngine:
             return
         assert m is not None
         qty = c.qty
+        if (m.instrument.max_leverage and ot not in _STOP_TYPES and not c.reduce_only
+                and self._margin_reject(c, side, self.risk.margin_price(m.symbol, side, c.price
+                                        if ot not in _MARKET_TYPES else 0), qty, ev)):
+            return
         if c.reduce_only:  # clamp to the position it may close
             pos = m.positions.get(c.account, 0)
             room = -pos if side is BUY else pos
@@ -423,9 +461,14 @@ class MatchingEngine:
         ):
             spec = self._plain
         else:
+            by_mark = False
+            if is_stop:
+                by_mark = (c.trigger_by == TriggerBy.MARK if c.trigger_by is not None
+                           else ot in _TP_TYPES and bool(m.instrument.max_leverage))
             spec = self._intern(
                 OrderSpec(ot, tif, c.stop_price if is_stop else 0, c.display_qty, c.min_qty,
-                          stp, bool(c.reduce_only), bool(c.post_only), expire, is_stop)
+                          stp, bool(c.reduce_only), bool(c.post_only), expire, is_stop,
+                          by_mark)
             )
         price = c.price if ot not in _MARKET_TYPES else 0
         oid = c.seq
@@ -600,7 +643,8 @@ class MatchingEngine:
                 if room > 0 and o.leaves > room:
                     o.qty -= o.leaves - room
                     o.leaves = room
-            ev.append(self._oev(OrderTriggered, seq, ts, o, m.last_price))
+            ev.append(self._oev(OrderTriggered, seq, ts, o,
+                                m.mark_price if s.trigger_mark else m.last_price))
             if s.reduce_only and o.leaves > 0:
                 pos = m.positions.get(o.account, 0)
                 if (pos >= 0) if o.side is BUY else (pos <= 0):
@@ -611,6 +655,14 @@ class MatchingEngine:
                 lo, hi = m.band()
                 if not lo <= o.price <= hi:
                     self._cancel(m, o, C.PRICE_BAND, seq, ts, ev)
+                    continue
+            if m.instrument.max_leverage and not s.reduce_only:
+                risk = self.risk
+                reason, _short = risk.check_order(
+                    ev, o.account, o.symbol, o.side,
+                    risk.margin_price(o.symbol, o.side, o.price), o.leaves)
+                if reason:
+                    self._cancel(m, o, C.INSUFFICIENT_MARGIN, seq, ts, ev)
                     continue
             if m.status is POST_ONLY:
                 book = m.book
@@ -700,6 +752,9 @@ class MatchingEngine:
         if m is None:
             self._request_reject(c, RequestKind.ADMIN, 0, c.account, R.UNKNOWN_SYMBOL, ev)
             return
+        if m.instrument.max_leverage:
+            self._request_reject(c, RequestKind.ADMIN, 0, c.account, R.MARGINED_INSTRUMENT, ev)
+            return
         m.positions[c.account] = c.position
         self._enforce_reduce_only(m, c.account, c.seq, c.ts, ev)
         self._finish(m, c.seq, c.ts, ev)
@@ -721,6 +776,8 @@ class MatchingEngine:
             self._remove_live(self.markets[o.symbol], o)
             o.leaves = 0
             ev.append(self._oev(OrderExpired, c.seq, c.ts, o, C.EXPIRY))
+        if self.risk.marks:
+            self.risk.on_tick(c.ts, c.seq, ev)
         self._finish_all(c.seq, c.ts, ev)
 
 
@@ -739,5 +796,11 @@ _DISPATCH: dict[type, Callable[[MatchingEngine, Any, list], None]] = {
     SessionStatus: _controls.session_status,
     SetTradingDay: _controls.set_trading_day,
     ConfigureInstrument: _controls.configure_instrument,
+    Deposit: _risk_commands.deposit,
+    Withdraw: _risk_commands.withdraw,
+    SetLeverage: _risk_commands.set_leverage,
+    SetMarginMode: _risk_commands.set_margin_mode,
+    AdjustIsolatedMargin: _risk_commands.adjust_isolated_margin,
+    SetIndexPrice: _risk_commands.set_index_price,
     Tick: MatchingEngine._on_tick,
 }

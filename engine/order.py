@@ -29,6 +29,7 @@ class OrderSpec(NamedTuple):
     post_only: bool
     expire_ts: int  # GTD/DAY expiry (ns), 0 if none
     pending: bool  # an untriggered stop/take-profit (not in the book)
+    trigger_mark: bool = False  # triggered by the mark price (else by the last trade)
 
 
 class Order:

@@ -49,25 +49,32 @@ from typing import Any, Callable, NamedTuple
 import attr
 
 from engine.commands import (
+    AdjustIsolatedMargin,
     AdminAction,
     CancelOrder,
     ConfigureInstrument,
+    Deposit,
     KillSwitch,
     MassCancel,
     NewOrder,
     ReplaceOrder,
     SessionStatus,
     SetAccountStp,
+    SetIndexPrice,
     SetInstrumentStatus,
+    SetLeverage,
+    SetMarginMode,
     SetPosition,
     SetTradingDay,
     Tick,
+    Withdraw,
 )
 
 COMMAND_CLASSES: tuple[type, ...] = (
     NewOrder, CancelOrder, ReplaceOrder, MassCancel, SetInstrumentStatus, SetPosition,
     SetAccountStp, KillSwitch, SessionStatus, SetTradingDay, ConfigureInstrument, Tick,
-    AdminAction,
+    AdminAction, Deposit, Withdraw, SetLeverage, SetMarginMode, AdjustIsolatedMargin,
+    SetIndexPrice,
 )
 
 

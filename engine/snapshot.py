@@ -65,6 +65,9 @@ def canonical_state(eng: Any) -> dict[str, Any]:
         state["killed"] = sorted([f, list(a)] for f, a in eng.killed.items())
     if eng.sessions:
         state["sessions"] = sorted([s, c, d] for s, (c, d) in eng.sessions.items())
+    risk = eng.risk.to_state()
+    if risk is not None:
+        state["risk"] = risk
     return state
 
 
@@ -86,7 +89,8 @@ def _order_rows(orders: dict) -> list[tuple]:
         spec = f[11]
         plain = specs.get(id(spec))
         if plain is None:
-            plain = specs[id(spec)] = tuple(spec)
+            # a last-price spec packs as the ten fields it always had (same hash as before)
+            plain = specs[id(spec)] = tuple(spec) if spec.trigger_mark else tuple(spec)[:10]
         append((*f[:11], plain))
     return rows
 
@@ -102,10 +106,11 @@ def state_hash(eng: Any) -> str:
 
 
 def _spec(t: list) -> OrderSpec:
-    ot, tif, stop, display, min_qty, stp, ro, po, expire, pending = t
+    ot, tif, stop, display, min_qty, stp, ro, po, expire, pending = t[:10]
     return OrderSpec(
         OrdType(ot), TimeInForce(tif), stop, display, min_qty,
         None if stp is None else StpMode(stp), ro, po, expire, pending,
+        bool(t[10]) if len(t) > 10 else False,
     )
 
 
@@ -157,4 +162,6 @@ def load(cls: Any, data: bytes, book_factory: Callable[[str], Any]) -> Any:
         if o.spec.expire_ts:
             eng._expiry.append((o.spec.expire_ts, o.id))
     heapify(eng._expiry)
+    if "risk" in st:
+        eng.risk.load_state(st["risk"])
     return eng

@@ -1,0 +1,763 @@
+"""RiskBook: collateral, margin, marks and the pre-trade check, inside the engine.
+
+Theory of operation
+-------------------
+The matcher knows nothing of money. The risk book follows the matcher's own events
+(:meth:`sync`): an accepted or triggered order adds its leaves and leaves*price to its
+account's aggregates in that instrument, fills, cancels, replaces, restatements and expiry
+take them off, and each Trade moves both positions, realises PnL, charges fees and (for
+isolated positions) moves margin. It is therefore deterministic and replayed with the
+journal like the matcher. Before the matcher accepts a new order, a replace or a triggered
+stop in a margined instrument it asks :meth:`check_order`, which syncs first so it sees
+every earlier effect of the same command.
+
+Cost per order is O(1) in the account's orders: the order margin of an instrument is a
+function of four aggregates and the position (:func:`engine.risk.margin.order_margin`), and
+the account keeps the sum. The cross valuation (unrealised PnL, initial and maintenance
+margin at mark) is cached per account and recomputed over its positions only when a mark
+or the account changed since the last use (amortised: marks change at most once per
+instrument's ``mark_interval_ms``).
+
+At the end of every command :meth:`finish` re-arms the mark thresholds of touched
+accounts (see engine.risk.thresholds) and emits one AccountChanged per touched account and
+one PositionChanged per touched position, so readers (FIX reports, Postgres, feeds) follow
+durable events instead of reading live engine state.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from engine.enums import (
+    LedgerCause,
+    MarginMode,
+    OrdType,
+    RejectReason,
+    RequestKind,
+    Side,
+)
+from engine.events import (
+    AccountChanged,
+    BalanceChanged,
+    IndexPriceUpdated,
+    MarginBreached,
+    MarkPriceUpdated,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderReplaced,
+    OrderRestated,
+    OrderTriggered,
+    PositionChanged,
+    RequestRejected,
+    RiskSettingsChanged,
+    Trade,
+)
+from engine.instruments import Instrument
+from engine.risk import margin as mg
+from engine.risk.state import MarkState, RiskAccount, RiskPosition
+from engine.risk.thresholds import PPM, Thresholds, trigger_distance
+
+R = RejectReason
+BUY = Side.BUY
+_STOP_TYPES = (OrdType.STOP, OrdType.STOP_LIMIT, OrdType.TAKE_PROFIT, OrdType.TAKE_PROFIT_LIMIT)
+_MARKET_TYPES = (OrdType.MARKET, OrdType.STOP, OrdType.TAKE_PROFIT)
+MS = 1_000_000
+
+
+class InstrumentRisk:
+    """What the risk book needs of one margined instrument, precomputed."""
+
+    __slots__ = ("asset", "instrument", "mmr_max", "taker_ppm", "tiers", "unit", "v")
+
+    def __init__(self, inst: Instrument) -> None:
+        self.instrument = inst
+        self.asset = inst.settlement_asset
+        self.unit = inst.unit_value()
+        self.v = self.unit * inst.multiplier
+        self.tiers = inst.tiers()
+        self.mmr_max = max(t[1] for t in self.tiers)
+        self.taker_ppm = inst.taker_fee_ppm
+
+
+class RiskBook:
+    """Every account's collateral and margined positions (see module docstring)."""
+
+    def __init__(self, engine: Any) -> None:
+        # a proxy: the engine owns this book, and must stay free of reference cycles
+        self.eng = weakref.proxy(engine)
+        self.instruments: dict[str, InstrumentRisk] = {}
+        self.assets: dict[str, int] = {}  # settlement asset -> decimals
+        self.accounts: dict[tuple[str, str], RiskAccount] = {}
+        self.positions: dict[tuple[str, str], RiskPosition] = {}
+        self.held: dict[int, list] = {}  # order id -> [leaves, price, position, is_buy]
+        self.marks: dict[str, MarkState] = {}
+        self.thresholds: dict[str, Thresholds] = {}
+        self.armed: dict[tuple, list] = {}  # owner -> [(symbol, is_long, entry)]
+        self.breached: set = set()
+        self.fee_pool: dict[str, int] = {}
+        self.deposited: dict[str, int] = {}
+        self.withdrawn: dict[str, int] = {}
+        self.gen = 0  # bumped on every mark change: cached cross valuations are stale
+        self.active = False
+        self._ev: list | None = None
+        self._cursor = 0
+        self._touched_accounts: dict[tuple[str, str], RiskAccount] = {}
+        self._touched_positions: dict[tuple[str, str], RiskPosition] = {}
+        for inst in engine.instruments:
+            self.configure(inst)
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def configure(self, inst: Instrument) -> None:
+        """Know an instrument's (new) rules."""
+        sym = inst.symbol
+        if inst.margined:
+            self.instruments[sym] = InstrumentRisk(inst)
+            self.assets.setdefault(inst.settlement_asset, inst.settlement_decimals)
+            self.marks.setdefault(sym, MarkState())
+            self.thresholds.setdefault(sym, Thresholds())
+            self.active = True
+        else:
+            self.instruments.pop(sym, None)
+
+    def problem(self, inst: Instrument) -> RejectReason | None:
+        """Why these risk parameters cannot be used (None if they can)."""
+        if not inst.margined:
+            return None if inst.max_leverage == 0 else R.INVALID_INSTRUMENT
+        known = self.assets.get(inst.settlement_asset)
+        tiers = inst.tiers()
+        caps = [t[0] for t in tiers]
+        ok = (
+            isinstance(inst.settlement_asset, str) and inst.settlement_asset
+            and 0 <= inst.settlement_decimals <= 18
+            and (known is None or known == inst.settlement_decimals)
+            and inst.unit_value() > 0
+            and 1 <= inst.max_leverage <= 1000
+            and 0 <= inst.default_leverage <= inst.max_leverage
+            and caps == sorted(caps) and len(set(caps)) == len(caps)
+            and all(c > 0 and 0 < mmr < PPM and 1 <= lev <= inst.max_leverage
+                    and mmr * lev < PPM for c, mmr, lev in tiers)
+            and inst.mark_interval_ms > 0 and inst.mark_smoothing > 0
+            and 0 <= inst.mark_basis_cap_ppm < PPM
+        )
+        return None if ok else R.INVALID_INSTRUMENT
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def account(self, account: str, asset: str) -> RiskAccount:
+        """The account's record in ``asset`` (created empty)."""
+        key = (account, asset)
+        a = self.accounts.get(key)
+        if a is None:
+            a = self.accounts[key] = RiskAccount(account, asset)
+        return a
+
+    def position(self, account: str, symbol: str) -> RiskPosition:
+        """The account's position record in a margined instrument (created flat)."""
+        key = (account, symbol)
+        p = self.positions.get(key)
+        if p is None:
+            ir = self.instruments[symbol]
+            p = self.positions[key] = RiskPosition(
+                account, symbol, ir.asset, ir.instrument.leverage_default())
+            self.account(account, ir.asset).positions[symbol] = p
+        return p
+
+    def mark_of(self, symbol: str) -> int:
+        """The mark price in ticks; before the first mark, the last price or reference."""
+        ms = self.marks.get(symbol)
+        if ms is not None and ms.mark:
+            return ms.mark
+        return self.eng.markets[symbol].reference_price()
+
+    def value(self, a: RiskAccount) -> RiskAccount:
+        """Bring the account's cross valuation up to date (at the current marks)."""
+        if a.gen == self.gen:
+            return a
+        upnl = im = mm = 0
+        for sym, p in a.positions.items():
+            if p.size and p.mode is MarginMode.CROSS:
+                ir = self.instruments[sym]
+                r = mg.position_risk(p.size, p.entry_cost, self.mark_of(sym), ir.v,
+                                     p.leverage, ir.tiers)
+                upnl += r.unrealised_pnl
+                im += r.initial_margin
+                mm += r.maintenance_margin
+        a.upnl, a.im, a.mm, a.gen = upnl, im, mm, self.gen
+        return a
+
+    def available(self, a: RiskAccount) -> int:
+        """Balance free for new orders: balance - isolated margin - order margin + cross
+        unrealised PnL - cross position initial margin."""
+        self.value(a)
+        return a.balance - a.iso_total - a.om_total + a.upnl - a.im
+
+    def withdrawable(self, a: RiskAccount) -> int:
+        """Like :meth:`available` but unrealised profit does not count."""
+        self.value(a)
+        return a.balance - a.iso_total - a.om_total + min(a.upnl, 0) - a.im
+
+    # -- the pre-trade check ----------------------------------------------------------------
+
+    def check_order(
+        self, ev: list, account: str, symbol: str, side: Side, price: int, qty: int,
+        old: list | None = None,
+    ) -> tuple[int, int]:
+        """(reject reason or 0, shortfall) for an order of ``qty`` lots at ``price`` ticks
+        (a market order's band limit) on top of the account's orders, replacing held order
+        ``old`` (a replace) if given."""
+        self.sync(ev)
+        ir = self.instruments[symbol]
+        p = self.positions.get((account, symbol))
+        if p is None:
+            size = bq = bc = sq = sc = old_om = 0
+            lev = ir.instrument.leverage_default()
+        else:
+            size, bq, bc, sq, sc = p.size, p.buy_qty, p.buy_cost, p.sell_qty, p.sell_cost
+            old_om, lev = p.om, p.leverage
+        if old is not None:
+            if old[3]:
+                bq -= old[0]
+                bc -= old[0] * old[1]
+            else:
+                sq -= old[0]
+                sc -= old[0] * old[1]
+        is_buy = side is BUY
+        if is_buy:
+            bq += qty
+            bc += qty * price
+        else:
+            sq += qty
+            sc += qty * price
+        v = ir.v
+        mark = self.mark_of(symbol)
+        long_cost, short_cost = mg.side_costs(size, bq, bc, sq, sc)
+        worst = (size * mark + long_cost if is_buy and size >= 0 else
+                 -size * mark + short_cost if not is_buy and size <= 0 else
+                 (long_cost if is_buy else short_cost)) * v
+        cap = mg.max_notional(ir.tiers, lev)
+        if worst > cap:
+            return R.RISK_LIMIT_EXCEEDED, 0
+        need = mg.order_margin(size, bq, bc, sq, sc, v, lev, ir.taker_ppm) - old_om
+        if need <= 0:
+            return 0, 0
+        need += mg.open_loss(is_buy, price, mark, qty, v)
+        a = self.accounts.get((account, ir.asset))
+        avail = self.available(a) if a is not None else 0
+        if avail < need:
+            return R.INSUFFICIENT_MARGIN, need - avail
+        return 0, 0
+
+    def margin_price(self, symbol: str, side: Side, price: int) -> int:
+        """The price an order's margin is computed at: its limit, or for a market order the
+        price-band edge it may trade to."""
+        if price:
+            return price
+        lo, hi = self.eng.markets[symbol].band()
+        return hi if side is BUY else lo
+
+    # -- following the matcher's events -----------------------------------------------------
+
+    def sync(self, ev: list) -> None:
+        """Apply the command's events not applied yet."""
+        if ev is not self._ev:
+            self._ev = ev
+            self._cursor = 0
+        i = self._cursor
+        handlers = _HANDLERS
+        instruments = self.instruments
+        while i < len(ev):
+            e = ev[i]
+            i += 1
+            h = handlers.get(type(e))
+            if h is not None and e.symbol in instruments:
+                h(self, e, ev)
+        self._cursor = i
+
+    def _hold(self, e: Any) -> None:
+        if e.ord_type in _STOP_TYPES and type(e) is OrderAccepted:
+            return  # an untriggered stop holds no margin until it triggers
+        if not e.leaves:
+            return
+        p = self.position(e.account, e.symbol)
+        price = self.margin_price(e.symbol, e.side, e.price)
+        is_buy = e.side is BUY
+        self.held[e.order_id] = [e.leaves, price, p, is_buy]
+        if is_buy:
+            p.buy_qty += e.leaves
+            p.buy_cost += e.leaves * price
+        else:
+            p.sell_qty += e.leaves
+            p.sell_cost += e.leaves * price
+        self._reprice(p)
+
+    def _set_leaves(self, oid: int, leaves: int, price: int | None = None) -> None:
+        h = self.held.get(oid)
+        if h is None:
+            return
+        old_leaves, old_price, p, is_buy = h
+        new_price = old_price if price is None or not price else price
+        if is_buy:
+            p.buy_qty += leaves - old_leaves
+            p.buy_cost += leaves * new_price - old_leaves * old_price
+        else:
+            p.sell_qty += leaves - old_leaves
+            p.sell_cost += leaves * new_price - old_leaves * old_price
+        if leaves:
+            h[0], h[1] = leaves, new_price
+        else:
+            del self.held[oid]
+        self._reprice(p)
+
+    def _on_accepted(self, e: Any, ev: list) -> None:
+        self._hold(e)
+
+    def _on_ended(self, e: Any, ev: list) -> None:
+        self._set_leaves(e.order_id, 0)
+
+    def _on_replaced(self, e: Any, ev: list) -> None:
+        self._set_leaves(e.order_id, e.leaves, e.price)
+
+    def _on_restated(self, e: Any, ev: list) -> None:
+        self._set_leaves(e.order_id, e.leaves)
+
+    def _on_trade(self, e: Any, ev: list) -> None:
+        h = self.held.get(e.maker_order_id)
+        if h is not None:
+            self._set_leaves(e.maker_order_id, h[0] - e.qty)
+        h = self.held.get(e.taker_order_id)
+        if h is not None:
+            self._set_leaves(e.taker_order_id, h[0] - e.qty)
+        ir = self.instruments[e.symbol]
+        taker_buy = e.aggressor_side is BUY
+        self._fill(ir, e.maker_account, not taker_buy, e, e.maker_fee, ev)
+        self._fill(ir, e.taker_account, taker_buy, e, e.taker_fee, ev)
+
+    def _fill(self, ir: InstrumentRisk, account: str, is_buy: bool, e: Any, fee_units: int,
+              ev: list) -> None:
+        p = self.position(account, e.symbol)
+        a = self.account(account, ir.asset)
+        qty, price, v = e.qty, e.price, ir.v
+        size = p.size
+        signed = qty if is_buy else -qty
+        pnl = 0
+        if size == 0 or (size > 0) == is_buy:
+            p.size = size + signed
+            p.entry_cost += price * qty
+            if p.mode is MarginMode.ISOLATED:
+                self._move_iso(p, a, mg.initial_margin(price * qty * v, p.leverage))
+        else:
+            open_lots = abs(size)
+            closed = qty if qty < open_lots else open_lots
+            closed_cost = p.entry_cost * closed // open_lots
+            pnl = ((price * closed - closed_cost) if size > 0
+                   else (closed_cost - price * closed)) * v
+            p.entry_cost -= closed_cost
+            p.size = size + signed
+            if p.mode is MarginMode.ISOLATED:
+                release = p.iso if closed == open_lots else p.iso * closed // open_lots
+                self._move_iso(p, a, -release)
+            if qty > open_lots:
+                p.entry_cost = price * (qty - open_lots)
+                if p.mode is MarginMode.ISOLATED:
+                    self._move_iso(p, a, mg.initial_margin(p.entry_cost * v, p.leverage))
+        ref = str(e.exec_id)
+        if pnl:
+            p.realised += pnl
+            a.balance += pnl
+            ev.append(BalanceChanged(e.seq, e.ts, account, ir.asset, pnl, a.balance,
+                                     LedgerCause.REALISED_PNL, e.symbol, ref))
+        fee = mg.fee_minor_units(fee_units, ir.unit) if fee_units else 0
+        if fee:
+            p.fees += fee
+            a.balance -= fee
+            self.fee_pool[ir.asset] = self.fee_pool.get(ir.asset, 0) + fee
+            ev.append(BalanceChanged(e.seq, e.ts, account, ir.asset, -fee, a.balance,
+                                     LedgerCause.FEE, e.symbol, ref))
+        p.last_exec_id = e.exec_id
+        self._reprice(p)
+        a.gen = -1
+        self._touched_positions[(account, e.symbol)] = p
+
+    def _move_iso(self, p: RiskPosition, a: RiskAccount, amount: int) -> None:
+        p.iso += amount
+        a.iso_total += amount
+
+    def _reprice(self, p: RiskPosition) -> None:
+        ir = self.instruments[p.symbol]
+        om = mg.order_margin(p.size, p.buy_qty, p.buy_cost, p.sell_qty, p.sell_cost, ir.v,
+                             p.leverage, ir.taker_ppm)
+        a = self.accounts[(p.account, p.asset)]
+        a.om_total += om - p.om
+        p.om = om
+        self._touched_accounts[(p.account, p.asset)] = a
+
+    # -- end of command ---------------------------------------------------------------------
+
+    def finish(self, command: Any, ev: list) -> None:
+        """Sync the command's last events, re-arm and report what it touched."""
+        self.sync(ev)
+        if not self._touched_accounts and not self._touched_positions:
+            self._ev = None
+            return
+        seq = command.seq
+        ts = command.ts
+        touched_p = self._touched_positions
+        for p in touched_p.values():
+            self._touched_accounts.setdefault((p.account, p.asset),
+                                              self.accounts[(p.account, p.asset)])
+        for a in self._touched_accounts.values():
+            if a.positions and any(p.size for p in a.positions.values()):
+                self.arm(a, seq, ts, ev)
+            ev.append(AccountChanged(seq, ts, a.account, a.asset, a.balance, a.iso_total,
+                                     a.om_total))
+        for p in touched_p.values():
+            ev.append(PositionChanged(seq, ts, p.account, p.symbol, p.size, p.entry_cost,
+                                      p.realised, p.fees, p.leverage, p.mode, p.iso,
+                                      p.last_exec_id))
+        self._touched_accounts = {}
+        self._touched_positions = {}
+        self._ev = None
+
+    def touch(self, a: RiskAccount, p: RiskPosition | None = None) -> None:
+        """Report ``a`` (and ``p``) at the end of this command."""
+        self._touched_accounts[(a.account, a.asset)] = a
+        if p is not None:
+            self._touched_positions[(p.account, p.symbol)] = p
+
+    # -- mark thresholds --------------------------------------------------------------------
+
+    def _disarm(self, owner: tuple) -> None:
+        for sym, is_long, entry in self.armed.pop(owner, ()):
+            th = self.thresholds[sym]
+            (th.longs if is_long else th.shorts).discard(entry)
+
+    def arm(self, a: RiskAccount, seq: int, ts: int, ev: list) -> None:
+        """Re-arm the thresholds of an account's cross positions and isolated ones."""
+        owner = (a.account, False)
+        self._disarm(owner)
+        self.value(a)
+        cross = [p for p in a.positions.values() if p.size and p.mode is MarginMode.CROSS]
+        if cross:
+            headroom = a.balance - a.iso_total + a.upnl - a.mm
+            self._arm_owner(owner, cross, headroom, a.mm, a.asset, "", seq, ts, ev)
+        for p in a.positions.values():
+            if p.mode is MarginMode.ISOLATED:
+                iso_owner = (a.account, p.symbol)
+                self._disarm(iso_owner)
+                if p.size:
+                    ir = self.instruments[p.symbol]
+                    r = mg.position_risk(p.size, p.entry_cost, self.mark_of(p.symbol), ir.v,
+                                         p.leverage, ir.tiers)
+                    headroom = p.iso + r.unrealised_pnl - r.maintenance_margin
+                    self._arm_owner(iso_owner, [p], headroom, r.maintenance_margin, a.asset,
+                                    p.symbol, seq, ts, ev)
+
+    def _arm_owner(self, owner: tuple, positions: list, headroom: int, mm: int, asset: str,
+                   iso_symbol: str, seq: int, ts: int, ev: list) -> None:
+        if headroom < 0:
+            if owner not in self.breached:
+                self.breached.add(owner)
+                ev.append(MarginBreached(seq, ts, owner[0], asset, iso_symbol, headroom + mm,
+                                         mm))
+            return
+        self.breached.discard(owner)
+        share = headroom // len(positions)
+        entries = []
+        for p in positions:
+            ir = self.instruments[p.symbol]
+            d = trigger_distance(share, p.size, ir.v, ir.mmr_max)
+            mark = self.mark_of(p.symbol)
+            th = self.thresholds[p.symbol]
+            if p.size > 0:
+                entry = (mark - d, owner)
+                th.longs.add(entry)
+            else:
+                entry = (mark + d, owner)
+                th.shorts.add(entry)
+            entries.append((p.symbol, p.size > 0, entry))
+        self.armed[owner] = entries
+
+    def _fire(self, symbol: str, mark: int, seq: int, ts: int, ev: list) -> None:
+        owners = self.thresholds[symbol].fired(mark)
+        if not owners:
+            return
+        seen: dict = {}
+        for owner in owners:
+            seen[owner] = None
+        asset = self.instruments[symbol].asset
+        for owner in seen:
+            self._disarm(owner)
+            self.arm(self.accounts[(owner[0], asset)], seq, ts, ev)
+
+    # -- marks ------------------------------------------------------------------------------
+
+    def on_tick(self, ts: int, seq: int, ev: list) -> list:
+        """Recompute marks that are due; return the symbols whose mark changed."""
+        changed = []
+        for sym, ms in self.marks.items():
+            ir = self.instruments.get(sym)
+            inst = ir.instrument if ir is not None else self.eng.markets[sym].instrument
+            if ms.last_ts and ts - ms.last_ts < inst.mark_interval_ms * MS:
+                continue
+            if ir is None and not ms.index:
+                continue
+            ms.last_ts = ts
+            mark = self._compute_mark(sym, inst, ms)
+            if mark and mark != ms.mark:
+                ms.mark = mark
+                self.eng.markets[sym].mark_price = mark
+                self.gen += 1
+                ev.append(MarkPriceUpdated(seq, ts, sym, ms.index, mark))
+                if ir is not None:
+                    self._fire(sym, mark, seq, ts, ev)
+                changed.append(sym)
+        return changed
+
+    def _compute_mark(self, sym: str, inst: Instrument, ms: MarkState) -> int:
+        m = self.eng.markets[sym]
+        bb, ba = m.book.best_bid, m.book.best_ask
+        two_sided = bool(bb) and ba < (1 << 62)
+        index = ms.index
+        if not index:
+            return m.last_price or ((bb + ba) // 2 if two_sided else inst.reference_price)
+        cap = index * inst.mark_basis_cap_ppm // PPM
+        if two_sided:
+            basis = (bb + ba) // 2 - index
+            basis = cap if basis > cap else -cap if basis < -cap else basis
+            ms.ema += (basis - ms.ema) // inst.mark_smoothing
+        ema = cap if ms.ema > cap else -cap if ms.ema < -cap else ms.ema
+        return index + ema
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def reject(self, c: Any, kind: RequestKind, reason: RejectReason, ev: list,
+               shortfall: int = 0) -> None:
+        """Answer a risk request with RequestRejected."""
+        eng = self.eng
+        eng.exec_id += 1
+        ev.append(RequestRejected(c.seq, c.ts, eng.exec_id, kind, 0,
+                                  getattr(c, "request_id", "") or getattr(c, "ref", ""),
+                                  getattr(c, "account", "") or "", reason, shortfall))
+
+    def deposit(self, c: Any, ev: list) -> None:
+        """Credit an account (Deposit)."""
+        if c.asset not in self.assets:
+            return self.reject(c, RequestKind.DEPOSIT, R.UNKNOWN_ASSET, ev)
+        if not _positive_int(c.amount) or not c.account:
+            return self.reject(c, RequestKind.DEPOSIT, R.INVALID_AMOUNT, ev)
+        a = self.account(c.account, c.asset)
+        a.balance += c.amount
+        self.deposited[c.asset] = self.deposited.get(c.asset, 0) + c.amount
+        self.active = True
+        ev.append(BalanceChanged(c.seq, c.ts, c.account, c.asset, c.amount, a.balance,
+                                 LedgerCause.DEPOSIT, "", c.ref))
+        self.touch(a)
+
+    def withdraw(self, c: Any, ev: list) -> None:
+        """Debit an account unless that leaves it under its margin requirement (Withdraw)."""
+        if c.asset not in self.assets:
+            return self.reject(c, RequestKind.WITHDRAW, R.UNKNOWN_ASSET, ev)
+        if not _positive_int(c.amount):
+            return self.reject(c, RequestKind.WITHDRAW, R.INVALID_AMOUNT, ev)
+        a = self.accounts.get((c.account, c.asset))
+        free = self.withdrawable(a) if a is not None else 0
+        if c.amount > free:
+            return self.reject(c, RequestKind.WITHDRAW, R.INSUFFICIENT_MARGIN, ev,
+                               c.amount - max(free, 0))
+        assert a is not None
+        a.balance -= c.amount
+        self.withdrawn[c.asset] = self.withdrawn.get(c.asset, 0) + c.amount
+        ev.append(BalanceChanged(c.seq, c.ts, c.account, c.asset, -c.amount, a.balance,
+                                 LedgerCause.WITHDRAWAL, "", c.ref))
+        self.touch(a)
+
+    def _settings(self, c: Any, kind: RequestKind, p: RiskPosition, ev: list) -> None:
+        ev.append(RiskSettingsChanged(c.seq, c.ts, kind, p.account, p.symbol, p.leverage,
+                                      p.mode, p.iso, c.request_id))
+        a = self.accounts[(p.account, p.asset)]
+        a.gen = -1
+        self.touch(a, p)
+
+    def set_leverage(self, c: Any, ev: list) -> None:
+        """Change an account's leverage in an instrument (SetLeverage)."""
+        ir = self.instruments.get(c.symbol)
+        if ir is None:
+            return self.reject(c, RequestKind.LEVERAGE, R.NOT_MARGINED, ev)
+        lev = c.leverage
+        if not _positive_int(lev) or lev > ir.instrument.max_leverage:
+            return self.reject(c, RequestKind.LEVERAGE, R.INVALID_LEVERAGE, ev)
+        p = self.position(c.account, c.symbol)
+        a = self.account(c.account, ir.asset)
+        mark = self.mark_of(c.symbol)
+        long_cost, short_cost = mg.side_costs(p.size, p.buy_qty, p.buy_cost, p.sell_qty,
+                                              p.sell_cost)
+        worst = max(max(p.size, 0) * mark + long_cost, max(-p.size, 0) * mark + short_cost)
+        if worst * ir.v > mg.max_notional(ir.tiers, lev):
+            return self.reject(c, RequestKind.LEVERAGE, R.RISK_LIMIT_EXCEEDED, ev)
+        new_om = mg.order_margin(p.size, p.buy_qty, p.buy_cost, p.sell_qty, p.sell_cost, ir.v,
+                                 lev, ir.taker_ppm)
+        notional = abs(p.size) * mark * ir.v
+        if p.mode is MarginMode.ISOLATED:
+            transfer = max(0, mg.initial_margin(notional, lev) - p.iso) if p.size else 0
+            need = transfer + new_om - p.om
+        else:
+            transfer = 0
+            need = (mg.initial_margin(notional, lev) - mg.initial_margin(notional, p.leverage)
+                    + new_om - p.om)
+        if need > 0:
+            avail = self.available(a)
+            if avail < need:
+                return self.reject(c, RequestKind.LEVERAGE, R.INSUFFICIENT_MARGIN, ev,
+                                   need - avail)
+        p.leverage = lev
+        if transfer:
+            self._move_iso(p, a, transfer)
+        self._reprice(p)
+        self._settings(c, RequestKind.LEVERAGE, p, ev)
+
+    def set_margin_mode(self, c: Any, ev: list) -> None:
+        """Switch cross/isolated while the account has nothing open there (SetMarginMode)."""
+        ir = self.instruments.get(c.symbol)
+        if ir is None:
+            return self.reject(c, RequestKind.MARGIN_MODE, R.NOT_MARGINED, ev)
+        try:
+            mode = MarginMode(c.mode)
+        except ValueError:
+            return self.reject(c, RequestKind.MARGIN_MODE, R.INVALID_MARGIN_MODE, ev)
+        p = self.position(c.account, c.symbol)
+        if mode is not p.mode and (not p.idle() or self._has_pending(c.account, c.symbol)):
+            return self.reject(c, RequestKind.MARGIN_MODE, R.MARGIN_MODE_CHANGE_UNSAFE, ev)
+        p.mode = mode
+        self._settings(c, RequestKind.MARGIN_MODE, p, ev)
+
+    def _has_pending(self, account: str, symbol: str) -> bool:
+        # Untriggered stops hold no margin but would open a position under the new mode
+        # (rare: a scan over the instrument's trigger index, only on a mode change).
+        m = self.eng.markets[symbol]
+        orders = self.eng.orders
+        return any(orders[oid].account == account
+                   for lst in m.trigger_lists() for _p, oid in lst)
+
+    def adjust_isolated(self, c: Any, ev: list) -> None:
+        """Add margin to or remove it from an open isolated position."""
+        ir = self.instruments.get(c.symbol)
+        if ir is None:
+            return self.reject(c, RequestKind.ISOLATED_MARGIN, R.NOT_MARGINED, ev)
+        p = self.positions.get((c.account, c.symbol))
+        if p is None or not p.size or p.mode is not MarginMode.ISOLATED:
+            return self.reject(c, RequestKind.ISOLATED_MARGIN, R.NO_ISOLATED_POSITION, ev)
+        amount = c.amount
+        if not isinstance(amount, int) or isinstance(amount, bool) or not amount:
+            return self.reject(c, RequestKind.ISOLATED_MARGIN, R.INVALID_AMOUNT, ev)
+        a = self.accounts[(c.account, ir.asset)]
+        if amount > 0:
+            avail = self.available(a)
+            if avail < amount:
+                return self.reject(c, RequestKind.ISOLATED_MARGIN, R.INSUFFICIENT_MARGIN, ev,
+                                   amount - max(avail, 0))
+        else:
+            r = mg.position_risk(p.size, p.entry_cost, self.mark_of(c.symbol), ir.v,
+                                 p.leverage, ir.tiers)
+            removable = p.iso + min(r.unrealised_pnl, 0) - r.initial_margin
+            if -amount > removable:
+                return self.reject(c, RequestKind.ISOLATED_MARGIN, R.INSUFFICIENT_MARGIN, ev,
+                                   -amount - max(removable, 0))
+        self._move_iso(p, a, amount)
+        self._settings(c, RequestKind.ISOLATED_MARGIN, p, ev)
+
+    def set_index(self, c: Any, ev: list) -> None:
+        """Record an index price (SetIndexPrice); the mark follows at the next due tick."""
+        if c.symbol not in self.eng.markets:
+            return self.reject(c, RequestKind.INDEX_PRICE, R.UNKNOWN_SYMBOL, ev)
+        if not _positive_int(c.price):
+            return self.reject(c, RequestKind.INDEX_PRICE, R.INVALID_INDEX_PRICE, ev)
+        ms = self.marks.get(c.symbol)
+        if ms is None:
+            ms = self.marks[c.symbol] = MarkState()
+        ms.index = c.price
+        ms.index_ts = c.ts
+        ev.append(IndexPriceUpdated(c.seq, c.ts, c.symbol, c.price))
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def to_state(self) -> dict | None:
+        """Plain data for snapshots and the state hash (None when there is no risk state)."""
+        if not (self.accounts or self.marks):
+            return None
+        return {
+            "accounts": sorted([a.account, a.asset, a.balance]
+                               for a in self.accounts.values()),
+            "positions": sorted(p.as_row() for p in self.positions.values()
+                                if not (p.idle() and p.leverage
+                                        == self.instruments[p.symbol].instrument
+                                        .leverage_default()
+                                        and p.mode is MarginMode.CROSS and not p.iso
+                                        and not p.realised and not p.fees)),
+            "marks": sorted([s, *ms.as_row()] for s, ms in self.marks.items()),
+            "breached": sorted([o[0], o[1] if isinstance(o[1], str) else ""]
+                               for o in self.breached),
+            "fee_pool": sorted(self.fee_pool.items()),
+            "deposited": sorted(self.deposited.items()),
+            "withdrawn": sorted(self.withdrawn.items()),
+            "gen": self.gen,
+        }
+
+    def load_state(self, st: dict) -> None:
+        """Inverse of :meth:`to_state`, after the engine's orders are restored."""
+        for account, asset, balance in st["accounts"]:
+            self.account(account, asset).balance = balance
+        for (account, symbol, asset, size, entry, realised, fees, lev, mode, iso,
+             last) in st["positions"]:
+            p = self.position(account, symbol)
+            p.size, p.entry_cost, p.realised, p.fees = size, entry, realised, fees
+            p.leverage, p.mode, p.iso, p.last_exec_id = lev, MarginMode(mode), iso, last
+            self.accounts[(account, asset)].iso_total += iso
+        for sym, index, index_ts, ema, mark, last_ts in st["marks"]:
+            ms = self.marks.setdefault(sym, MarkState())
+            ms.index, ms.index_ts, ms.ema, ms.mark, ms.last_ts = index, index_ts, ema, mark, last_ts
+            if mark:
+                self.eng.markets[sym].mark_price = mark
+        self.breached = {(a, s if s else False) for a, s in st["breached"]}
+        self.fee_pool = dict(st["fee_pool"])
+        self.deposited = dict(st["deposited"])
+        self.withdrawn = dict(st["withdrawn"])
+        self.gen = st["gen"]
+        self.active = True
+        ev: list = []
+        for o in sorted(self.eng.orders.values(), key=lambda o: o.id):
+            if o.symbol in self.instruments and not o.spec.pending and o.leaves:
+                self._hold(_HeldOrder(o))
+        for a in self.accounts.values():
+            if any(p.size for p in a.positions.values()):
+                self.arm(a, 0, 0, ev)
+        self._touched_accounts = {}
+        self._touched_positions = {}
+
+
+class _HeldOrder:
+    """Adapts a live Order to the fields :meth:`RiskBook._hold` reads from an event."""
+
+    __slots__ = ("account", "leaves", "ord_type", "order_id", "price", "side", "symbol")
+
+    def __init__(self, o: Any) -> None:
+        self.order_id, self.account, self.symbol = o.id, o.account, o.symbol
+        self.side, self.price, self.leaves = o.side, o.price, o.leaves
+        self.ord_type = OrdType.LIMIT
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+_HANDLERS: dict[type, Any] = {
+    OrderAccepted: RiskBook._on_accepted,
+    OrderTriggered: RiskBook._on_accepted,
+    OrderCanceled: RiskBook._on_ended,
+    OrderExpired: RiskBook._on_ended,
+    OrderReplaced: RiskBook._on_replaced,
+    OrderRestated: RiskBook._on_restated,
+    Trade: RiskBook._on_trade,
+}
