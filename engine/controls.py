@@ -29,6 +29,8 @@ from engine.instruments import PPM, Instrument
 from engine.market import Market
 
 DAY_NS = 86_400 * 1_000_000_000
+_RISK_FIELDS = ("settlement_asset", "settlement_decimals", "max_leverage", "default_leverage",
+                "risk_tiers", "mark_interval_ms", "mark_smoothing", "mark_basis_cap_ppm")
 
 
 def kill_switch(eng: Any, c: Any, ev: list) -> None:
@@ -72,20 +74,34 @@ def set_trading_day(eng: Any, c: Any, ev: list) -> None:
 def configure_instrument(eng: Any, c: Any, ev: list) -> None:
     """List an instrument or change its rules (see ConfigureInstrument)."""
     reason = _instrument_problem(c)
+    m = eng.markets.get(c.symbol)
+    risk_fields = {name: getattr(c, name) for name in _RISK_FIELDS}
+    if not reason:
+        try:
+            candidate = Instrument(c.symbol, c.tick_size, c.lot_size, c.min_qty, c.max_qty,
+                                   c.multiplier, c.maker_fee_ppm, c.taker_fee_ppm,
+                                   c.price_band_ppm, c.reference_price,
+                                   InstrumentStatus(c.status), **risk_fields)
+            reason = eng.risk.problem(candidate)
+        except (TypeError, ValueError):
+            reason = RejectReason.INVALID_INSTRUMENT
     if reason:
         eng._request_reject(c, RequestKind.ADMIN, 0, None, reason, ev)
         return
-    m = eng.markets.get(c.symbol)
     if m is None:
-        status = InstrumentStatus(c.status)
-        inst = Instrument(c.symbol, c.tick_size, c.lot_size, c.min_qty, c.max_qty,
-                          c.multiplier, c.maker_fee_ppm, c.taker_fee_ppm, c.price_band_ppm,
-                          c.reference_price, status)
+        inst = candidate
         eng.instruments.append(inst)
         eng.markets[inst.symbol] = Market(inst, eng.book_factory(inst.symbol))
+        eng.risk.configure(inst)
         ev.append(InstrumentConfigured(c.seq, c.ts, inst.symbol, inst, True))
         return
     old = m.instrument
+    if old.max_leverage and not c.max_leverage and (
+            any(p for p in m.positions.values())
+            or any(o.symbol == c.symbol for o in eng.orders.values())):
+        # unmargining an instrument with open positions or orders would strand their margin
+        eng._request_reject(c, RequestKind.ADMIN, 0, None, RejectReason.INSTRUMENT_IN_USE, ev)
+        return
     grid_changed = (Decimal(c.tick_size) != Decimal(old.tick_size)
                     or Decimal(c.lot_size) != Decimal(old.lot_size)
                     or c.multiplier != old.multiplier)
@@ -96,8 +112,10 @@ def configure_instrument(eng: Any, c: Any, ev: list) -> None:
     inst = attr.evolve(old, tick_size=c.tick_size, lot_size=c.lot_size, min_qty=c.min_qty,
                        max_qty=c.max_qty, multiplier=c.multiplier,
                        maker_fee_ppm=c.maker_fee_ppm, taker_fee_ppm=c.taker_fee_ppm,
-                       price_band_ppm=c.price_band_ppm, reference_price=c.reference_price)
+                       price_band_ppm=c.price_band_ppm, reference_price=c.reference_price,
+                       **risk_fields)
     m.instrument = inst
+    eng.risk.configure(inst)
     m.reset_band()
     if grid_changed:
         m.last_price = 0  # in ticks of the old grid: the band falls back to the new reference

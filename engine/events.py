@@ -374,7 +374,7 @@ class MarkPriceUpdated(NamedTuple):
     seq: int
     ts: int
     symbol: str
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose
     mark: int
 
 

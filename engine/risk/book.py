@@ -58,6 +58,7 @@ from engine.instruments import Instrument
 from engine.risk import margin as mg
 from engine.risk.state import MarkState, RiskAccount, RiskPosition
 from engine.risk.thresholds import PPM, Thresholds, trigger_distance
+from engine.risk.views import AccountView, InstrumentParams, PositionView, value_positions
 
 R = RejectReason
 BUY = Side.BUY
@@ -86,7 +87,7 @@ class RiskBook:
 
     def __init__(self, engine: Any) -> None:
         # a proxy: the engine owns this book, and must stay free of reference cycles
-        self.eng = weakref.proxy(engine)
+        self.eng: Any = weakref.proxy(engine)
         self.instruments: dict[str, InstrumentRisk] = {}
         self.assets: dict[str, int] = {}  # settlement asset -> decimals
         self.accounts: dict[tuple[str, str], RiskAccount] = {}
@@ -198,6 +199,16 @@ class RiskBook:
         """Like :meth:`available` but unrealised profit does not count."""
         self.value(a)
         return a.balance - a.iso_total - a.om_total + min(a.upnl, 0) - a.im
+
+    def view(self, account: str, asset: str) -> tuple[AccountView, list[PositionView]]:
+        """The account's collateral and position views at the current marks (live engine
+        state: for tests and benchmarks; servers read :class:`RiskReadModel`)."""
+        a = self.accounts.get((account, asset)) or RiskAccount(account, asset)
+        params = {s: InstrumentParams(ir.v, ir.tiers, ir.asset)
+                  for s, ir in self.instruments.items()}
+        marks = {s: self.mark_of(s) for s in a.positions}
+        return value_positions(account, asset, a.balance, a.iso_total, a.om_total,
+                               [a.positions[s] for s in sorted(a.positions)], params, marks)
 
     # -- the pre-trade check ----------------------------------------------------------------
 
