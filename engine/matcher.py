@@ -403,6 +403,7 @@ class MatchingEngine:
                 and inst.min_qty <= qty <= inst.max_qty
                 and qty > 0
                 and c.stp is None
+                and c.trigger_by is None
                 and not (c.display_qty or c.min_qty or c.post_only or c.reduce_only)
                 and c.seq not in self.orders
             ):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.enums import InstrumentStatus, OrdType, RejectReason, RequestKind, Side
-from engine.events import OrderReplaced
+from engine.events import OrderReplaced, RequestRejected
 
 R = RejectReason
 _MARKET_TYPES = (OrdType.MARKET, OrdType.STOP, OrdType.TAKE_PROFIT)
@@ -72,6 +72,16 @@ def replace_order(eng: Any, c: Any, ev: list) -> None:
         ev.append(eng._oev(OrderReplaced, c.seq, c.ts, o, orig, True))
         eng._finish(m, c.seq, c.ts, ev)
         return
+    if m.instrument.max_leverage and not spec.reduce_only:
+        risk = eng.risk
+        reason, shortfall = risk.check_order(
+            ev, o.account, o.symbol, o.side, risk.margin_price(o.symbol, o.side, price),
+            leaves, risk.held.get(o.id))
+        if reason:
+            eng.exec_id += 1
+            ev.append(RequestRejected(c.seq, c.ts, eng.exec_id, RequestKind.REPLACE, c.order_id,
+                                      c.cl_ord_id, c.account, reason, shortfall))
+            return
     if price == o.price and new_qty <= o.qty:  # keeps time priority
         m.book.restate(o, leaves)
         o.qty = new_qty

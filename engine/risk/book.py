@@ -538,7 +538,9 @@ class RiskBook:
         if two_sided:
             basis = (bb + ba) // 2 - index
             basis = cap if basis > cap else -cap if basis < -cap else basis
-            ms.ema += (basis - ms.ema) // inst.mark_smoothing
+            # rounded away from zero, so the average reaches a steady basis exactly
+            delta, n = basis - ms.ema, inst.mark_smoothing
+            ms.ema += (delta + n - 1) // n if delta > 0 else -((n - 1 - delta) // n)
         ema = cap if ms.ema > cap else -cap if ms.ema < -cap else ms.ema
         return index + ema
 

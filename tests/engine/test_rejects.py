@@ -196,6 +196,48 @@ def test_instrument_configuration_rejects(d):
     assert busy.reason == R.INSTRUMENT_IN_USE
 
 
+def test_risk_rejects():
+    """Collateral, leverage, margin mode, isolated margin and index requests (the amounts
+    and shortfalls are checked in tests/engine/test_risk_engine.py)."""
+    from engine.commands import (
+        AdjustIsolatedMargin,
+        Deposit,
+        SetIndexPrice,
+        SetLeverage,
+        SetMarginMode,
+        Withdraw,
+    )
+    from engine.book import FastBook
+    from engine.enums import MarginMode, TriggerBy
+    from tests.engine.riskutil import RiskDriver
+
+    r = RiskDriver()
+
+    def reason(events: list) -> RejectReason:
+        (bad,) = [e for e in events if type(e) in (RequestRejected, OrderRejected)]
+        return bad.reason
+
+    assert reason(r.run(Deposit, "a", "EUR", 5)) == R.UNKNOWN_ASSET
+    assert reason(r.run(Deposit, "a", "USDT", -5)) == R.INVALID_AMOUNT
+    assert reason(r.run(Withdraw, "a", "USDT", 5)) == R.INSUFFICIENT_MARGIN
+    assert reason(r.order("a", BUY, 1, REF)) == R.INSUFFICIENT_MARGIN
+    r.deposit("a", 10**9)
+    assert reason(r.order("a", BUY, 1_000_000, REF)) == R.RISK_LIMIT_EXCEEDED
+    assert reason(r.run(SetLeverage, "a", BTC, 0)) == R.INVALID_LEVERAGE
+    r.order("a", BUY, 1, REF - 5)
+    assert reason(r.run(SetMarginMode, "a", BTC, MarginMode.ISOLATED)) == \
+        R.MARGIN_MODE_CHANGE_UNSAFE
+    assert reason(r.run(SetMarginMode, "a", BTC, 9)) == R.INVALID_MARGIN_MODE
+    assert reason(r.run(AdjustIsolatedMargin, "a", BTC, 5)) == R.NO_ISOLATED_POSITION
+    assert reason(r.run(SetIndexPrice, BTC, 0)) == R.INVALID_INDEX_PRICE
+    assert reason(r.run(SetPosition, "a", BTC, 3)) == R.MARGINED_INSTRUMENT
+    assert reason(r.order("a", BUY, 1, REF, trigger_by=TriggerBy.MARK)) == R.INVALID_TRIGGER
+    plain = Driver(FastBook)
+    plain.seq += 1
+    (bad,) = plain.run(SetLeverage(plain.seq, plain.ts, "a", BTC, 5))
+    assert bad.reason == R.NOT_MARGINED
+
+
 def test_every_reject_reason_is_covered_here():
     """This module exercises every RejectReason (guards against adding one untested)."""
     import inspect
