@@ -199,6 +199,7 @@ def test_instrument_configuration_rejects(d):
 def test_risk_rejects():
     """Collateral, leverage, margin mode, isolated margin and index requests (the amounts
     and shortfalls are checked in tests/engine/test_risk_engine.py)."""
+    from engine.book import FastBook
     from engine.commands import (
         AdjustIsolatedMargin,
         Deposit,
@@ -207,7 +208,6 @@ def test_risk_rejects():
         SetMarginMode,
         Withdraw,
     )
-    from engine.book import FastBook
     from engine.enums import MarginMode, TriggerBy
     from tests.engine.riskutil import RiskDriver
 

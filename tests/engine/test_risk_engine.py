@@ -171,7 +171,7 @@ def test_isolated_position_carries_its_own_margin(d):
     # closing releases the margin and realises the PnL into the balance
     d.order("B", BUY, 1_000, 590_000)
     ev = d.order("A", SELL, 1_000, 590_000)
-    a = [x for x in of(ev, AccountChanged) if x.account == "A"][0]
+    a = next(x for x in of(ev, AccountChanged) if x.account == "A")
     assert a.isolated_margin == 0
     assert a.balance == (10_000 - 30 - 1_000 - 29.5) * USDT
 
