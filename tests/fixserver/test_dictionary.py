@@ -397,7 +397,7 @@ def test_lookups(dd):
 def test_exchange_dictionary_defines_only_its_messages():
     """The exchange dictionary defines exactly the session and application messages it supports."""
     dd = DataDictionary.standard()
-    expected = "0 1 2 3 4 5 A D F G H q r AF 8 9 j V W X Y x y e f".split()
+    expected = "0 1 2 3 4 5 A D F G H q r AF 8 9 j V W X Y x y e f AN AO AP AL AM BB BA BG".split()
     assert sorted(dd.messages) == sorted(t.encode() for t in expected)
     assert reject(dd, build("E")) == (RejectReason.INVALID_MSG_TYPE, 35)
     assert dd.is_valid_msg_type("E") and not dd.has_msg_type("E")
