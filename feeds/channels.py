@@ -2,7 +2,7 @@
 
 ``orderbook@SYMBOL[@DEPTH]`` (DEPTH 5, 20 or full; omitted means full),
 ``trades@SYMBOL``, ``ticker@SYMBOL``, ``kline@SYMBOL@INTERVAL`` (1m 5m 15m 1h 4h 1d),
-``status@SYMBOL`` (the instrument's trading status).
+``status@SYMBOL`` (the instrument's trading status), ``markPrice@SYMBOL`` (index and mark).
 Canonical names always spell the depth: ``orderbook@BTC-PERP`` is ``orderbook@BTC-PERP@full``.
 """
 
@@ -20,7 +20,8 @@ TRADES = "trades"
 TICKER = "ticker"
 KLINE = "kline"
 STATUS = "status"
-KINDS = (ORDERBOOK, TRADES, TICKER, KLINE, STATUS)
+MARK_PRICE = "markPrice"
+KINDS = (ORDERBOOK, TRADES, TICKER, KLINE, STATUS, MARK_PRICE)
 
 DEPTH_NAMES = {"5": 5, "20": 20, "full": FULL_DEPTH}
 _DEPTH_SPELLING = {v: k for k, v in DEPTH_NAMES.items()}
@@ -79,7 +80,7 @@ def parse_channel(name: object, symbols: Container[str]) -> Channel:
             ErrorCode.UNKNOWN_CHANNEL,
             f"unknown channel {name[:100]!r}: expected one of "
             "orderbook@SYMBOL[@5|@20|@full], trades@SYMBOL, ticker@SYMBOL, "
-            "kline@SYMBOL@INTERVAL, status@SYMBOL",
+            "kline@SYMBOL@INTERVAL, status@SYMBOL, markPrice@SYMBOL",
         )
     symbol = parts[1]
     if symbol not in symbols:

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 :meth:`FeedCore.apply` takes engine events in the order the engine emitted them (for real:
 as the sequencer releases them once their journal is durable). It does the cheap part at
-once (record level changes, queue trades, update tickers, candles and trading statuses)
+once (record level changes, queue trades, update tickers, candles, trading statuses, index
+and mark prices)
 and leaves rendering to :meth:`FeedCore.flush`, called once per batch interval, which returns
 a list of :class:`FeedMessage` (at most one per channel per batch). Each message's payload is
 built once; :meth:`FeedMessage.encoded` encodes it at most once per wire format and every
@@ -30,13 +31,21 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from engine.enums import Side
-from engine.events import InstrumentConfigured, InstrumentStatusChanged, LevelChanged, Trade
+from engine.events import (
+    IndexPriceUpdated,
+    InstrumentConfigured,
+    InstrumentStatusChanged,
+    LevelChanged,
+    MarkPriceUpdated,
+    Trade,
+)
 from engine.instruments import Instrument
-from feeds.channels import KLINE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
+from feeds.channels import KLINE, MARK_PRICE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
 from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH, BookFeed, BookUpdate, checksum_of
 from feeds.encoding import WireFormat, encode
 from feeds.kline import INTERVALS, Candle, KlineSeries
 from feeds.l2book import Level
+from feeds.mark import MarkFeed
 from feeds.numbers import UnitFormatter
 from feeds.status import StatusFeed
 from feeds.ticker import MINUTE_NS, RollingTicker
@@ -138,6 +147,9 @@ class _SymbolFeed:
         self.ticker_channel = Channel(TICKER, symbol, None).name
         self.kline_channels = {name: Channel(KLINE, symbol, name).name for name in INTERVALS}
         self.status = StatusFeed(symbol, Channel(STATUS, symbol, None).name, instrument.status)
+        self.marks = MarkFeed(symbol, Channel(MARK_PRICE, symbol, None).name, self.price)
+        #: the published markPrice message: every subscriber's snapshot shares its bytes
+        self.mark_message: FeedMessage | None = None
 
     def wire_levels(self, levels: list[Level]) -> list[list]:
         price, qty = self.price, self.qty
@@ -198,6 +210,21 @@ class FeedCore:
                 f = feeds.get(ev.symbol)
                 if f is not None:
                     f.status.on_change(ev.seq, ev.ts, ev.status)
+            elif t is MarkPriceUpdated:
+                f = feeds.get(ev.symbol)
+                if f is not None and f.marks.on_mark(ev.seq, ev.ts, ev.index, ev.mark):
+                    f.ticker_dirty = True
+            elif t is IndexPriceUpdated:
+                f = feeds.get(ev.symbol)
+                if f is not None and f.marks.on_index(ev.price):
+                    f.ticker_dirty = True
+
+    def seed_mark(self, symbol: str, index: int, mark: int) -> None:
+        """Start a symbol's index and mark (ticks, 0: none) from a recovered engine; published
+        as state, not news (update id and time 0: which command set them is not known)."""
+        f = self._feeds[symbol]
+        f.marks.seed(index, mark)
+        f.mark_message = None
 
     def seed_trades(self, trades: Iterable[SeedTrade]) -> int:
         """Rebuild tickers, candles and recent trades from past trades, publishing nothing;
@@ -293,6 +320,10 @@ class FeedCore:
                     out.append(self._book_update(f, upd))
             if f.trades:
                 out.append(self._trades(f))
+            mark = f.marks.take_update()
+            if mark is not None:
+                f.mark_message = FeedMessage(f.marks.channel, MARK_PRICE, mark)
+                out.append(f.mark_message)
             for name, series in f.klines.items():
                 series.advance(now)
                 changed = series.take_changed()
@@ -339,6 +370,10 @@ class FeedCore:
             return FeedMessage(f.ticker_channel, TICKER, self._ticker_payload(f))
         if channel.kind == STATUS:
             return FeedMessage(f.status.channel, STATUS, f.status.snapshot())
+        if channel.kind == MARK_PRICE:
+            if f.mark_message is None:  # nothing published since start (or the seed)
+                f.mark_message = FeedMessage(f.marks.channel, MARK_PRICE, f.marks.snapshot())
+            return f.mark_message
         if channel.kind == KLINE:
             current = f.klines[channel.param].current  # type: ignore[index]
             if current is None:
@@ -399,6 +434,7 @@ class FeedCore:
         price, qty = f.price, f.qty
         bid, ask = f.book.book.best(Side.BUY), f.book.book.best(Side.SELL)
         has_window = t.count > 0
+        mark, index = f.marks.ticker_fields()
         return {
             "channel": f.ticker_channel, "type": "ticker", "symbol": f.symbol, "ts": self.now,
             "last": price(t.last_price) if t.last_price else None,
@@ -409,4 +445,5 @@ class FeedCore:
             "high": price(t.high) if has_window else None,
             "low": price(t.low) if has_window else None,
             "volume": qty(t.volume), "quote_volume": f.quote(t.quote_volume), "trades": t.count,
+            "mark": mark, "index": index,
         }

@@ -75,18 +75,21 @@ def read_state(client: Any, keys: RedisKeys) -> StoredState:
         pipe.hgetall(keys.book(symbol))
         pipe.get(keys.ticker(symbol))
         pipe.hgetall(keys.kline(symbol))
+        pipe.get(keys.mark(symbol))
     results = pipe.execute()
     meta = parse_meta(results[0])
-    if meta is None or len(results) != 1 + 3 * len(meta.symbols):
+    if meta is None or len(results) != 1 + 4 * len(meta.symbols):
         raise StateNotReady("the feed state changed shape while being read")
-    books, tickers, klines = {}, {}, {}
+    books, tickers, klines, marks = {}, {}, {}, {}
     for i, symbol in enumerate(meta.symbols):
-        book, ticker, kline = results[1 + 3 * i: 4 + 3 * i]
+        book, ticker, kline, mark = results[1 + 4 * i: 5 + 4 * i]
         books[symbol] = parse_book(book)
         if ticker is not None:
             tickers[symbol] = ticker
         klines[symbol] = {k.decode("ascii"): v for k, v in kline.items()}
-    return StoredState(meta, books, tickers, klines)
+        if mark is not None:  # a sink older than the markPrice channel wrote none
+            marks[symbol] = mark
+    return StoredState(meta, books, tickers, klines, marks)
 
 
 class RedisFollower:

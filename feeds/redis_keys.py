@@ -18,7 +18,11 @@ Layout (``P`` is the key prefix, ``md`` by default; one prefix per exchange or p
     The depth-20 ``snapshot`` message, exactly as a WebSocket subscriber gets it (top 20 levels,
     its update id and checksum), for readers that want the top of book in one GET.
 ``P:ticker:SYM`` (string)
-    The latest ``ticker`` message.
+    The latest ``ticker`` message (its ``mark`` and ``index`` are the latest mark and index
+    price, as decimal strings, or null).
+``P:mark:SYM`` (string)
+    The latest ``markPrice`` message (index and mark of the latest mark computation, with its
+    update id ``u`` and ``ts``), exactly as a WebSocket subscriber gets it.
 ``P:kline:SYM`` (hash)
     interval -> the latest ``kline`` message of that interval (its last candle is current).
 ``P:trades:SYM`` (list)
@@ -85,6 +89,10 @@ class RedisKeys(NamedTuple):
         """The latest ticker message of ``symbol``."""
         return f"{self.prefix}:ticker:{symbol}"
 
+    def mark(self, symbol: str) -> str:
+        """The latest markPrice message of ``symbol``."""
+        return f"{self.prefix}:mark:{symbol}"
+
     def kline(self, symbol: str) -> str:
         """The latest kline message per interval of ``symbol``."""
         return f"{self.prefix}:kline:{symbol}"
@@ -95,7 +103,8 @@ class RedisKeys(NamedTuple):
 
     def symbol_keys(self, symbol: str) -> list[str]:
         """Every state key of one symbol (the trades list is history and not among them)."""
-        return [self.book(symbol), self.top(symbol), self.ticker(symbol), self.kline(symbol)]
+        return [self.book(symbol), self.top(symbol), self.ticker(symbol), self.kline(symbol),
+                self.mark(symbol)]
 
 
 # -- book levels ---------------------------------------------------------------------------

@@ -29,7 +29,16 @@ from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
-from feeds.channels import DEPTH_NAMES, KLINE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
+from feeds.channels import (
+    DEPTH_NAMES,
+    KLINE,
+    MARK_PRICE,
+    ORDERBOOK,
+    STATUS,
+    TICKER,
+    TRADES,
+    Channel,
+)
 from feeds.checksum import CHECKSUM_LEVELS, book_checksum
 from feeds.core import FeedMessage
 from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH
@@ -91,6 +100,8 @@ class StoredState(NamedTuple):
     books: dict[str, StoredBook]
     tickers: dict[str, bytes]
     klines: dict[str, dict[str, bytes]]
+    #: symbol -> its stored markPrice message (read-only: the default is shared)
+    marks: dict[str, bytes] = {}
 
 
 def parse_book(fields: dict[bytes, bytes]) -> StoredBook:
@@ -148,6 +159,7 @@ class RelayCore:
         self._tickers: dict[str, FeedMessage] = {}
         self._klines: dict[tuple[str, str], FeedMessage] = {}
         self._statuses: dict[str, FeedMessage] = {}
+        self._marks: dict[str, FeedMessage] = {}
         self._out: list[FeedMessage] = []
         self._snapshots: dict[str, tuple[int, FeedMessage]] = {}
 
@@ -170,6 +182,7 @@ class RelayCore:
         self._tickers = {}
         self._klines = {}
         self._statuses = {}
+        self._marks = {}
         self._snapshots = {}
         self._out = []
         for symbol, data in state.tickers.items():
@@ -178,6 +191,10 @@ class RelayCore:
             for interval, data in by_interval.items():
                 name = Channel(KLINE, symbol, interval).name
                 self._klines[(symbol, interval)] = self._relayed(name, KLINE, data)
+        for symbol, data in state.marks.items():
+            if symbol in self.symbols:
+                name = Channel(MARK_PRICE, symbol, None).name
+                self._marks[symbol] = self._relayed(name, MARK_PRICE, data)
         for symbol, data in meta.statuses:
             if symbol in self.symbols:
                 name = Channel(STATUS, symbol, None).name
@@ -212,6 +229,8 @@ class RelayCore:
                 self._klines[(msg.payload["symbol"], msg.payload["interval"])] = msg
             elif kind == STATUS:
                 self._statuses[msg.payload["symbol"]] = msg
+            elif kind == MARK_PRICE:
+                self._marks[msg.payload["symbol"]] = msg
             ts = msg.payload.get("ts")
             if ts is not None and ts > self.now:
                 self.now = ts
@@ -263,7 +282,7 @@ class RelayCore:
 
     def snapshot_message(self, channel: Channel) -> FeedMessage | None:
         """What a new subscriber of ``channel`` gets first (None for trades, no candle, or
-        no status stored: a sink older than the status channel)."""
+        no status or mark stored: a sink older than that channel)."""
         symbol = channel.symbol
         if channel.kind == ORDERBOOK:
             depth: int = channel.param  # type: ignore[assignment]
@@ -284,6 +303,8 @@ class RelayCore:
             return self._tickers.get(symbol)
         if channel.kind == STATUS:
             return self._statuses.get(symbol)
+        if channel.kind == MARK_PRICE:
+            return self._marks.get(symbol)
         if channel.kind == KLINE:
             last = self._klines.get((symbol, channel.param))  # type: ignore[arg-type]
             if last is None or len(last.payload["data"]) <= 1:
@@ -298,5 +319,6 @@ class RelayCore:
         chans = [Channel(ORDERBOOK, symbol, d) for d in BOOK_DEPTHS]
         chans.append(Channel(TICKER, symbol, None))
         chans.append(Channel(STATUS, symbol, None))
+        chans.append(Channel(MARK_PRICE, symbol, None))
         chans.extend(Channel(KLINE, symbol, i) for i in INTERVALS)
         return chans

@@ -5,10 +5,10 @@ Theory of operation
 :class:`RedisSink` is a :class:`~feeds.hub.FeedSink`. On the reactor thread,
 :meth:`RedisSink.on_batch` turns the batch into a short list of Redis commands (no I/O): the
 level changes of each full-depth book update into the symbol's book hash, the depth-20
-snapshot when the top 20 changed, tickers, kline candles, recent trades, trading statuses
-(in the meta hash), the meta ``seq``, and one PUBLISH of the batch envelope whose payloads
-are the very bytes the WebSocket batch sends (``FeedMessage.encoded``, encoded once). Key
-layout: :mod:`feeds.redis_keys`.
+snapshot when the top 20 changed, tickers (with mark and index), mark-price messages, kline
+candles, recent trades, trading statuses (in the meta hash), the meta ``seq``, and one
+PUBLISH of the batch envelope whose payloads are the very bytes the WebSocket batch sends
+(``FeedMessage.encoded``, encoded once). Key layout: :mod:`feeds.redis_keys`.
 
 The commands run on a dedicated one-thread ThreadPool with the blocking redis client, as one
 pipelined MULTI/EXEC per write (``deferToThreadPool``), so nothing blocks the reactor and each
@@ -37,7 +37,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from feeds.channels import DEPTH_NAMES, KLINE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
+from feeds.channels import (
+    DEPTH_NAMES,
+    KLINE,
+    MARK_PRICE,
+    ORDERBOOK,
+    STATUS,
+    TICKER,
+    TRADES,
+    Channel,
+)
 from feeds.core import FeedCore, FeedMessage
 from feeds.diffs import FULL_DEPTH
 from feeds.encoding import WireFormat, encode
@@ -225,6 +234,8 @@ class RedisSink:
                 cmds.append(("hset", (keys.kline(p["symbol"]), p["interval"], data), {}))
             elif kind == STATUS:
                 cmds.append(("hset", (keys.meta, status_field(p["symbol"]), data), {}))
+            elif kind == MARK_PRICE:
+                cmds.append(("set", (keys.mark(p["symbol"]), data), {}))
         cmds.append(("hset", (keys.meta, "seq", seq), {}))
         envelope = pack_envelope(self.epoch, seq, BATCH, fmt, items)
         cmds.append(("publish", (keys.updates, envelope), {}))
@@ -267,7 +278,9 @@ class RedisSink:
             full = core.snapshot_message(Channel(ORDERBOOK, symbol, FULL_DEPTH))
             top = core.snapshot_message(Channel(ORDERBOOK, symbol, _TOP_DEPTH))
             ticker = core.snapshot_message(Channel(TICKER, symbol, None))
+            mark = core.snapshot_message(Channel(MARK_PRICE, symbol, None))
             assert full is not None and top is not None and ticker is not None
+            assert mark is not None  # every symbol has one (null prices until a first mark)
             p = full.payload
             mapping: dict[Any, Any] = {"u": p["u"], "ts": p["ts"]}
             for depth, field in U_DEPTH.items():
@@ -278,6 +291,7 @@ class RedisSink:
             cmds.append(("hset", (keys.book(symbol),), {"mapping": mapping}))
             cmds.append(("set", (keys.top(symbol), top.encoded(fmt)), {}))
             cmds.append(("set", (keys.ticker(symbol), ticker.encoded(fmt)), {}))
+            cmds.append(("set", (keys.mark(symbol), mark.encoded(fmt)), {}))
             candles = {}
             for interval in INTERVALS:
                 kline = core.snapshot_message(Channel(KLINE, symbol, interval))
