@@ -10,8 +10,9 @@ HTTP, stores, services) are read from ``[DEFAULT]`` only.
 Order entry adds three section kinds of this server's own (QuickFIX has no such sections): a
 ``[FIRM]`` section (``Firm``, ``Accounts`` = comma-separated account ids, ``MaxOpenOrders`` =
 limit per account), an ``[ACCOUNT]`` section (``Account``, ``Firm``, ``MaxOpenOrders``)
-for an account with its own limit, and an ``[INSTRUMENT]`` section per listed instrument
-(:mod:`fixserver.instrument_config`). They inherit nothing from ``[DEFAULT]``.
+for an account with its own limit, an ``[INSTRUMENT]`` section per listed instrument
+(:mod:`fixserver.instrument_config`) and ``[FUNDING]`` sections (collateral accounts start
+with, :mod:`fixserver.funding_config`). They inherit nothing from ``[DEFAULT]``.
 
 Unlike QuickFIX, a key this server does not know is an error, not silently ignored: a mistyped
 ``Starttime`` must stop start-up rather than leave a session open around the clock. Every error
@@ -37,6 +38,13 @@ from fixserver.admin.tokens import (
     parse_token_list,
 )
 from fixserver.dictionary import quickfix_spec_path
+from fixserver.funding_config import (
+    FUNDING_KEYS,
+    REQUIRED_FUNDING_KEYS,
+    Funding,
+    build_funding,
+    settlement_assets,
+)
 from fixserver.instrument_config import INSTRUMENT_KEYS, REQUIRED_KEYS, build_instrument
 from fixserver.orderentry.firms import AccountSettings, FirmSettings
 from fixserver.settings import LogonAuth, SessionRole, SessionSettings
@@ -105,6 +113,11 @@ class ServerConfig:
     journal_path: str | None = None
     #: order entry: the listed instruments ([INSTRUMENT] sections); empty = the demo set
     instruments: tuple[Instrument, ...] = ()
+    #: order entry: start-up collateral of accounts never funded ([FUNDING] sections)
+    funding: tuple[Funding, ...] = ()
+    #: order entry: a margined instrument whose index price is older than this many seconds
+    #: makes /health "degraded" (the mark follows the index)
+    index_stale_seconds: float = 30.0
     #: order entry: seconds between a cancel-on-disconnect session's disconnect and the
     #: cancel of its orders (a logon within it keeps them); 0 = at once
     cancel_on_disconnect_delay: float = 0.0
@@ -345,6 +358,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "SnapshotEveryCommands": ("snapshot_every_commands", _parse_positive_int),
     "SnapshotEverySeconds": ("snapshot_every_seconds", _parse_positive_float),
     "Application": ("application", _parse_application),
+    "IndexStaleSeconds": ("index_stale_seconds", _parse_positive_float),
     "AdminToken": ("admin_token", _parse_text),
     "AdminTokenFile": ("admin_token_file", _parse_text),
     "AdminAddress": ("admin_address", _parse_text),
@@ -363,13 +377,19 @@ _ACCOUNT_KEYS: dict[str, Callable[[str], object]] = {
     "MaxOpenOrders": _parse_non_negative_int,
 }
 
+#: this server's own sections (QuickFIX has none of them): name -> its keys
+_OWN_SECTIONS: dict[str, dict[str, Callable[[str], object]]] = {
+    "FIRM": _FIRM_KEYS, "ACCOUNT": _ACCOUNT_KEYS, "INSTRUMENT": INSTRUMENT_KEYS,
+    "FUNDING": FUNDING_KEYS,
+}
+
 _PATH_SERVER_FIELDS = ("certificate_file", "key_file", "file_store_path", "journal_path")
 _ALL_KEYS = {k.lower(): k for k in (*_SESSION_KEYS, *_SERVER_KEYS)}
 
 
 @attr.s(slots=True, auto_attribs=True)
 class _Section:
-    name: str  # "DEFAULT", "SESSION", "FIRM", "ACCOUNT" or "INSTRUMENT"
+    name: str  # "DEFAULT", "SESSION", "FIRM", "ACCOUNT", "INSTRUMENT" or "FUNDING"
     line: int
     ordinal: int  # 1-based number of this [SESSION]; 0 for [DEFAULT]
     #: canonical key -> (value, line)
@@ -410,14 +430,15 @@ def _split_sections(
             elif name == "SESSION":
                 current = _Section("SESSION", number, len(sessions) + 1)
                 sessions.append(current)
-            elif name in ("FIRM", "ACCOUNT", "INSTRUMENT"):
+            elif name in _OWN_SECTIONS:
                 ordinal = 1 + sum(1 for f in firm_sections if f.name == name)
                 current = _Section(name, number, ordinal)
                 firm_sections.append(current)
             else:
                 raise ConfigError(
                     f"{source}:{number}: unknown section [{line[1:-1]}]; "
-                    "expected [DEFAULT], [SESSION], [FIRM], [ACCOUNT] or [INSTRUMENT]"
+                    "expected [DEFAULT], [SESSION], [FIRM], [ACCOUNT], [INSTRUMENT] or "
+                    "[FUNDING]"
                 )
             continue
         if current is None:
@@ -427,9 +448,8 @@ def _split_sections(
         if not sep or not key:
             raise ConfigError(f"{source}:{number}: expected Key=Value, got {line!r}")
         known = _ALL_KEYS
-        if current.name in ("FIRM", "ACCOUNT", "INSTRUMENT"):
-            keys = {"FIRM": _FIRM_KEYS, "ACCOUNT": _ACCOUNT_KEYS,
-                    "INSTRUMENT": INSTRUMENT_KEYS}[current.name]
+        if current.name in _OWN_SECTIONS:
+            keys = _OWN_SECTIONS[current.name]
             known = {k.lower(): k for k in keys}
         canonical = known.get(key.lower())
         if canonical is None:
@@ -596,6 +616,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: str = ".") -> Se
     _admin_settings(source, base_dir, default, server)
     firms = _build_firms(source, firm_sections)
     server["instruments"] = _build_instruments(source, firm_sections)
+    server["funding"] = _build_funding(source, firm_sections, firms, server["instruments"])  # type: ignore[arg-type]
     if not firms or server.get("application") == "echo":
         for name in ("WebSocketPort", "RedisURL"):
             if name in default.values:
@@ -639,8 +660,48 @@ def _build_instruments(source: str, sections: list[_Section]) -> tuple[Instrumen
         if first is not None:
             raise ConfigError(f"{source}: {section.where()} repeats Symbol="
                               f"{instrument.symbol} of {first.where()}")
+        for other in out:  # the engine keeps one balance per asset: one minor unit too
+            if (other.margined and instrument.margined
+                    and other.settlement_asset == instrument.settlement_asset
+                    and other.settlement_decimals != instrument.settlement_decimals):
+                raise fail("MaxLeverage" if "SettlementDecimals" not in section.values
+                           else "SettlementDecimals",
+                           f"{instrument.settlement_asset} has {other.settlement_decimals} "
+                           f"decimals in {where[other.symbol].where()} "
+                           f"(SettlementDecimals must agree for one asset)")
         where[instrument.symbol] = section
         out.append(instrument)
+    return tuple(out)
+
+
+def _build_funding(source: str, sections: list[_Section], firms: tuple[FirmSettings, ...],
+                   instruments: tuple[Instrument, ...]) -> tuple[Funding, ...]:
+    """The [FUNDING] sections (fixserver.funding_config); an account funded once per asset."""
+    accounts = [a.account for f in firms for a in f.accounts]
+    assets = settlement_assets(instruments)
+    out: list[Funding] = []
+    where: dict[tuple[str, str], _Section] = {}
+    for section in sections:
+        if section.name != "FUNDING":
+            continue
+        for required in REQUIRED_FUNDING_KEYS:
+            if required not in section.values:
+                raise ConfigError(f"{source}: {required} is missing in {section.where()}")
+        values = {key: _parse_value(source, section, key, FUNDING_KEYS[key])
+                  for key in section.values}
+
+        def fail(key: str, message: str, section: _Section = section) -> ConfigError:
+            value, line = section.values[key]
+            return ConfigError(f"{source}:{line}: {key}={value!r} in {section.where()}: "
+                               f"{message}")
+
+        for row in build_funding(values, accounts, assets, fail):
+            first = where.get((row.account, row.asset))
+            if first is not None:
+                raise fail("Accounts", f"account {row.account} is funded in {row.asset} "
+                                       f"already by {first.where()}")
+            where[(row.account, row.asset)] = section
+            out.append(row)
     return tuple(out)
 
 

@@ -65,12 +65,13 @@ BUY = Side.BUY
 _STOP_TYPES = (OrdType.STOP, OrdType.STOP_LIMIT, OrdType.TAKE_PROFIT, OrdType.TAKE_PROFIT_LIMIT)
 _MARKET_TYPES = (OrdType.MARKET, OrdType.STOP, OrdType.TAKE_PROFIT)
 MS = 1_000_000
+_tn = tuple.__new__
 
 
 class InstrumentRisk:
     """What the risk book needs of one margined instrument, precomputed."""
 
-    __slots__ = ("asset", "instrument", "mmr_max", "taker_ppm", "tiers", "unit", "v")
+    __slots__ = ("asset", "cums", "instrument", "mmr_max", "taker_ppm", "tiers", "unit", "v")
 
     def __init__(self, inst: Instrument) -> None:
         self.instrument = inst
@@ -80,6 +81,18 @@ class InstrumentRisk:
         self.tiers = inst.tiers()
         self.mmr_max = max(t[1] for t in self.tiers)
         self.taker_ppm = inst.taker_fee_ppm
+        self.cums = mg.cumulative_deductions(self.tiers)
+
+    def maintenance(self, notional: int) -> int:
+        """Maintenance margin of a position notional (as margin.maintenance_margin)."""
+        if notional <= 0:
+            return 0
+        tiers = self.tiers
+        last = len(tiers) - 1
+        t = 0
+        while t < last and notional > tiers[t][0]:
+            t += 1
+        return -((self.cums[t] - notional * tiers[t][1]) // PPM)
 
 
 class RiskBook:
@@ -106,6 +119,9 @@ class RiskBook:
         self._cursor = 0
         self._touched_accounts: dict[tuple[str, str], RiskAccount] = {}
         self._touched_positions: dict[tuple[str, str], RiskPosition] = {}
+        # accounts whose headroom may have changed (fills, collateral, settings): re-armed at
+        # the end of the command; order margin alone does not move the thresholds
+        self._rearm: dict[tuple[str, str], RiskAccount] = {}
         for inst in engine.instruments:
             self.configure(inst)
 
@@ -161,9 +177,10 @@ class RiskBook:
         p = self.positions.get(key)
         if p is None:
             ir = self.instruments[symbol]
+            a = self.account(account, ir.asset)
             p = self.positions[key] = RiskPosition(
-                account, symbol, ir.asset, ir.instrument.leverage_default())
-            self.account(account, ir.asset).positions[symbol] = p
+                account, symbol, ir.asset, ir.instrument.leverage_default(), a)
+            a.positions[symbol] = p
         return p
 
     def mark_of(self, symbol: str) -> int:
@@ -178,14 +195,18 @@ class RiskBook:
         if a.gen == self.gen:
             return a
         upnl = im = mm = 0
+        cross = MarginMode.CROSS
         for sym, p in a.positions.items():
-            if p.size and p.mode is MarginMode.CROSS:
+            size = p.size
+            if size and p.mode is cross:
                 ir = self.instruments[sym]
-                r = mg.position_risk(p.size, p.entry_cost, self.mark_of(sym), ir.v,
-                                     p.leverage, ir.tiers)
-                upnl += r.unrealised_pnl
-                im += r.initial_margin
-                mm += r.maintenance_margin
+                mark = self.mark_of(sym)
+                v = ir.v
+                notional = (size if size > 0 else -size) * mark * v
+                upnl += (size * mark - p.entry_cost if size > 0
+                         else p.entry_cost + size * mark) * v
+                im += -(-notional // p.leverage)
+                mm += ir.maintenance(notional)
         a.upnl, a.im, a.mm, a.gen = upnl, im, mm, self.gen
         return a
 
@@ -348,8 +369,8 @@ class RiskBook:
 
     def _fill(self, ir: InstrumentRisk, account: str, is_buy: bool, e: Any, fee_units: int,
               ev: list) -> None:
-        p = self.position(account, e.symbol)
-        a = self.account(account, ir.asset)
+        p = self.positions.get((account, e.symbol)) or self.position(account, e.symbol)
+        a = p.owner
         qty, price, v = e.qty, e.price, ir.v
         size = p.size
         signed = qty if is_buy else -qty
@@ -390,7 +411,7 @@ class RiskBook:
         p.last_exec_id = e.exec_id
         self._reprice(p)
         a.gen = -1
-        self._touched_positions[(account, e.symbol)] = p
+        self._touched_positions[p.key] = p
 
     def _move_iso(self, p: RiskPosition, a: RiskAccount, amount: int) -> None:
         p.iso += amount
@@ -400,10 +421,11 @@ class RiskBook:
         ir = self.instruments[p.symbol]
         om = mg.order_margin(p.size, p.buy_qty, p.buy_cost, p.sell_qty, p.sell_cost, ir.v,
                              p.leverage, ir.taker_ppm)
-        a = self.accounts[(p.account, p.asset)]
-        a.om_total += om - p.om
-        p.om = om
-        self._touched_accounts[(p.account, p.asset)] = a
+        a = p.owner
+        if om != p.om:
+            a.om_total += om - p.om
+            p.om = om
+        self._touched_accounts[a.key] = a
 
     # -- end of command ---------------------------------------------------------------------
 
@@ -416,25 +438,31 @@ class RiskBook:
         seq = command.seq
         ts = command.ts
         touched_p = self._touched_positions
+        touched_a = self._touched_accounts
+        rearm = self._rearm
         for p in touched_p.values():
-            self._touched_accounts.setdefault((p.account, p.asset),
-                                              self.accounts[(p.account, p.asset)])
-        for a in self._touched_accounts.values():
-            if a.positions and any(p.size for p in a.positions.values()):
-                self.arm(a, seq, ts, ev)
-            ev.append(AccountChanged(seq, ts, a.account, a.asset, a.balance, a.iso_total,
-                                     a.om_total))
+            a = p.owner
+            touched_a.setdefault(a.key, a)
+            rearm[a.key] = a
+        for a in self._rearm.values():
+            self.arm(a, seq, ts, ev)
+        self._rearm = {}
+        append = ev.append
+        for a in touched_a.values():
+            append(_tn(AccountChanged, (seq, ts, a.account, a.asset, a.balance, a.iso_total,
+                                        a.om_total)))
         for p in touched_p.values():
-            ev.append(PositionChanged(seq, ts, p.account, p.symbol, p.size, p.entry_cost,
-                                      p.realised, p.fees, p.leverage, p.mode, p.iso,
-                                      p.last_exec_id))
+            append(_tn(PositionChanged, (seq, ts, p.account, p.symbol, p.size, p.entry_cost,
+                                         p.realised, p.fees, p.leverage, p.mode, p.iso,
+                                         p.last_exec_id)))
         self._touched_accounts = {}
         self._touched_positions = {}
         self._ev = None
 
     def touch(self, a: RiskAccount, p: RiskPosition | None = None) -> None:
-        """Report ``a`` (and ``p``) at the end of this command."""
+        """Report ``a`` (and ``p``) at the end of this command and re-arm its thresholds."""
         self._touched_accounts[(a.account, a.asset)] = a
+        self._rearm[(a.account, a.asset)] = a
         if p is not None:
             self._touched_positions[(p.account, p.symbol)] = p
 
@@ -590,7 +618,7 @@ class RiskBook:
     def _settings(self, c: Any, kind: RequestKind, p: RiskPosition, ev: list) -> None:
         ev.append(RiskSettingsChanged(c.seq, c.ts, kind, p.account, p.symbol, p.leverage,
                                       p.mode, p.iso, c.request_id))
-        a = self.accounts[(p.account, p.asset)]
+        a = p.owner
         a.gen = -1
         self.touch(a, p)
 

@@ -101,15 +101,20 @@ def order_margin(
     """Margin held by an account's live orders in one instrument: the initial margin plus
     the opening fee (at the taker rate) of the larger side's opening cost. Only one side
     can end up open, so the sides are netted by taking the larger (as Binance does)."""
-    long_cost, short_cost = side_costs(size, buy_qty, buy_cost, sell_qty, sell_cost)
-    cost = long_cost if long_cost > short_cost else short_cost
+    # side_costs inlined: this runs for every order event of a margined instrument
+    if size > 0 and sell_qty:
+        closing = sell_qty if sell_qty < size else size
+        sell_cost -= sell_cost * closing // sell_qty
+    elif size < 0 and buy_qty:
+        closing = buy_qty if buy_qty < -size else -size
+        buy_cost -= buy_cost * closing // buy_qty
+    cost = buy_cost if buy_cost > sell_cost else sell_cost
     if cost <= 0:
         return 0
     notional = cost * v
-    margin = ceil_div(notional, leverage)
     if taker_fee_ppm > 0:
-        margin += ceil_div(notional * taker_fee_ppm, PPM)
-    return margin
+        return -(-notional // leverage) - (-notional * taker_fee_ppm // PPM)
+    return -(-notional // leverage)
 
 
 def open_loss(side_is_buy: bool, price: int, mark: int, qty: int, v: int) -> int:

@@ -18,11 +18,15 @@ class RiskPosition:
     """
 
     __slots__ = (
-        "account", "asset", "buy_cost", "buy_qty", "entry_cost", "fees", "iso", "last_exec_id",
-        "leverage", "mode", "om", "realised", "sell_cost", "sell_qty", "size", "symbol",
+        "account", "asset", "buy_cost", "buy_qty", "entry_cost", "fees", "iso", "key",
+        "last_exec_id", "leverage", "mode", "om", "owner", "realised", "sell_cost", "sell_qty",
+        "size", "symbol",
     )
 
-    def __init__(self, account: str, symbol: str, asset: str, leverage: int) -> None:
+    def __init__(self, account: str, symbol: str, asset: str, leverage: int,
+                 owner: RiskAccount) -> None:
+        self.owner = owner  # the account record (collateral in ``asset``) it belongs to
+        self.key = (account, symbol)
         self.account = account
         self.symbol = symbol
         self.asset = asset
@@ -63,10 +67,11 @@ class RiskAccount:
     generation when they are current, -1 after a fill or settings change.
     """
 
-    __slots__ = ("account", "asset", "balance", "gen", "im", "iso_total", "mm", "om_total",
-                 "positions", "upnl")
+    __slots__ = ("account", "asset", "balance", "gen", "im", "iso_total", "key", "mm",
+                 "om_total", "positions", "upnl")
 
     def __init__(self, account: str, asset: str) -> None:
+        self.key = (account, asset)
         self.account = account
         self.asset = asset
         self.balance = 0

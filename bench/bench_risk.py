@@ -1,0 +1,149 @@
+"""Risk-engine benchmark: the cost of margin on the matcher, and a mark move with many holders.
+
+Usage::
+
+    .venv/bin/python bench/bench_risk.py            # 200k commands x 5 rounds, 100k holders
+    .venv/bin/python bench/bench_risk.py --quick    # 50k commands x 3 rounds, 20k holders
+
+1. **Risk on beside risk off, same run.** bench_engine's mixed workload (40% passive new
+   orders, 35% cancels, 15% replaces, 10% marketable; 1,000 accounts) runs on the demo
+   instruments unmargined (risk off) and margined (risk on: every account funded, an index
+   set, every order through the pre-trade check, every fill through positions, fees and the
+   ledger). Rounds alternate off/on; the figure is process CPU time per command, median of
+   the rounds, and the ratio on/off. Goal: risk costs at most 30% of the matcher's rate.
+2. **A mark move with N accounts holding positions** in the instrument (each bought from
+   one market maker, cross margin, well collateralised) and nobody near a threshold: the
+   CPU time of the Tick that recomputes the mark (index moved by one tick, alternating up
+   and down), median of 200. Goal: at most 1 ms at N = 100,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import attr  # noqa: E402
+
+from bench.bench_engine import SYMBOL, make_workload  # noqa: E402
+from engine import MatchingEngine, NewOrder, Side, demo_instruments  # noqa: E402
+from engine.commands import Deposit, SetIndexPrice, Tick  # noqa: E402
+from engine.events import MarkPriceUpdated  # noqa: E402
+
+TIERS = ((50_000_000_000, 5_000, 100), (250_000_000_000, 10_000, 50),
+         (10_000_000_000_000, 50_000, 10))
+USDT = 1_000_000
+REF = 600_000
+BIG_SEQ = 10**13  # seqs for set-up commands, far from the workload's order ids
+TARGET_RATIO = 1.30
+TARGET_MARK_MS = 1.0
+
+
+def margined() -> list:
+    return [attr.evolve(i, max_leverage=100, default_leverage=10, risk_tiers=TIERS)
+            for i in demo_instruments()]
+
+
+def risk_on_engine(prefill: list) -> MatchingEngine:
+    eng = MatchingEngine(margined())
+    ts = prefill[0].ts - 1_000
+    for i in range(1_000):
+        eng.process(Deposit(BIG_SEQ + i, ts, f"acct{i}", "USDT", 10_000_000 * USDT))
+    eng.process(SetIndexPrice(BIG_SEQ + 2_000, ts, SYMBOL, REF))
+    eng.process(Tick(BIG_SEQ + 2_001, ts))
+    for c in prefill:
+        eng.process(c)
+    return eng
+
+
+def risk_off_engine(prefill: list) -> MatchingEngine:
+    eng = MatchingEngine(demo_instruments())
+    for c in prefill:
+        eng.process(c)
+    return eng
+
+
+def cpu_per_command(eng: MatchingEngine, cmds: list) -> float:
+    """Process CPU microseconds per command (events built and dropped)."""
+    process = eng.process
+    c0 = time.process_time()
+    for c in cmds:
+        process(c)
+    return (time.process_time() - c0) / len(cmds) * 1e6
+
+
+def holders_engine(n: int) -> tuple[MatchingEngine, int, int]:
+    """An engine where ``n`` accounts are long 1 lot each against one market maker."""
+    eng = MatchingEngine(margined())
+    seq = 0
+    ts = 1_700_000_000_000_000_000
+
+    def run(cmd_cls: Any, *args: Any, **kw: Any) -> list:
+        nonlocal seq
+        seq += 1
+        return eng.process(cmd_cls(seq, ts, *args, **kw))
+
+    run(Deposit, "mm", "USDT", 10**9 * USDT)
+    run(SetIndexPrice, SYMBOL, REF)
+    run(Tick)
+    for i in range(n):
+        run(Deposit, f"h{i}", "USDT", 1_000 * USDT)
+    run(NewOrder, "mm", SYMBOL, Side.SELL, n, REF)
+    for i in range(n):
+        run(NewOrder, f"h{i}", SYMBOL, Side.BUY, 1, REF)
+    return eng, seq, ts
+
+
+def mark_move_ms(eng: MatchingEngine, seq: int, ts: int, moves: int) -> tuple[float, int]:
+    """Median CPU ms of a Tick that moves the mark by one tick; also thresholds armed."""
+    samples = []
+    for k in range(moves):
+        seq += 1
+        ts += 2_000_000_000  # past the mark interval
+        eng.process(SetIndexPrice(seq, ts, SYMBOL, REF + (k + 1) % 2))
+        seq += 1
+        c0 = time.process_time_ns()
+        events = eng.process(Tick(seq, ts))
+        samples.append((time.process_time_ns() - c0) / 1e6)
+        assert any(type(e) is MarkPriceUpdated for e in events)
+    armed = len(eng.risk.thresholds[SYMBOL])
+    return statistics.median(samples), armed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    n, rounds, holders = (50_000, 3, 20_000) if args.quick else (200_000, 5, 100_000)
+    print(f"python {sys.version.split()[0]} ({sys.implementation.name}); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    prefill, cmds = make_workload(n, 20_000)
+    off_us, on_us = [], []
+    for _ in range(rounds):
+        off_us.append(cpu_per_command(risk_off_engine(prefill), cmds))
+        on_us.append(cpu_per_command(risk_on_engine(prefill), cmds))
+    off, on = statistics.median(off_us), statistics.median(on_us)
+    print(f"\n{n:,} mixed commands, {rounds} rounds alternating (process CPU time/command):")
+    print(f"  risk off  {off:6.2f} us  ({1e6 / off:10,.0f} commands/s)  runs "
+          + ", ".join(f"{x:.2f}" for x in off_us))
+    print(f"  risk on   {on:6.2f} us  ({1e6 / on:10,.0f} commands/s)  runs "
+          + ", ".join(f"{x:.2f}" for x in on_us))
+    ratio = on / off
+    print(f"  risk on / off = {ratio:.2f}x CPU per command; goal <= {TARGET_RATIO:.2f}x: "
+          f"{'met' if ratio <= TARGET_RATIO else 'NOT met'}")
+    t0 = time.perf_counter()
+    eng, seq, ts = holders_engine(holders)
+    print(f"\nmark move with {holders:,} accounts holding positions "
+          f"(set-up {time.perf_counter() - t0:.1f} s):")
+    ms, armed = mark_move_ms(eng, seq, ts, 200)
+    print(f"  Tick that moves the mark: median {ms:.3f} ms CPU ({armed:,} thresholds armed); "
+          f"goal <= {TARGET_MARK_MS} ms: {'met' if ms <= TARGET_MARK_MS else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
