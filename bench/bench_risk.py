@@ -28,12 +28,12 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import attr  # noqa: E402
+import attr
 
-from bench.bench_engine import SYMBOL, make_workload  # noqa: E402
-from engine import MatchingEngine, NewOrder, Side, demo_instruments  # noqa: E402
-from engine.commands import Deposit, SetIndexPrice, Tick  # noqa: E402
-from engine.events import MarkPriceUpdated  # noqa: E402
+from bench.bench_engine import SYMBOL, make_workload
+from engine import MatchingEngine, NewOrder, Side, demo_instruments
+from engine.commands import Deposit, SetIndexPrice, Tick
+from engine.events import MarkPriceUpdated
 
 TIERS = ((50_000_000_000, 5_000, 100), (250_000_000_000, 10_000, 50),
          (10_000_000_000_000, 50_000, 10))
