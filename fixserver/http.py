@@ -4,7 +4,10 @@
 status and, per configured session, whether it is logged on and its next sequence numbers.
 Once the server is failing (its ``failure`` callable returns a reason: the order pipeline
 stopped because a journal commit failed) it answers 503 with status ``failing`` and that
-``reason``, so a load balancer or supervisor takes it out of service.
+``reason``, so a load balancer or supervisor takes it out of service. While something the
+exchange depends on is late but it still serves (``degraded`` returns what: the index prices
+of margined instruments older than ``IndexStaleSeconds``), it answers 200 with status
+``degraded`` and those details (e.g. ``"stale_index": ["BTC-PERP"]``).
 ``/metrics`` and ``/health`` are open (scrapers, load balancers); ``/admin`` is the
 authenticated admin API (:mod:`fixserver.admin`), on this site or, with ``AdminPort``, on a
 site of its own (:func:`build_admin_site`).
@@ -49,11 +52,13 @@ class HealthResource(Resource):
         sessions: Iterable[Session],
         status: Callable[[], str] = lambda: "ok",
         failure: Callable[[], str | None] = lambda: None,
+        degraded: Callable[[], dict[str, object] | None] = lambda: None,
     ) -> None:
         super().__init__()
         self._sessions = sessions
         self._status = status
         self._failure = failure
+        self._degraded = degraded
 
     def render_GET(self, request: Request) -> bytes:
         body: dict[str, object] = {"status": self._status()}
@@ -61,6 +66,10 @@ class HealthResource(Resource):
         if reason is not None:
             request.setResponseCode(503)
             body = {"status": "failing", "reason": reason}
+        elif body["status"] == "ok":
+            details = self._degraded()
+            if details:
+                body = {"status": "degraded", **details}
         body["sessions"] = [session_health(s) for s in self._sessions]
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -80,11 +89,12 @@ def build_site(
     registry: CollectorRegistry = REGISTRY,
     admin: Resource | None = None,
     failure: Callable[[], str | None] = lambda: None,
+    degraded: Callable[[], dict[str, object] | None] = lambda: None,
 ) -> Site:
     """The HTTP site: ``/metrics``, ``/health`` and (order entry) ``/admin``."""
     root = _Root()
     metrics_page: Any = MetricsResource(registry=registry)
-    health_page: Any = HealthResource(sessions, status, failure)
+    health_page: Any = HealthResource(sessions, status, failure, degraded)
     root.putChild(b"metrics", metrics_page)
     root.putChild(b"health", health_page)
     if admin is not None:

@@ -19,6 +19,25 @@ tick grid); fees and the band are integers in parts per million (100 ppm = 1 bas
 a negative maker fee is a rebate). ``Status`` is the status of a *new* listing only: after
 that, the status is the operator's (admin API) and survives restarts.
 
+Risk (a *margined* instrument: orders need collateral) comes with ``MaxLeverage``::
+
+    SettlementAsset=USDT
+    SettlementDecimals=6
+    MaxLeverage=100
+    DefaultLeverage=20
+    RiskTiers=50000:0.5%:100, 250000:1%:50, 1000000:2.5%:20
+    MarkIntervalMs=1000
+    MarkSmoothing=60
+    MarkBasisCapPpm=5000
+
+``RiskTiers`` are ``cap:maintenance rate:max leverage`` ascending by cap: a position's
+notional up to ``cap`` (whole settlement-asset units, e.g. 50,000 USDT) keeps that
+maintenance margin rate (a percentage, exact to 0.0001% = 1 ppm) and may use at most that
+leverage. They become the engine's ``(cap in minor units, rate in ppm, leverage)`` exactly
+(:func:`risk_tiers`); anything that would not convert exactly, or that the engine would
+refuse (a rate times its leverage of 100% or more: maintenance margin at or above the
+initial margin), is refused here with the key named.
+
 At start-up the order-entry wiring compares these with the instruments the journal holds and
 journals the difference (:func:`fixserver.orderentry.instrument_sync.plan`).
 """
@@ -29,10 +48,16 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
+import attr
+
 from engine.enums import InstrumentStatus
 from engine.instruments import PPM, Instrument
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+_ASSET = re.compile(r"^[A-Z][A-Z0-9]{1,11}$")
+#: the engine's bounds (engine.risk.book.RiskBook.problem)
+MAX_LEVERAGE = 1000
+MAX_DECIMALS = 18
 
 STATUS_NAMES: dict[str, InstrumentStatus] = {
     "trading": InstrumentStatus.TRADING,
@@ -90,6 +115,65 @@ def _band_ppm(value: str) -> int:
     return int(value)
 
 
+def _asset(value: str) -> str:
+    if not _ASSET.match(value):
+        raise ValueError("expected 2-12 characters A-Z, 0-9 starting with a letter (e.g. USDT)")
+    return value
+
+
+def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ValueError(f"expected a whole number {low} to {high}{what}")
+        return int(value)
+
+    return parse
+
+
+def _rate_ppm(text: str) -> int:
+    """``0.5%`` as parts per million (5000), exactly; ValueError otherwise."""
+    if not text.endswith("%"):
+        raise ValueError(f"rate {text!r} must be a percentage such as 0.5%")
+    try:
+        rate = Decimal(text[:-1].strip())
+    except InvalidOperation:
+        raise ValueError(f"rate {text!r} is not a number") from None
+    ppm = rate * 10_000
+    if not rate.is_finite() or ppm != ppm.to_integral_value():
+        raise ValueError(f"rate {text!r} is finer than 0.0001% (1 ppm)")
+    if not 0 < ppm < PPM:
+        raise ValueError(f"rate {text!r} must be above 0% and below 100%")
+    return int(ppm)
+
+
+def _tiers(value: str) -> tuple[tuple[Decimal, int, int], ...]:
+    """``cap:rate%:leverage, ...`` as (cap in asset units, rate ppm, leverage) triples (the
+    cap becomes minor units in :func:`risk_tiers`, once SettlementDecimals is known)."""
+    out = []
+    for number, part in enumerate(value.split(","), start=1):
+        fields = [f.strip() for f in part.split(":")]
+        if len(fields) != 3:
+            raise ValueError(f"tier {number} {part.strip()!r}: expected cap:rate%:leverage "
+                             "(e.g. 50000:0.5%:100)")
+        cap_text, rate_text, lev_text = fields
+        try:
+            cap = Decimal(cap_text.replace("_", ""))
+        except InvalidOperation:
+            cap = Decimal(-1)
+        if not cap.is_finite() or cap <= 0:
+            raise ValueError(f"tier {number}: cap {cap_text!r} must be a positive amount of "
+                             "the settlement asset")
+        try:
+            rate = _rate_ppm(rate_text)
+        except ValueError as exc:
+            raise ValueError(f"tier {number}: {exc}") from None
+        if not lev_text.isdigit() or not 1 <= int(lev_text) <= MAX_LEVERAGE:
+            raise ValueError(f"tier {number}: leverage {lev_text!r} must be a whole number 1 "
+                             f"to {MAX_LEVERAGE}")
+        out.append((cap, rate, int(lev_text)))
+    return tuple(out)
+
+
 def _status(value: str) -> InstrumentStatus:
     status = STATUS_NAMES.get(value.lower())
     if status is None:
@@ -110,8 +194,19 @@ INSTRUMENT_KEYS: dict[str, Callable[[str], Any]] = {
     "PriceBandPpm": _band_ppm,
     "ReferencePrice": _decimal,
     "Status": _status,
+    "SettlementAsset": _asset,
+    "SettlementDecimals": _bounded_int(0, MAX_DECIMALS, " (digits of the asset's minor unit)"),
+    "MaxLeverage": _bounded_int(1, MAX_LEVERAGE, ""),
+    "DefaultLeverage": _bounded_int(1, MAX_LEVERAGE, ""),
+    "RiskTiers": _tiers,
+    "MarkIntervalMs": _bounded_int(1, 86_400_000, " (milliseconds)"),
+    "MarkSmoothing": _bounded_int(1, 1_000_000, " (samples)"),
+    "MarkBasisCapPpm": _bounded_int(0, PPM - 1, " ppm"),
 }
 REQUIRED_KEYS = ("Symbol", "TickSize", "LotSize")
+#: keys that only mean something for a margined instrument (one with MaxLeverage)
+RISK_KEYS = ("SettlementAsset", "SettlementDecimals", "DefaultLeverage", "RiskTiers",
+             "MarkIntervalMs", "MarkSmoothing", "MarkBasisCapPpm")
 
 
 def _units(value: str, unit: str) -> int | None:
@@ -146,10 +241,71 @@ def build_instrument(values: dict[str, Any], fail: Callable[[str, str], Exceptio
         if ref is None:
             raise fail("ReferencePrice", f"not a multiple of TickSize {tick}")
         reference = ref
-    return Instrument(
+    inst = Instrument(
         symbol=values["Symbol"], tick_size=tick, lot_size=lot, min_qty=min_qty,
         max_qty=max_qty, multiplier=values.get("Multiplier", 1),
         maker_fee_ppm=values.get("MakerFeePpm", 0), taker_fee_ppm=values.get("TakerFeePpm", 0),
         price_band_ppm=values.get("PriceBandPpm", 50_000), reference_price=reference,
         status=values.get("Status", InstrumentStatus.TRADING),
     )
+    return _with_risk(inst, values, fail)
+
+
+def _with_risk(inst: Instrument, values: dict[str, Any], fail: Callable[[str, str], Exception]
+               ) -> Instrument:
+    """``inst`` with its risk keys, checked as the engine would check them."""
+    if "MaxLeverage" not in values:
+        for key in RISK_KEYS:
+            if key in values:
+                raise fail(key, "only a margined instrument takes it: set MaxLeverage too")
+        return inst
+    max_lev = values["MaxLeverage"]
+    decimals = values.get("SettlementDecimals", 6)
+    asset = values.get("SettlementAsset", "USDT")
+    default_lev = values.get("DefaultLeverage", 0)
+    if default_lev > max_lev:
+        raise fail("DefaultLeverage", f"above MaxLeverage {max_lev}")
+    tiers: tuple = ()
+    if "RiskTiers" in values:
+        try:
+            tiers = risk_tiers(values["RiskTiers"], decimals, max_lev)
+        except ValueError as exc:
+            raise fail("RiskTiers", str(exc)) from None
+    inst = attr.evolve(
+        inst, settlement_asset=asset, settlement_decimals=decimals, max_leverage=max_lev,
+        default_leverage=default_lev, risk_tiers=tiers,
+        mark_interval_ms=values.get("MarkIntervalMs", 1000),
+        mark_smoothing=values.get("MarkSmoothing", 60),
+        mark_basis_cap_ppm=values.get("MarkBasisCapPpm", 5000))
+    if inst.unit_value() < 1:
+        one = Decimal(inst.tick_size) * Decimal(inst.lot_size)
+        raise fail("MaxLeverage", f"TickSize x LotSize = {one} {asset} is not a whole number "
+                                  f"of the asset's minor units (SettlementDecimals={decimals}): "
+                                  "margin and PnL could not be exact")
+    return inst
+
+
+def risk_tiers(parsed: tuple[tuple[Decimal, int, int], ...], decimals: int, max_leverage: int
+               ) -> tuple[tuple[int, int, int], ...]:
+    """Parsed ``RiskTiers`` as the engine's (cap in minor units, rate ppm, leverage),
+    exactly; ValueError saying which tier is wrong."""
+    out = []
+    previous = 0
+    for number, (cap, rate, lev) in enumerate(parsed, start=1):
+        minor = cap * (Decimal(10) ** decimals)
+        if minor != minor.to_integral_value():
+            raise ValueError(f"tier {number}: cap {cap} has more than {decimals} decimals "
+                             f"(SettlementDecimals={decimals})")
+        if int(minor) <= previous:
+            raise ValueError(f"tier {number}: caps must rise from tier to tier ({cap} after "
+                             f"{Decimal(previous) / (Decimal(10) ** decimals)})")
+        if lev > max_leverage:
+            raise ValueError(f"tier {number}: leverage {lev} is above MaxLeverage "
+                             f"{max_leverage}")
+        if rate * lev >= PPM:
+            raise ValueError(f"tier {number}: maintenance rate {Decimal(rate) / 10_000}% x "
+                             f"leverage {lev} reaches 100%: the maintenance margin must stay "
+                             "below the initial margin (1/leverage)")
+        previous = int(minor)
+        out.append((previous, rate, lev))
+    return tuple(out)

@@ -205,6 +205,8 @@ class FixServer:
                     lambda: self._status,
                     admin=admin if config.admin_port is None else None,
                     failure=lambda: self.failure_reason,
+                    # order entry: stale index prices (fixserver.orderentry.risk_monitor)
+                    degraded=getattr(self.application, "health_degraded", lambda: None),
                 ),
                 interface=config.http_address,
             )

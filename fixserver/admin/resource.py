@@ -76,8 +76,7 @@ class AdminResource(Resource):
             result = route.handler(call)
         except AdminError as exc:
             self._log_done(who, action, method, path, exc.status, exc.message)
-            return self._answer(request, action, exc.status, {"error": exc.message},
-                                exc.headers)
+            return self._answer(request, action, exc.status, exc.body(), exc.headers)
         except Exception:
             log.failure("admin.failed who={who} action={action}", who=who, action=action)
             return self._answer(request, action, 500, {"error": "internal error (see the log)"})
@@ -96,7 +95,7 @@ class AdminResource(Resource):
         def failed(failure: Failure) -> None:
             if failure.check(AdminError):
                 exc: Any = failure.value
-                status, body, extra = exc.status, {"error": exc.message}, exc.headers
+                status, body, extra = exc.status, exc.body(), exc.headers
                 self._log_done(who, action, method, path, status, exc.message)
             else:
                 log.failure("admin.failed who={who} action={action}", failure, who=who,

@@ -24,14 +24,21 @@ HandlerResult = Union[Answer, "Deferred[Answer]"]
 
 
 class AdminError(Exception):
-    """An action refused: HTTP ``status`` and a message for the operator."""
+    """An action refused: HTTP ``status`` and a message for the operator; ``details`` are
+    more fields of the JSON answer (e.g. the engine's ``reason`` and a ``shortfall``)."""
 
     def __init__(self, status: int, message: str,
-                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+                 headers: tuple[tuple[str, str], ...] = (),
+                 details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
+        self.details = dict(details or {})
+
+    def body(self) -> dict[str, Any]:
+        """The JSON answer's fields (the resource adds ``status``)."""
+        return {**self.details, "error": self.message}
 
 
 class Params:

@@ -10,6 +10,7 @@ from twisted.web.resource import Resource
 
 from fixserver.admin.actions import ExchangeAdmin
 from fixserver.admin.resource import AdminResource
+from fixserver.admin.risk_actions import RiskAdmin
 from fixserver.admin.tokens import TokenVerifier
 from fixserver.protocol import FixProtocol, SessionHost
 
@@ -48,7 +49,8 @@ class OrderEntryHost(SessionHost):
 
 def admin_resource(service: OrderEntryService) -> Resource:
     """The ``/admin`` subtree: the authenticated admin API over the order-entry service's
-    pipeline and application and the server's sessions (fixserver.admin.actions)."""
+    pipeline and application and the server's sessions (fixserver.admin.actions), and its
+    risk views (fixserver.admin.risk_actions)."""
     server = service.server
     verifier = TokenVerifier(server.config.admin_tokens)
     if verifier.enabled:
@@ -58,4 +60,7 @@ def admin_resource(service: OrderEntryService) -> Resource:
                  "request is refused")
     actions = ExchangeAdmin(service.pipeline, service.app, server.sessions,
                             lambda: server.host)  # the host is built after the application
-    return AdminResource(verifier, actions.router())
+    router = actions.router()
+    RiskAdmin(service.pipeline, service.app.directory, service.risk,
+              actions.released).add_routes(router)
+    return AdminResource(verifier, router)

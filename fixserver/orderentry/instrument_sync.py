@@ -11,6 +11,10 @@ the two never diverge silently:
 - one in both with different fees, band, quantity limits or reference price is updated;
 - a tick size, lot size or multiplier change is refused while the instrument has live orders
   or open positions (prices and quantities in ticks and lots would change meaning);
+- risk parameters (``MaxLeverage``, ``RiskTiers``, mark settings ...) are rules like the fees:
+  a change is journaled; but a change of settlement asset or its decimals, or taking the
+  margin away (no ``MaxLeverage`` any more), is refused while the instrument has live orders
+  or open positions (their collateral is held in that asset);
 - an instrument in the engine and not in the configuration is refused: delisting is not
   supported (keep its section, ``Status=halted`` stops trading);
 - the status of a listed instrument is the operator's (admin API), not the configuration's.
@@ -39,14 +43,29 @@ def instrument_command(inst: Instrument) -> ConfigureInstrument:
     return ConfigureInstrument(
         0, 0, inst.symbol, inst.tick_size, inst.lot_size, inst.min_qty, inst.max_qty,
         inst.multiplier, inst.maker_fee_ppm, inst.taker_fee_ppm, inst.price_band_ppm,
-        inst.reference_price, inst.status,
+        inst.reference_price, inst.status, inst.settlement_asset, inst.settlement_decimals,
+        inst.max_leverage, inst.default_leverage, inst.risk_tiers, inst.mark_interval_ms,
+        inst.mark_smoothing, inst.mark_basis_cap_ppm,
     )
 
 
 def _rules(inst: Instrument) -> tuple:
     return (Decimal(inst.tick_size), Decimal(inst.lot_size), inst.min_qty, inst.max_qty,
             inst.multiplier, inst.maker_fee_ppm, inst.taker_fee_ppm, inst.price_band_ppm,
-            inst.reference_price)
+            inst.reference_price, *_risk(inst))
+
+
+def _risk(inst: Instrument) -> tuple:
+    """The risk parameters (all of them mean nothing for an unmargined instrument)."""
+    if not inst.margined:
+        return (0,)
+    return (inst.settlement_asset, inst.settlement_decimals, inst.max_leverage,
+            inst.default_leverage, inst.risk_tiers, inst.mark_interval_ms, inst.mark_smoothing,
+            inst.mark_basis_cap_ppm)
+
+
+def _collateral(inst: Instrument) -> tuple:
+    return (inst.settlement_asset, inst.settlement_decimals) if inst.margined else ()
 
 
 def plan(engine: Any, configured: Sequence[Instrument]) -> list[ConfigureInstrument]:
@@ -78,6 +97,16 @@ def plan(engine: Any, configured: Sequence[Instrument]) -> list[ConfigureInstrum
                     f"{inst.tick_size}/{inst.lot_size}/{inst.multiplier} refused: {in_use} "
                     "(prices and quantities are held in ticks and lots); cancel the orders and "
                     "close the positions first, or keep the old values")
+        if _collateral(old) and _collateral(old) != _collateral(inst):
+            in_use = _in_use(engine, inst.symbol)
+            if in_use:
+                was = "{} ({} decimals)".format(*_collateral(old))
+                now = ("{} ({} decimals)".format(*_collateral(inst)) if inst.margined
+                       else "no margin (MaxLeverage removed)")
+                raise InstrumentConfigError(
+                    f"[INSTRUMENT] {inst.symbol}: settlement {was} -> {now} refused: {in_use} "
+                    "hold collateral in it; cancel the orders and close the positions first, "
+                    "or keep the old values")
         commands.append(instrument_command(inst))
     return commands
 

@@ -27,7 +27,7 @@ import os
 from typing import Any
 
 import attr
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from engine import MatchingEngine, demo_instruments
@@ -37,6 +37,7 @@ from engine.instruments import Instrument
 from engine.positions import PositionBook
 from fixserver.codec import FixMessage
 from fixserver.config import ConfigError
+from fixserver.funding_config import funding_deposits
 from fixserver.orderentry.application import OrderEntryApplication
 from fixserver.orderentry.controls import KillSwitchFile
 from fixserver.orderentry.firms import FirmDirectory
@@ -54,6 +55,7 @@ from fixserver.orderentry.ownership import (
     origin,
 )
 from fixserver.orderentry.redelivery import redeliver
+from fixserver.orderentry.risk_monitor import RiskMonitor
 from fixserver.orderentry.translate import stp_mode
 from fixserver.pipeline import open_pipeline
 
@@ -91,16 +93,20 @@ class OrderEntryService:
         # The views of the orders live at the snapshot are taken from the engine as restored,
         # before the tail is replayed into it (the ledger then follows the tail event by event).
         at_snapshot: list = []
+        # the engine's risk state at the snapshot: where the Postgres rows' read model starts
+        self._risk_at_snapshot: Any = None
 
         def new_engine() -> MatchingEngine:
             # no snapshot: the journal is replayed from its start, on the instruments it
             # started with (it lists them itself, or it predates that: the demo set)
             at_snapshot.clear()
+            self._risk_at_snapshot = None
             return MatchingEngine(genesis_instruments(first_commands(config.journal_path)))
 
         def restore(data: bytes) -> MatchingEngine:
             engine = MatchingEngine.restore(data)
             at_snapshot[:] = OrderLedger.views_of(engine)
+            self._risk_at_snapshot = engine.risk.to_state()
             return engine
 
         pipeline_options.setdefault("now_ns", server.now_ns)
@@ -179,6 +185,10 @@ class OrderEntryService:
                  scanned=self.redelivery.scanned, scan=self.redelivery.scan_seconds,
                  total=self.redelivery.seconds, skipped=self.redelivery.skipped_before_reset)
         self.pipeline.subscribe(self.app.on_released)
+        # collateral, positions, marks and index ages as journaled (admin API, /health)
+        self.risk = RiskMonitor(engine, self.reactor.seconds, config.index_stale_seconds)
+        self.pipeline.subscribe(self.risk.on_released)
+        self._risk_metrics: Any = None
         self._journal_start_up_commands()
         self.pg_writer: Any = None
         self.status_reader: Any = None
@@ -216,6 +226,13 @@ class OrderEntryService:
             self.pipeline.submit(origin("", "A", "config"), command)
             log.info("orderentry.instrument_configured symbol={symbol} listed={listed}",
                      symbol=command.symbol, listed=command.symbol not in engine.markets)
+        # after the instruments: a fresh journal learns the settlement asset from them
+        for deposit in funding_deposits(self.server.config.funding,
+                                        lambda a, asset: (a, asset) in engine.risk.accounts):
+            self.pipeline.submit(origin("", "A", "config", "funding"), deposit)
+            log.info("orderentry.config_funding account={account} asset={asset} "
+                     "amount={amount}", account=deposit.account, asset=deposit.asset,
+                     amount=self.risk.money(deposit.asset, deposit.amount))
         offset = trading_day_offset_ns(self.server.config)
         if offset != engine.day_offset_ns:
             self.pipeline.submit(origin("", "A"), SetTradingDay(0, 0, offset))
@@ -282,15 +299,17 @@ class OrderEntryService:
         except Exception as exc:  # the exchange runs without the database; the writer retries
             log.warn("pg.seed_failed error={error}", error=repr(exc))
         pipeline = self.pipeline
+        every = self.server.config.mark_history_every_seconds  # mark_prices sampling
         regen = regenerate(pipeline.directory, self.instruments, stored,
-                           pipeline.recovered_from_seq, entering_session)
+                           pipeline.recovered_from_seq, entering_session, every)
         log.info("pg.catchup stored_mark={stored} regenerated_ticks={ticks} gap={gap}",
                  stored=stored, ticks=len(regen.chunks), gap=regen.gap)
         self.pg_writer = PgWriter(dsn, self.reactor, committed_next_seq=regen.start_seq)
         writer = self.pg_writer
         for rows, next_seq in regen.chunks:
             writer.enqueue(rows, next_seq)
-        builder = RowBuilder(self.instruments, self.positions)
+        builder = RowBuilder(self.instruments, self.positions,
+                             risk_state=self._risk_at_snapshot, mark_history_every_s=every)
         writer.enqueue(builder.processed_rows(replayed, entering_session),
                        pipeline.sequencer.position()[0])
 
@@ -332,8 +351,15 @@ class OrderEntryService:
 
     # -- life cycle -----------------------------------------------------------------------
 
+    def health_degraded(self) -> dict[str, object] | None:
+        """Why ``/health`` says degraded (stale index prices), or None."""
+        return self.risk.health_degraded()
+
     def start(self) -> None:
         self.pipeline.start()
+        self._risk_metrics = task.LoopingCall(self.risk.publish_metrics)
+        self._risk_metrics.clock = self.reactor
+        self._risk_metrics.start(1.0)
         if self.pg_writer is not None:
             self.pg_writer.start()
         if self.status_reader is not None:
@@ -347,6 +373,8 @@ class OrderEntryService:
     @defer.inlineCallbacks
     def stop(self) -> Any:
         """Match and release what is queued, close the journal, flush Postgres (bounded)."""
+        if self._risk_metrics is not None and self._risk_metrics.running:
+            self._risk_metrics.stop()
         yield self.pipeline.shutdown()
         if self.status_reader is not None:
             self.status_reader.stop()

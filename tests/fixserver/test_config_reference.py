@@ -22,6 +22,7 @@ PARSER_KEYS = {
     "firm": set(config_module._FIRM_KEYS),
     "account": set(config_module._ACCOUNT_KEYS),
     "instrument": set(config_module.INSTRUMENT_KEYS),
+    "funding": set(config_module.FUNDING_KEYS),
 }
 
 #: which heading of ops/README.md holds which group's table
@@ -31,6 +32,7 @@ HEADINGS = {
     "firm": "### `[FIRM]` section",
     "account": "### `[ACCOUNT]` section",
     "instrument": "### `[INSTRUMENT]` section",
+    "funding": "### `[FUNDING]` section",
 }
 
 MINIMAL = "[DEFAULT]\nBeginString=FIX.4.4\nSenderCompID=EXCH\nSocketAcceptPort=0\n"
@@ -143,10 +145,10 @@ def test_documented_defaults_are_the_code_defaults(group):
 
 
 def test_documented_sections_are_the_sections_the_parser_accepts():
-    """[DEFAULT], [SESSION], [FIRM], [ACCOUNT], [INSTRUMENT] parse; the unknown-section error
-    lists them all."""
+    """[DEFAULT], [SESSION], [FIRM], [ACCOUNT], [INSTRUMENT], [FUNDING] parse; the
+    unknown-section error lists them all."""
     sections = _documented_sections()
-    assert sections == ["DEFAULT", "SESSION", "FIRM", "ACCOUNT", "INSTRUMENT"]
+    assert sections == ["DEFAULT", "SESSION", "FIRM", "ACCOUNT", "INSTRUMENT", "FUNDING"]
     text = (
         MINIMAL + "JournalPath=journal\n"
         "[FIRM]\nFirm=ACME\nAccounts=A1\n[ACCOUNT]\nAccount=A2\nFirm=ACME\n"

@@ -16,6 +16,7 @@ from fixserver.admin.journal_verify import verify_journal
 from fixserver.journal_file import JournalDirectory
 
 from .exchange import AUDITOR_TOKEN, TOKEN, api, base_url, is_type, logged_on, start
+from .test_risk_api import RISK_VALID
 
 #: one valid request per admin action (the test checks that it covers every route)
 VALID = {
@@ -51,7 +52,9 @@ def test_every_action_refuses_no_token_and_a_wrong_one_and_works_with_the_right_
     try:
         url = base_url(server)
         routes = server.application.admin_resource.router.routes()
-        assert {r.name for r in routes} == set(VALID), "VALID must cover every admin action"
+        # the risk actions need margined instruments: test_risk_api.py runs RISK_VALID
+        assert {r.name for r in routes} == set(VALID) | set(RISK_VALID), \
+            "VALID and RISK_VALID must cover every admin action"
         acme = yield logged_on(server, "ACME1")
         answers = {}
         for name, (method, path, body) in VALID.items():
@@ -64,7 +67,8 @@ def test_every_action_refuses_no_token_and_a_wrong_one_and_works_with_the_right_
             status, answers[name], headers = yield api(url, method, path, TOKEN, body)
             assert status == 200, (name, answers[name])
             assert headers["Cache-Control"] == "no-store"
-        assert {a["path"] for a in answers["index"]["actions"]} == {v[1] for v in VALID.values()}
+        assert {a["path"] for a in answers["index"]["actions"]} == \
+            {v[1].split("?")[0] for v in (*VALID.values(), *RISK_VALID.values())}
         engine = server.application.pipeline.engine
         assert answers["state-hash"]["seq"] > 0
         sessions = {s["target_comp_id"]: s for s in answers["sessions"]["sessions"]}
