@@ -74,6 +74,20 @@ _INSTRUMENT_OPTIONS = (
 )
 _INSTRUMENT_REQUIRED = ("symbol", "tick_size", "lot_size")
 
+_ACCOUNT = Option(("--account",), {"required": True})
+_SYMBOL = Option(("--symbol",), {"required": True})
+#: deposit and withdraw: amounts are decimal strings in asset units (sent as typed: exact)
+_TRANSFER_OPTIONS = (
+    _ACCOUNT,
+    Option(("--asset",), {"required": True, "help": "settlement asset, e.g. USDT"}),
+    Option(("--amount",), {"required": True, "help": "decimal amount in asset units"}),
+    Option(("--ref",), {"help": "reference kept in the ledger (default admin:<name>)"}),
+)
+
+
+def _transfer_body(a: argparse.Namespace) -> dict:
+    return {"account": a.account, "asset": a.asset, "amount": a.amount, "ref": a.ref}
+
 COMMANDS: tuple[Command, ...] = (
     Command("actions", "list the admin API's actions", "GET", "/admin"),
     Command("sessions", "list the sessions: logged on, next sequence numbers", "GET",
@@ -118,6 +132,37 @@ COMMANDS: tuple[Command, ...] = (
             (Option(("--account",), {"required": True}),
              Option(("--mode",), {"required": True, "choices": STP_MODES})),
             lambda a: {"account": a.account, "mode": a.mode}),
+    Command("deposit", "credit an account's collateral", "POST", "/admin/accounts/deposit",
+            _TRANSFER_OPTIONS, _transfer_body),
+    Command("withdraw", "debit an account's collateral (refused below its margin "
+            "requirement: INSUFFICIENT_MARGIN with the shortfall)", "POST",
+            "/admin/accounts/withdraw", _TRANSFER_OPTIONS, _transfer_body),
+    Command("leverage", "set an account's leverage in a margined instrument", "POST",
+            "/admin/accounts/leverage",
+            (_ACCOUNT, _SYMBOL, Option(("--leverage",), {"required": True, "type": int,
+                                                         "metavar": "N"})),
+            lambda a: {"account": a.account, "symbol": a.symbol, "leverage": a.leverage}),
+    Command("margin-mode", "set an account's margin mode in an instrument", "POST",
+            "/admin/accounts/margin-mode",
+            (_ACCOUNT, _SYMBOL, Option(("--mode",), {"required": True,
+                                                     "choices": ["cross", "isolated"]})),
+            lambda a: {"account": a.account, "symbol": a.symbol, "mode": a.mode}),
+    Command("isolated-margin", "add margin to an isolated position or remove it", "POST",
+            "/admin/accounts/isolated-margin",
+            (_ACCOUNT, _SYMBOL,
+             Option(("--add",), {"metavar": "AMOUNT", "help": "asset units to add"}, "move"),
+             Option(("--remove",), {"metavar": "AMOUNT", "help": "asset units to remove"},
+                    "move")),
+            lambda a: {"account": a.account, "symbol": a.symbol,
+                       "amount": a.add if a.add is not None else f"-{a.remove}"}),
+    Command("account", "an account's collateral, margin and positions", "GET",
+            "/admin/accounts/risk", (_ACCOUNT,), lambda a: {"account": a.account}),
+    Command("index-price", "set an instrument's index price", "POST", "/admin/index",
+            (_SYMBOL, Option(("--price",), {"required": True,
+                                            "help": "decimal price on the tick grid"})),
+            lambda a: {"symbol": a.symbol, "price": a.price}),
+    Command("marks", "index and mark prices and the index prices' age", "GET",
+            "/admin/index"),
     Command("snapshot", "take an engine snapshot now", "POST", "/admin/snapshot"),
     Command("state-hash", "the last matched seq and the engine's state hash", "GET",
             "/admin/state-hash"),
@@ -188,7 +233,11 @@ def call(base: str, method: str, path: str, token: str, body: dict | None = None
 
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     data = None
-    if method != "GET":
+    if method == "GET" and body:  # a read's parameters go in the query string
+        from urllib.parse import urlencode
+
+        path = f"{path}?{urlencode(body)}"
+    elif method != "GET":
         data = json.dumps(body or {}).encode("utf-8")
         headers["Content-Type"] = "application/json"  # urllib would send a form type
     request = urllib.request.Request(f"{base.rstrip('/')}{path}", data=data, method=method,
