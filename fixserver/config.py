@@ -125,6 +125,8 @@ class ServerConfig:
     #: whichever comes first (recovery replays at most that much journal)
     snapshot_every_commands: int = 250_000
     snapshot_every_seconds: float = 300.0
+    #: Postgres: at most one mark_prices row per symbol this often (by event time)
+    mark_history_every_seconds: float = 10.0
     #: order entry: trading days an ended order stays known to status requests (1 = the rest
     #: of the day it ended in)
     order_retention_days: int = 1
@@ -357,6 +359,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "MaxEndedOrdersInMemory": ("max_ended_orders_in_memory", _parse_non_negative_int),
     "SnapshotEveryCommands": ("snapshot_every_commands", _parse_positive_int),
     "SnapshotEverySeconds": ("snapshot_every_seconds", _parse_positive_float),
+    "MarkHistoryEverySeconds": ("mark_history_every_seconds", _parse_positive_float),
     "Application": ("application", _parse_application),
     "IndexStaleSeconds": ("index_stale_seconds", _parse_positive_float),
     "AdminToken": ("admin_token", _parse_text),

@@ -4,18 +4,24 @@ Theory of operation
 -------------------
 A batch is a run of rows in event order. Before it is sent it is *coalesced*: the rows of one
 order merge into one (a later row's non-NULL values win; the oldest ``created_at`` and the
-newest ``last_exec_id`` are kept), and only the newest row of each position and FIX session
-is kept. Applying the merged row to a database that holds any earlier prefix of the stream
-gives the same result as applying every row in turn, and ``ON CONFLICT DO UPDATE`` cannot take
-two rows with one key in a statement anyway.
+newest ``last_exec_id`` are kept), only the newest row of each position, balance and FIX
+session is kept, and the earliest of each mark-history bucket. Applying the merged row to
+a database that holds any earlier prefix of the stream gives the same result as applying
+every row in turn, and ``ON CONFLICT DO UPDATE`` cannot take two rows with one key in a
+statement anyway.
 
 Every write is idempotent, so a batch that failed half-way (or committed just before the
 connection died, unknown to us) is simply sent again:
 
 - executions: ``ON CONFLICT (exec_id) DO NOTHING``;
 - orders and positions: upserts guarded by ``WHERE stored.last_exec_id < new.last_exec_id``
-  so an older version never overwrites a newer one; orders ``COALESCE`` so the fill-only rows
-  of a Trade keep the stored type, time in force and quantity;
+  (positions: ``(last_exec_id, last_seq)``, so a margined position's settings or liquidation
+  price, which change no exec id, still move forward) so an older version never overwrites a
+  newer one; orders ``COALESCE`` so the fill-only rows of a Trade keep the stored type, time
+  in force and quantity;
+- balances: guarded by ``last_seq``; balance_ledger: ``ON CONFLICT (seq, entry) DO NOTHING``;
+  mark_prices: the row with the lower ``seq`` wins its (symbol, bucket), whatever the order
+  the rows arrive in;
 - fix_sessions: guarded by ``updated_at``; a NULL last logon or logout keeps the stored time
   (fixserver.pg.session_writer writes these rows);
 - pg_writer_progress (the writer's high-water mark, see fixserver.pg.catchup): the batch's
@@ -38,7 +44,16 @@ from typing import Any, Callable
 
 import psycopg
 
-from fixserver.pg.rows import ExecutionRow, OrderRow, PositionRow, Row, SessionRow
+from fixserver.pg.rows import (
+    BalanceRow,
+    ExecutionRow,
+    LedgerRow,
+    MarkRow,
+    OrderRow,
+    PositionRow,
+    Row,
+    SessionRow,
+)
 
 _CREATED_AT = OrderRow._fields.index("created_at")
 
@@ -46,10 +61,19 @@ _CREATED_AT = OrderRow._fields.index("created_at")
 def coalesce(rows: Sequence[Row]) -> tuple[list[OrderRow], list[ExecutionRow],
                                            list[PositionRow], list[SessionRow]]:
     """(orders, executions, positions, sessions) of a batch, merged per key (see above)."""
+    t = coalesce_tables(rows)
+    return t["orders"], t["executions"], t["positions"], t["fix_sessions"]
+
+
+def coalesce_tables(rows: Sequence[Row]) -> dict[str, list[Any]]:
+    """Table -> its rows of a batch, merged per key (see above), for every table in TABLES."""
     orders: dict[int, OrderRow] = {}
     executions: list[ExecutionRow] = []
     positions: dict[tuple[str, str], PositionRow] = {}
     sessions: dict[str, SessionRow] = {}
+    balances: dict[tuple[str, str], BalanceRow] = {}
+    ledger: list[LedgerRow] = []
+    marks: dict[tuple[str, Any], MarkRow] = {}
     for row in rows:
         if isinstance(row, ExecutionRow):
             executions.append(row)
@@ -59,15 +83,31 @@ def coalesce(rows: Sequence[Row]) -> tuple[list[OrderRow], list[ExecutionRow],
         elif isinstance(row, PositionRow):
             key = (row.account, row.symbol)
             old_pos = positions.get(key)
-            if old_pos is None or old_pos.last_exec_id <= row.last_exec_id:
+            if old_pos is None or ((old_pos.last_exec_id, old_pos.last_seq)
+                                   <= (row.last_exec_id, row.last_seq)):
                 positions[key] = row
         elif isinstance(row, SessionRow):
             old_s = sessions.get(row.session_id)
             if old_s is None or old_s.updated_at <= row.updated_at:
                 sessions[row.session_id] = row
+        elif isinstance(row, LedgerRow):
+            ledger.append(row)
+        elif isinstance(row, BalanceRow):
+            bkey = (row.account, row.asset)
+            old_b = balances.get(bkey)
+            if old_b is None or old_b.last_seq <= row.last_seq:
+                balances[bkey] = row
+        elif isinstance(row, MarkRow):
+            mkey = (row.symbol, row.bucket)
+            old_m = marks.get(mkey)
+            if old_m is None or row.seq < old_m.seq:
+                marks[mkey] = row
         else:
             raise TypeError(f"not a row: {row!r}")
-    return list(orders.values()), executions, list(positions.values()), list(sessions.values())
+    return {"orders": list(orders.values()), "executions": executions,
+            "positions": list(positions.values()), "fix_sessions": list(sessions.values()),
+            "balances": list(balances.values()), "balance_ledger": ledger,
+            "mark_prices": list(marks.values())}
 
 
 def _merge_order(old: OrderRow, new: OrderRow) -> OrderRow:
@@ -83,9 +123,11 @@ def _cols(row_type: Any) -> str:
 
 
 def _guarded_update(row_type: Any, table: str, key: tuple[str, ...], guard: str,
-                    coalesce_cols: bool, keep_stored: tuple[str, ...] = ()) -> str:
+                    coalesce_cols: bool, keep_stored: tuple[str, ...] = (),
+                    where: str | None = None) -> str:
     """The ON CONFLICT clause: ``coalesce_cols`` (or a column in ``keep_stored``) keeps the
-    stored value where the new row has NULL."""
+    stored value where the new row has NULL; it applies when the stored ``guard`` is lower
+    (or when ``where`` holds)."""
     sets = []
     for col in row_type._fields:
         if col in key:
@@ -96,8 +138,8 @@ def _guarded_update(row_type: Any, table: str, key: tuple[str, ...], guard: str,
             sets.append(f"{col} = COALESCE(EXCLUDED.{col}, {table}.{col})")
         else:
             sets.append(f"{col} = EXCLUDED.{col}")
-    return (f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(sets)} "
-            f"WHERE {table}.{guard} < EXCLUDED.{guard}")
+    where = where or f"{table}.{guard} < EXCLUDED.{guard}"
+    return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(sets)} WHERE {where}"
 
 
 # table -> (row type, ON CONFLICT clause)
@@ -105,14 +147,23 @@ TABLES: dict[str, tuple[Any, str]] = {
     "orders": (OrderRow, _guarded_update(OrderRow, "orders", ("order_id",), "last_exec_id",
                                          coalesce_cols=True)),
     "executions": (ExecutionRow, "ON CONFLICT (exec_id) DO NOTHING"),
-    "positions": (PositionRow, _guarded_update(PositionRow, "positions", ("account", "symbol"),
-                                               "last_exec_id", coalesce_cols=False)),
+    "positions": (PositionRow, _guarded_update(
+        PositionRow, "positions", ("account", "symbol"), "last_exec_id", coalesce_cols=False,
+        where="(positions.last_exec_id, positions.last_seq) "
+              "< (EXCLUDED.last_exec_id, EXCLUDED.last_seq)")),
     # "<=": a later write in the same microsecond still lands. A row without a last logon or
     # logout (the server restarted since) keeps the stored times.
     "fix_sessions": (SessionRow, _guarded_update(
         SessionRow, "fix_sessions", ("session_id",), "updated_at", coalesce_cols=False,
         keep_stored=("last_logon", "last_logout"),
     ).replace("fix_sessions.updated_at < ", "fix_sessions.updated_at <= ")),
+    "balances": (BalanceRow, _guarded_update(BalanceRow, "balances", ("account", "asset"),
+                                             "last_seq", coalesce_cols=False)),
+    "balance_ledger": (LedgerRow, "ON CONFLICT (seq, entry) DO NOTHING"),
+    # the bucket's earliest mark wins, whichever row comes first (see rows.MarkRow)
+    "mark_prices": (MarkRow, _guarded_update(MarkRow, "mark_prices", ("symbol", "bucket"),
+                                             "seq", coalesce_cols=False,
+                                             where="mark_prices.seq > EXCLUDED.seq")),
 }
 STRATEGIES = ("copy", "pipeline")
 
@@ -180,8 +231,7 @@ class BatchWriter:
             if self.conn is None:
                 self.conn = self._connect()
             conn = self.conn
-            parts: dict[str, Sequence[Any]] = dict(
-                zip(("orders", "executions", "positions", "fix_sessions"), coalesce(rows)))
+            parts = coalesce_tables(rows)
             with conn.transaction():
                 for table, table_rows in parts.items():
                     if table_rows:

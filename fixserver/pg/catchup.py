@@ -18,6 +18,8 @@ rows again:
 - it replays the journal from the base into its own engine and its own
   :class:`~engine.positions.PositionBook` (from the snapshot's saved positions), so the live
   book is never touched twice, up to the latest snapshot's seq (the live tail does the rest);
+  its RowBuilder's risk read model starts from the base engine's risk state, so margined
+  positions' liquidation prices come out as they did live;
 - it returns the rows of each tick after the mark, with the tick's next seq, to be enqueued
   before the tail's rows. All writes are idempotent: positions and orders are guarded by
   ``last_exec_id``, executions are ``DO NOTHING``, so ticks Postgres already holds (those
@@ -45,7 +47,7 @@ from engine.recovery import (
     decode_snapshot,
 )
 from fixserver.journal_file import JournalDirectory
-from fixserver.pg.rows import Row, RowBuilder
+from fixserver.pg.rows import MARK_HISTORY_EVERY_S, Row, RowBuilder
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,12 @@ def _bases(directory: JournalDirectory) -> list[tuple[int, str | None]]:
     return bases
 
 
+def risk_state_of(engine: MatchingEngine) -> dict[str, Any] | None:
+    """The risk state of an engine as restored from a snapshot (before any replay), for
+    :class:`~fixserver.pg.rows.RowBuilder`'s ``risk_state``."""
+    return engine.risk.to_state()
+
+
 def _open_base(base: tuple[int, str | None], instruments: list[Instrument]
                ) -> tuple[Recovery, PositionBook]:
     path = base[1]
@@ -86,12 +94,14 @@ def _open_base(base: tuple[int, str | None], instruments: list[Instrument]
 
 def regenerate(directory: JournalDirectory, instruments: Iterable[Instrument],
                stored_next_seq: int | None, until_seq: int,
-               session_of: Callable[[Any], str | None] = lambda origin: None) -> Regeneration:
+               session_of: Callable[[Any], str | None] = lambda origin: None,
+               mark_history_every_s: float = MARK_HISTORY_EVERY_S) -> Regeneration:
     """The rows of the ticks in [``stored_next_seq``, ``until_seq``) (see module docstring).
 
     ``stored_next_seq``: the mark read from Postgres (None: unknown); ``until_seq``: the seq
     the live replay started at (the latest snapshot's next seq); ``session_of``: the session
-    that entered a NewOrder, from its journaled origin (written with the order's row).
+    that entered a NewOrder, from its journaled origin (written with the order's row);
+    ``mark_history_every_s``: the mark_prices sampling period (MarkHistoryEverySeconds).
     """
     instruments = list(instruments)
     if stored_next_seq is not None and stored_next_seq >= until_seq:
@@ -110,7 +120,9 @@ def regenerate(directory: JournalDirectory, instruments: Iterable[Instrument],
     else:
         return _gap([], target, until_seq, stored_next_seq, until_seq)
     base_seq = base[0]
-    builder = RowBuilder(instruments, positions)
+    builder = RowBuilder(instruments, positions,
+                         risk_state=risk_state_of(recovery.engine) if base[1] else None,
+                         mark_history_every_s=mark_history_every_s)
     chunks: list[tuple[list[Row], int]] = []
     start = max(target, base_seq)
     reached = base_seq

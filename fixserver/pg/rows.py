@@ -20,6 +20,21 @@ cancel reports and market data are not ExecutionReports and produce no rows. An 
 ``OrderAccepted`` row also carries the FIX session that entered it
 (:meth:`RowBuilder.processed_rows`), so a status request can find it by the session's ClOrdID.
 
+Risk (margined instruments, ``Instrument.max_leverage > 0``; migration 008): each
+``BalanceChanged`` adds a ``balance_ledger`` row (keyed by its seq and its place among the
+command's BalanceChanged events), each ``AccountChanged`` upserts ``balances``, and the
+positions a command touched (``PositionChanged``, ``RiskSettingsChanged``, and the open cross
+positions of an account whose ``AccountChanged`` came: their liquidation price depends on the
+balance) get one ``positions`` row each after the command's last event, from a
+:class:`~engine.risk.readmodel.RiskReadModel` fed with the same events, which also gives the
+liquidation price. Those rows replace the PositionBook's rows for margined instruments (the
+book still follows their fills). Money there is NUMERIC in asset units (minor units /
+10**settlement_decimals, exact). ``MarkPriceUpdated`` is sampled into ``mark_prices``: the
+first mark of each symbol in each bucket of ``mark_history_every_s`` seconds of event time.
+A builder that starts after the journal's start (at a snapshot) is given the engine's risk
+state there (``risk_state``: ``engine.risk.to_state()``), so its liquidation prices are the
+same as those of a builder that saw every event.
+
 Rows from a Trade know only the fill state of the maker's order (the event does not carry its
 type or time in force): they carry ``None`` there and the writer's upsert keeps the stored
 values (COALESCE). Integers become NUMERIC decimals here, at the edge, with the instrument's
@@ -33,9 +48,12 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Callable, NamedTuple, Union
 
-from engine.enums import Side
+from engine.enums import MarginMode, Side
 from engine.events import (
+    AccountChanged,
+    BalanceChanged,
     InstrumentConfigured,
+    MarkPriceUpdated,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -43,10 +61,13 @@ from engine.events import (
     OrderReplaced,
     OrderRestated,
     OrderTriggered,
+    PositionChanged,
+    RiskSettingsChanged,
     Trade,
 )
 from engine.instruments import PPM, Instrument
 from engine.positions import Position, PositionBook
+from engine.risk.readmodel import RiskReadModel
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _US = datetime.timedelta(microseconds=1)
@@ -127,7 +148,9 @@ class ExecutionRow(NamedTuple):
 
 
 class PositionRow(NamedTuple):
-    """One ``positions`` upsert (applied only if ``last_exec_id`` is newer)."""
+    """One ``positions`` upsert (applied only if ``(last_exec_id, last_seq)`` is newer). The
+    fields from ``last_seq`` on are migration 008's: an unmargined instrument's row has leverage
+    1 and None there, a margined one's money in units of ``asset``."""
 
     account: str
     symbol: str
@@ -140,6 +163,51 @@ class PositionRow(NamedTuple):
     fees: Decimal
     last_exec_id: int
     updated_at: datetime.datetime
+    last_seq: int = 0
+    leverage: Decimal = Decimal(1)
+    asset: str | None = None
+    margin_mode: str | None = None
+    isolated_margin: Decimal | None = None
+    liquidation_price: Decimal | None = None
+
+
+class BalanceRow(NamedTuple):
+    """One ``balances`` upsert from an AccountChanged (applied only if ``last_seq`` is newer)."""
+
+    account: str
+    asset: str
+    balance: Decimal
+    isolated_margin: Decimal
+    order_margin: Decimal
+    last_seq: int
+    updated_at: datetime.datetime
+
+
+class LedgerRow(NamedTuple):
+    """One ``balance_ledger`` insert from a BalanceChanged (ON CONFLICT DO NOTHING);
+    ``entry``: its place among its command's BalanceChanged events."""
+
+    seq: int
+    entry: int
+    ts: datetime.datetime
+    account: str
+    asset: str
+    amount: Decimal
+    balance: Decimal
+    cause: str
+    symbol: str
+    ref: str
+
+
+class MarkRow(NamedTuple):
+    """One ``mark_prices`` sample; the bucket's row with the lowest ``seq`` wins."""
+
+    symbol: str
+    bucket: datetime.datetime
+    ts: datetime.datetime
+    index_price: Decimal
+    mark_price: Decimal
+    seq: int
 
 
 class SessionRow(NamedTuple):
@@ -161,7 +229,15 @@ class SessionRow(NamedTuple):
     updated_at: datetime.datetime
 
 
-Row = Union[OrderRow, ExecutionRow, PositionRow, SessionRow]
+Row = Union[OrderRow, ExecutionRow, PositionRow, SessionRow, BalanceRow, LedgerRow, MarkRow]
+
+#: default ``MarkHistoryEverySeconds``: at most one mark_prices row per symbol this often
+MARK_HISTORY_EVERY_S = 10.0
+
+
+def asset_amount(minor: int, decimals: int) -> Decimal:
+    """Minor units of an asset -> the exact amount in asset units (1_500_000, 6 -> 1.5)."""
+    return Decimal(minor).scaleb(-decimals)
 
 
 class Scale:
@@ -212,22 +288,56 @@ _ORDER_EVENTS: dict[type, tuple[str, str | None]] = {
 
 
 class RowBuilder:
-    """Turns engine events, in order, into rows; owns or shares the PositionBook."""
+    """Turns engine events, in order, into rows; owns or shares the PositionBook.
 
-    __slots__ = ("_scales", "positions")
+    ``risk_state``: the engine's risk state (``engine.risk.to_state()``) where the events
+    start, when that is after the journal's start (a snapshot); ``mark_history_every_s``: the
+    mark_prices sampling period (see the module docstring)."""
+
+    __slots__ = ("_decimals", "_margined", "_mark_bucket", "_mark_every_ns", "_scales",
+                 "positions", "risk")
 
     def __init__(self, instruments: Iterable[Instrument],
-                 positions: PositionBook | None = None) -> None:
+                 positions: PositionBook | None = None, *,
+                 risk_state: dict[str, Any] | None = None,
+                 mark_history_every_s: float = MARK_HISTORY_EVERY_S) -> None:
+        if not mark_history_every_s > 0:
+            raise ValueError(f"mark_history_every_s must be positive, not "
+                             f"{mark_history_every_s!r}")
         instruments = list(instruments)
         self._scales = {i.symbol: Scale(i) for i in instruments}
         self.positions = positions if positions is not None else PositionBook.for_instruments(
             instruments)
+        self._margined: dict[str, Instrument] = {}
+        self._decimals: dict[str, int] = {}  # settlement asset -> decimals
+        #: collateral, positions and marks as of the last event (gives liquidation prices)
+        self.risk = RiskReadModel()
+        for inst in instruments:
+            self._configure(inst)
+        if risk_state:
+            seed_risk_model(self.risk, risk_state)
+        self._mark_every_ns = max(1, round(mark_history_every_s * 1e9))
+        self._mark_bucket: dict[str, int] = {}  # symbol -> bucket of its last sampled mark
+
+    def _configure(self, inst: Instrument) -> None:
+        self._scales[inst.symbol] = Scale(inst)
+        self.risk.instrument(inst)
+        if inst.margined:
+            self._margined[inst.symbol] = inst
+            self._decimals[inst.settlement_asset] = inst.settlement_decimals
+        else:
+            self._margined.pop(inst.symbol, None)
 
     def rows(self, events: Iterable[Any], session_id: str | None = None) -> list[Row]:
         """Rows for a run of events (other event kinds are skipped); ``session_id``: the FIX
         session that entered the NewOrder these events came from, written with the order's
         accepted row."""
         out: list[Row] = []
+        # margined positions to write once their command's events are all applied:
+        # (account, symbol) -> (seq, ts) of that command
+        touched: dict[tuple[str, str], tuple[int, int]] = {}
+        ledger_seq = ledger_entry = -1
+        risk = self.risk
         for event in events:
             kind = type(event)
             if kind is Trade:
@@ -236,9 +346,27 @@ class RowBuilder:
                 self._order_event(event, out, session_id if kind is OrderAccepted else None)
             elif kind is OrderRejected:
                 self._rejected(event, out)
+            elif kind in _RISK_EVENTS:
+                if touched and next(iter(touched.values()))[0] != event.seq:
+                    self._flush_positions(touched, out)  # an earlier command's
+                if kind is BalanceChanged:
+                    ledger_entry = ledger_entry + 1 if event.seq == ledger_seq else 0
+                    ledger_seq = event.seq
+                    out.append(self._ledger_row(event, ledger_entry))
+                    continue
+                risk.apply(event)
+                if kind is AccountChanged:
+                    out.append(self._balance_row(event))
+                    self._touch_cross(event, touched)
+                elif kind is MarkPriceUpdated:
+                    self._sample_mark(event, out)
+                else:  # PositionChanged, RiskSettingsChanged
+                    touched[(event.account, event.symbol)] = (event.seq, event.ts)
             elif kind is InstrumentConfigured:  # listed (or changed) while running
-                self._scales[event.symbol] = Scale(event.instrument)
+                self._configure(event.instrument)
                 self.positions.list_instrument(event.symbol, event.instrument.multiplier)
+        if touched:
+            self._flush_positions(touched, out)
         return out
 
     def processed_rows(self, processed: Iterable[Any],
@@ -321,11 +449,14 @@ class RowBuilder:
                 "TRADE", status, ord_type, price, None, px, last_qty, cum, left, avg,
                 Decimal(fee) * sc.fee_unit, liquidity, None, at,
             ))
+        margined = t.symbol in self._margined  # its rows come from PositionChanged
         for pos in self.positions.apply_trade(t):
-            out.append(self.position_row(pos))
+            if not margined:
+                out.append(self.position_row(pos, t.seq))
 
-    def position_row(self, pos: Position) -> PositionRow:
-        """The ``positions`` row of a PositionBook position."""
+    def position_row(self, pos: Position, seq: int = 0) -> PositionRow:
+        """The ``positions`` row of a PositionBook position (an unmargined instrument's);
+        ``seq``: the command of its last fill (the row version's second part)."""
         sc = self._scales[pos.symbol]
         size = pos.size
         side = "LONG" if size > 0 else "SHORT" if size < 0 else "FLAT"
@@ -335,7 +466,100 @@ class RowBuilder:
             pos.account, pos.symbol, side, sc.qty(abs(size)), entry, size,
             Decimal(pos.entry_notional), Decimal(pos.realised_pnl) * sc.quote_unit,
             Decimal(pos.fees) * sc.fee_unit, pos.last_exec_id, ns_to_datetime(pos.updated_ts),
+            seq,
         )
+
+    # -- risk -----------------------------------------------------------------------------
+
+    def _money(self, asset: str, minor: int) -> Decimal:
+        return asset_amount(minor, self._decimals[asset])
+
+    def _ledger_row(self, e: BalanceChanged, entry: int) -> LedgerRow:
+        return LedgerRow(
+            e.seq, entry, ns_to_datetime(e.ts), e.account, e.asset,
+            self._money(e.asset, e.amount), self._money(e.asset, e.balance),
+            _name(e.cause) or str(int(e.cause)), e.symbol, e.ref,
+        )
+
+    def _balance_row(self, e: AccountChanged) -> BalanceRow:
+        money = self._money
+        return BalanceRow(
+            e.account, e.asset, money(e.asset, e.balance), money(e.asset, e.isolated_margin),
+            money(e.asset, e.order_margin), e.seq, ns_to_datetime(e.ts),
+        )
+
+    def _touch_cross(self, e: AccountChanged,
+                     touched: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """A balance change moves the liquidation price of the account's open cross
+        positions settling in that asset: write them again."""
+        for symbol, p in self.risk.by_account.get(e.account, {}).items():
+            inst = self._margined.get(symbol)
+            if (p.size and p.mode is MarginMode.CROSS and inst is not None
+                    and inst.settlement_asset == e.asset):
+                touched[(e.account, symbol)] = (e.seq, e.ts)
+
+    def _flush_positions(self, touched: dict[tuple[str, str], tuple[int, int]],
+                         out: list[Row]) -> None:
+        for (account, symbol), (seq, ts) in touched.items():
+            if symbol in self._margined:
+                out.append(self.margined_position_row(account, symbol, seq, ts))
+        touched.clear()
+
+    def margined_position_row(self, account: str, symbol: str, seq: int,
+                              ts: int) -> PositionRow:
+        """The ``positions`` row of a margined position as the read model has it now, as of
+        command ``seq`` at ``ts``."""
+        inst = self._margined[symbol]
+        sc = self._scales[symbol]
+        view = self.risk.position_view(account, symbol)
+        p = self.risk.positions[(account, symbol)]
+        size = p.size
+        side = "LONG" if size > 0 else "SHORT" if size < 0 else "FLAT"
+        entry = (Decimal(p.entry_cost) / Decimal(abs(size)) * sc.tick) if size else Decimal(0)
+        liq = view.liquidation_price if view is not None else 0
+        asset = inst.settlement_asset
+        return PositionRow(
+            account, symbol, side, sc.qty(abs(size)), entry, size, Decimal(p.entry_cost),
+            self._money(asset, p.realised), self._money(asset, p.fees), p.last_exec_id,
+            ns_to_datetime(ts), seq, Decimal(p.leverage), asset, MarginMode(p.mode).name,
+            self._money(asset, p.iso), Decimal(inst.ticks_to_price(liq)) if liq else None,
+        )
+
+    def _sample_mark(self, e: MarkPriceUpdated, out: list[Row]) -> None:
+        bucket = e.ts - e.ts % self._mark_every_ns
+        if self._mark_bucket.get(e.symbol) == bucket:
+            return  # this bucket's first mark is written (or was, before a restart)
+        self._mark_bucket[e.symbol] = bucket
+        sc = self._scales.get(e.symbol)
+        if sc is None:
+            return
+        out.append(MarkRow(e.symbol, ns_to_datetime(bucket), ns_to_datetime(e.ts),
+                           Decimal(e.index) * sc.tick, Decimal(e.mark) * sc.tick, e.seq))
+
+
+_RISK_EVENTS = frozenset({BalanceChanged, AccountChanged, PositionChanged, RiskSettingsChanged,
+                          MarkPriceUpdated})
+
+
+def seed_risk_model(model: RiskReadModel, state: dict[str, Any]) -> None:
+    """Bring ``model`` to the engine's risk state ``state`` (``RiskBook.to_state()``, as a
+    snapshot holds it), by applying the events that state sums up. Order margin is not in the
+    state (the engine rebuilds it from the orders); no view a row shows depends on it."""
+    iso: dict[tuple[str, str], int] = {}
+    positions = []
+    for (account, symbol, asset, size, entry, realised, fees, lev, mode, p_iso,
+         last) in state.get("positions", ()):
+        iso[(account, asset)] = iso.get((account, asset), 0) + p_iso
+        positions.append(PositionChanged(0, 0, account, symbol, size, entry, realised, fees,
+                                         lev, MarginMode(mode), p_iso, last))
+    for account, asset, balance in state.get("accounts", ()):
+        model.apply(AccountChanged(0, 0, account, asset, balance, iso.get((account, asset), 0),
+                                   0))
+    for p in positions:
+        model.apply(p)
+    for symbol, index, _index_ts, _ema, mark, _last_ts in state.get("marks", ()):
+        if mark:  # no mark yet: the model keeps the instrument's reference price
+            model.apply(MarkPriceUpdated(0, 0, symbol, index, mark))
 
 
 def session_row(
