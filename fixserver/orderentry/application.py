@@ -51,13 +51,18 @@ from prometheus_client import Gauge
 from engine.commands import CancelOrder, KillSwitch, SessionStatus
 from engine.enums import CancelReason
 from engine.events import (
+    AccountChanged,
     InstrumentConfigured,
     KillSwitchChanged,
+    MarkPriceUpdated,
     MassCancelDone,
     OrderAccepted,
+    PositionChanged,
     RequestRejected,
+    RiskSettingsChanged,
 )
 from engine.instruments import Instrument
+from engine.risk.readmodel import RiskReadModel
 from fixserver.admin_messages import business_reject_fields
 from fixserver.codec import FixMessage
 from fixserver.metrics import ORDER_PROCESSING_LATENCY_MS
@@ -73,6 +78,14 @@ from fixserver.orderentry.reports import (
     cancel_reject_fields,
     mass_cancel_report_fields,
     refused_order_fields,
+)
+from fixserver.orderentry.risk_desk import RiskDesk
+from fixserver.orderentry.risk_reports import (
+    MAINTENANCE,
+    MaintenanceRefused,
+    maintenance_outcome,
+    maintenance_report_fields,
+    translate_maintenance,
 )
 from fixserver.orderentry.stored import StatusQuery, StatusStore, StoredOrder
 from fixserver.orderentry.translate import (
@@ -95,9 +108,14 @@ from fixserver.orderentry.translate import (
 )
 from fixserver.settings import SessionRole
 
-_ORDER_TYPES = (b"D", b"F", b"G", b"H", b"q", b"AF")
+_ORDER_TYPES = (b"D", b"F", b"G", b"H", b"q", b"AF", b"AN", b"BB", b"AL")
+#: what a drop-copy session may ask: its firm's positions and collateral (read-only)
+_READ_ONLY_TYPES = (b"AN", b"BB")
 #: origin kinds of requests a session's message caused (each holds a place in its lane)
-_LANE_KINDS = frozenset(("D", "F", "G", "q"))
+_LANE_KINDS = frozenset(("D", "F", "G", "q", MAINTENANCE))
+#: events the risk read model follows
+_RISK_EVENTS = frozenset((AccountChanged, PositionChanged, RiskSettingsChanged,
+                          MarkPriceUpdated))
 DAY_NS = 86_400 * 1_000_000_000
 
 ENDED_IN_MEMORY = Gauge("orderentry_ended_orders_in_memory",
@@ -131,6 +149,7 @@ class OrderEntryApplication:
         day_offset_ns: int = 0,
         retention_days: int = 1,
         max_ended_orders: int = 100_000,
+        risk_push_interval: float = 1.0,
     ) -> None:
         self.sessions = {s.settings.session_id: s for s in sessions}
         self.gateway = gateway
@@ -174,6 +193,30 @@ class OrderEntryApplication:
         for s in self.sessions.values():
             if s.settings.role is SessionRole.DROP_COPY and s.settings.firm:
                 self._drop_copies.setdefault(s.settings.firm, []).append(s)
+        #: collateral and positions as released (durable): what AP, BA and AM report
+        self.risk = RiskReadModel(self.instruments.values())
+        self.risk_desk = RiskDesk(self.risk, self.instruments, directory, self._drop_copies,
+                                  self._push, now_ns, call_later, risk_push_interval)
+
+    def seed_risk(self, engine: Any) -> None:
+        """Start-up: bring the risk read model to the engine as recovered (snapshot and
+        journal replay: all of it durable, no new tick has run). Replaying the tail through
+        :meth:`reports_of` afterwards is harmless: its events carry absolute state, the
+        last of each is the engine's."""
+        model = self.risk
+        for inst in engine.instruments:
+            model.instrument(inst)
+        book = engine.risk
+        for (account, asset), a in sorted(book.accounts.items()):
+            model.apply(AccountChanged(0, 0, account, asset, a.balance, a.iso_total,
+                                       a.om_total))
+        for _key, p in sorted(book.positions.items()):
+            model.apply(PositionChanged(0, 0, p.account, p.symbol, p.size, p.entry_cost,
+                                        p.realised, p.fees, p.leverage, p.mode, p.iso,
+                                        p.last_exec_id))
+        for symbol, ms in sorted(book.marks.items()):
+            if ms.mark:
+                model.apply(MarkPriceUpdated(0, 0, symbol, ms.index, ms.mark))
 
     # -- session life ---------------------------------------------------------------------
 
@@ -197,11 +240,13 @@ class OrderEntryApplication:
             self._cancel_on_disconnect[sid] = session.settings.cancel_on_disconnect
         self._submit_quietly(origin(sid, "S"),
                              SessionStatus(0, 0, sid, True, self._cancel_on_disconnect[sid]))
+        self.risk_desk.logged_on(session)
 
     def on_logout(self, session: Any, now_ns: int) -> None:
         """The session's connection ended (Logout or lost): journal it, and with
         cancel-on-disconnect cancel its orders (after CancelOnDisconnectDelay)."""
         sid = session.settings.session_id
+        self.risk_desk.logged_off(session)  # its position/collateral subscriptions end
         cod = bool(self._cancel_on_disconnect.get(sid))
         self._submit_quietly(origin(sid, "S"), SessionStatus(0, 0, sid, False, cod))
         if cod:
@@ -309,11 +354,20 @@ class OrderEntryApplication:
         if mt not in _ORDER_TYPES:
             self._business_reject(session, msg, BIZ_UNSUPPORTED, None, now_ns)
             return
-        if settings.role is not SessionRole.ORDER_ENTRY:
+        if settings.role is not SessionRole.ORDER_ENTRY and not (
+                settings.role is SessionRole.DROP_COPY and mt in _READ_ONLY_TYPES):
             self._business_reject(session, msg, BIZ_UNSUPPORTED,
                                   f"a {settings.role.value} session cannot send orders", now_ns)
             return
-        if mt == b"D":
+        if mt == b"AN" or mt == b"BB":
+            desk = self.risk_desk
+            answers = (desk.positions_request(session, msg, now_ns) if mt == b"AN"
+                       else desk.collateral_inquiry(session, msg, now_ns))
+            for msg_type, fields in answers:
+                self.reply(session, msg_type, fields, now_ns, reply_to=msg)
+        elif mt == b"AL":
+            self._maintenance(session, msg, now_ns)
+        elif mt == b"D":
             self._new_order(session, msg, now_ns)
         elif mt == b"F" or mt == b"G":
             self._cancel_or_replace(session, msg, now_ns)
@@ -448,6 +502,21 @@ class OrderEntryApplication:
         if not is_cancel:
             self.ledger.name(sid, cl_ord_id, view.order_id)
 
+    def _maintenance(self, session: Any, msg: FixMessage, now_ns: int) -> None:
+        """PositionMaintenanceRequest (AL): the engine command (journaled, in the session's
+        order); its AM comes at release (:meth:`reports_of`), or at once if refused here."""
+        settings = session.settings
+        m, result = translate_maintenance(msg, self.directory.accounts_of(settings.firm),
+                                          settings.firm, self.instruments)
+        text = result.text if isinstance(result, MaintenanceRefused) else None
+        if text is None and not self._submit_quietly(
+                origin(settings.session_id, MAINTENANCE, *m.origin_extra()), result):
+            text = "exchange is not accepting requests"
+        if text is not None:
+            fields = maintenance_report_fields(m, self.exec_ids.next("PM", now_ns), now_ns,
+                                               accepted=False, text=text)
+            self.reply(session, "AM", fields, now_ns, reply_to=msg)
+
     def _mass_cancel(self, session: Any, msg: FixMessage, now_ns: int) -> None:
         sid = session.settings.session_id
         cl_ord_id = (msg.get(11) or b"").decode("latin-1")
@@ -503,6 +572,7 @@ class OrderEntryApplication:
                         ORDER_PROCESSING_LATENCY_MS.observe((now - at) / 1e6)
                 for report in self.reports_of(p):
                     self._send(report, now, touched)
+                self.risk_desk.released(p.events)
                 self._cancel_if_gone(p.events)
                 if o is not None and o[1] in _LANE_KINDS:
                     self._lane_released(o[0], now)
@@ -603,8 +673,17 @@ class OrderEntryApplication:
         reports = self.builder.reports(sid, o, p.events)
         if o is not None and o[1] == "q":
             self._mass_cancel_done(sid, o, p.events, reports)
+        risk = self.risk
+        maintenance = o is not None and o[1] == MAINTENANCE
         for e in p.events:
-            if type(e) is InstrumentConfigured:
+            if type(e) in _RISK_EVENTS:
+                risk.apply(e)
+                if maintenance and type(e) is RiskSettingsChanged:
+                    self._maintenance_done(o, e, reports)
+            elif maintenance and type(e) is RequestRejected:
+                self._maintenance_done(o, e, reports)
+            elif type(e) is InstrumentConfigured:
+                risk.apply(e)
                 self.set_instrument(e.instrument)
             elif type(e) is KillSwitchChanged:
                 if e.active:
@@ -613,6 +692,12 @@ class OrderEntryApplication:
                 else:
                     self.killed.discard(e.firm)
         return reports
+
+    def _maintenance_done(self, o: Any, e: Any, out: list[Report]) -> None:
+        """The PositionMaintenanceReport (AM) of an AL's released outcome."""
+        fields = maintenance_outcome(o, e, self.instruments)
+        if fields is not None:
+            out.append(Report(str(o[0]), e.account, "AM", fields, copy=False))
 
     def deliveries(self, report: Report) -> list[tuple[Any, str, list]]:
         """(session, MsgType, fields) of every message ``report`` becomes: the owning
@@ -634,6 +719,15 @@ class OrderEntryApplication:
         for session, msg_type, fields in self.deliveries(report):
             session.send(msg_type, fields, now)
             touched.add(session)
+
+    def _push(self, session: Any, msg_type: str, fields: list) -> None:
+        """A position or collateral push (RiskDesk): inside a released tick it is flushed
+        with the tick's reports; from a timer, at once."""
+        session.send(msg_type, fields, self.now_ns())
+        if self._touched is not None:
+            self._touched.add(session)
+        else:
+            self.flush(session)
 
     def _copy(self, account: str, fields: list, now: int, touched: set[Any]) -> None:
         firm = self.directory.firm_of(account)

@@ -22,9 +22,11 @@ was away. Keys: ExecID (17) for ExecutionReports, whose engine ExecIDs (``N``, `
 ``N-T``) never collide with the local ``R-``/``S-`` ones; ClOrdID (11) with CxlRejReason
 (102) for OrderCancelRejects (a ClOrdID reaches the engine at most once, and the only local
 reject that reuses a ClOrdID, the duplicate-ClOrdID one, has its own reason); OrderID (37,
-``MC-<exec id>``) for OrderMassCancelReports. Reports refused before the engine (local
-ExecIDs) were never journaled: they were either sent or the client got no answer for a
-request it will see as unanswered; nothing to redeliver.
+``MC-<exec id>``) for OrderMassCancelReports; PosMaintRptID (721, ``PM-<seq>``) for the
+PositionMaintenanceReports of margin settings (refusals before the engine use
+``PM-<ns>-<n>``). Reports refused before the engine (local ExecIDs) were never journaled:
+they were either sent or the client got no answer for a request it will see as unanswered;
+nothing to redeliver.
 
 The snapshot boundary: the replay starts after the latest snapshot. The snapshot's
 ``snapshot_extra`` is taken right after its tick is released (``_committed``: subscribers
@@ -109,6 +111,9 @@ def stored_key(raw: bytes) -> tuple | None:
     if msg_type == b"r":
         value = _tag_value(raw, b"\x0137=")
         return ("r", value.decode("latin-1")) if value is not None else None
+    if msg_type == b"AM":
+        value = _tag_value(raw, b"\x01721=")
+        return ("AM", value.decode("latin-1")) if value is not None else None
     return None
 
 
@@ -119,9 +124,10 @@ def _text(value: Any) -> str:
 
 
 def report_key(msg_type: str, fields: Iterable[tuple[int, Any]]) -> tuple:
-    """The key a report is found by in a store: ("8", ExecID), ("9", ClOrdID, CxlRejReason)
-    or ("r", OrderID). Same text as :func:`stored_key` reads back from the encoded message."""
-    wanted = {"8": (17,), "9": (11, 102), "r": (37,)}.get(msg_type)
+    """The key a report is found by in a store: ("8", ExecID), ("9", ClOrdID, CxlRejReason),
+    ("r", OrderID) or ("AM", PosMaintRptID). Same text as :func:`stored_key` reads back from
+    the encoded message."""
+    wanted = {"8": (17,), "9": (11, 102), "r": (37,), "AM": (721,)}.get(msg_type)
     if wanted is None:
         raise ValueError(f"no redelivery key for MsgType {msg_type!r}")
     values: dict[int, str] = {}

@@ -66,6 +66,9 @@ ORD_REJ_REASON: dict[RejectReason, int] = {
     R.INVALID_MIN_QTY: REJ_INCORRECT_QTY,
     R.DUPLICATE_ORDER_ID: REJ_DUPLICATE,
     R.UNKNOWN_ORDER: REJ_UNKNOWN_ORDER,
+    R.INSUFFICIENT_MARGIN: REJ_EXCEEDS_LIMIT,
+    R.RISK_LIMIT_EXCEEDED: REJ_EXCEEDS_LIMIT,
+    R.INVALID_TRIGGER: REJ_UNSUPPORTED,
 }
 
 #: Text (58) of each engine reject reason: the rule the order broke
@@ -98,6 +101,23 @@ REJECT_TEXT: dict[RejectReason, str] = {
     R.INVALID_STATUS: "invalid instrument status",
     R.KILL_SWITCH_ACTIVE: "kill switch active for the account's firm",
     R.INVALID_DAY_OFFSET: "invalid trading-day boundary",
+    R.INVALID_INSTRUMENT: "invalid instrument rules",
+    R.INSTRUMENT_IN_USE: "the instrument has live orders or open positions",
+    R.INSUFFICIENT_MARGIN: "insufficient margin",
+    R.RISK_LIMIT_EXCEEDED: ("risk limit exceeded: the position could exceed the notional cap of "
+                            "the leverage's risk tier (lower the leverage or the size)"),
+    R.INVALID_LEVERAGE: "invalid leverage: must be 1 to the instrument's maximum leverage",
+    R.MARGIN_MODE_CHANGE_UNSAFE: ("the margin mode cannot change while a position or orders are "
+                                  "open in the instrument"),
+    R.INVALID_AMOUNT: "the amount must be a positive number of the asset's minor units",
+    R.NOT_MARGINED: "the instrument is not margined",
+    R.NO_ISOLATED_POSITION: "no open isolated position in the instrument",
+    R.INVALID_INDEX_PRICE: "the index price must be positive",
+    R.UNKNOWN_ASSET: "unknown asset: no instrument settles in it",
+    R.INVALID_MARGIN_MODE: "invalid margin mode",
+    R.MARGINED_INSTRUMENT: "positions in a margined instrument come from trades",
+    R.INVALID_TRIGGER: ("invalid trigger price source: the mark price needs a margined "
+                        "instrument"),
 }
 
 CANCEL_TEXT: dict[CancelReason, str] = {
@@ -126,6 +146,19 @@ _TYPE_CODE = {OrdType.MARKET: "1", OrdType.LIMIT: "2", OrdType.STOP: "3",
               OrdType.STOP_LIMIT: "4"}
 _TIF_CODE = {TimeInForce.DAY: "0", TimeInForce.GTC: "1", TimeInForce.IOC: "3",
              TimeInForce.FOK: "4", TimeInForce.GTD: "6"}
+
+
+def money(minor: int, decimals: int) -> str:
+    """Minor units as asset units with exactly ``decimals`` decimals (``2024.000000``)."""
+    return format(Decimal(minor).scaleb(-decimals), "f")
+
+
+def shortfall_text(text: str, shortfall: int, inst: Instrument | None) -> str:
+    """``text`` with the missing collateral in asset units (``: short by 2024.000000 USDT``)."""
+    if not shortfall or inst is None or not inst.margined:
+        return text
+    return (f"{text}: short by {money(shortfall, inst.settlement_decimals)} "
+            f"{inst.settlement_asset}")
 
 
 def plain(d: Decimal) -> str:
@@ -345,12 +378,13 @@ class ReportBuilder:
         if inst is not None and e.price:
             fields.append((44, price_str(inst, e.price)))
         fields += [(59, _TIF_CODE.get(e.tif, "1")), (151, "0"), (14, "0"), (6, "0"),
-                   (60, format_utc_timestamp(e.ts)), (58, REJECT_TEXT.get(reason, reason.name))]
+                   (60, format_utc_timestamp(e.ts)),
+                   (58, shortfall_text(REJECT_TEXT.get(reason, reason.name), e.shortfall, inst))]
         return Report(sid, e.account, "8", fields)
 
     def _request_rejected(self, sid: str, o: Any, e: RequestRejected, out: list[Report]) -> None:
-        if e.request is RequestKind.MASS_CANCEL or e.request is RequestKind.ADMIN:
-            return  # mass cancels are reported per request by the application
+        if e.request not in (RequestKind.CANCEL, RequestKind.REPLACE):
+            return  # mass cancels and margin settings: reported by the application
         view = self._view(e.order_id)
         orig = str(o[2]) if len(o) > 2 else ""
         response_to = "1" if e.request is RequestKind.CANCEL else "2"
@@ -358,6 +392,8 @@ class ReportBuilder:
         if view is not None and not view.live:
             reason = CXL_TOO_LATE
         text = REJECT_TEXT.get(e.reason, e.reason.name)
+        if view is not None:  # a replace refused for margin says by how much
+            text = shortfall_text(text, e.shortfall, self.instruments.get(view.symbol))
         out.append(Report(sid, e.account, "9", cancel_reject_fields(
             view, e.cl_ord_id, orig, response_to, reason, text, e.ts), copy=False))
 

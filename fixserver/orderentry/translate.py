@@ -13,7 +13,8 @@ Encodings (spec/rules-of-engagement.md is the reference): OrdType 1 market, 2 li
 4 stop-limit (StopPx 99); TimeInForce 0 Day (the default), 1 GTC, 3 IOC, 4 FOK, 6 GTD with
 ExpireTime 126; ExecInst 18: ``6`` post-only, ``E`` reduce-only; iceberg: MaxFloor 111 (the FIX
 4.4 field; DisplayQty 1138 is FIX 5.0 and not in the dictionary); MinQty 110;
-SelfTradePreventionMode 7928 ``T``/``M``/``B``/``D`` (default: the session's DefaultSTP).
+SelfTradePreventionMode 7928 ``T``/``M``/``B``/``D`` (default: the session's DefaultSTP);
+TriggerPriceSource 7943 ``1`` last / ``2`` mark on stop orders (absent: last).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Union
 import attr
 
 from engine.commands import CancelOrder, MassCancel, NewOrder, ReplaceOrder
-from engine.enums import OrdType, Side, StpMode, TimeInForce
+from engine.enums import OrdType, Side, StpMode, TimeInForce, TriggerBy
 from engine.instruments import Instrument, OffGridError
 from fixserver.codec import FixMessage
 from fixserver.orderentry.ownership import OrderView
@@ -62,6 +63,8 @@ _ORD_TYPES = {b"1": OrdType.MARKET, b"2": OrdType.LIMIT, b"3": OrdType.STOP,
 _TIFS = {b"0": TimeInForce.DAY, b"1": TimeInForce.GTC, b"3": TimeInForce.IOC,
          b"4": TimeInForce.FOK, b"6": TimeInForce.GTD}
 _SIDES = {b"1": Side.BUY, b"2": Side.SELL}
+_TRIGGER_SOURCES = {b"1": TriggerBy.LAST, b"2": TriggerBy.MARK}
+_TRIGGER_TEXT = "TriggerPriceSource (7943) must be 1 (last price) or 2 (mark price)"
 _LIMIT_TYPES = (OrdType.LIMIT, OrdType.STOP_LIMIT)
 _STOP_TYPES = (OrdType.STOP, OrdType.STOP_LIMIT)
 
@@ -257,9 +260,19 @@ def _new(msg: FixMessage, ctx: SessionContext, instruments: dict[str, Instrument
     except ValueError:
         raise _Refuse(refuse(REJ_UNSUPPORTED,
                              "SelfTradePreventionMode (7928) must be T, M, B or D")) from None
+    trigger_by = None
+    raw_trigger = msg.get(7943)
+    if raw_trigger:
+        trigger_by = _TRIGGER_SOURCES.get(raw_trigger)
+        if trigger_by is None:
+            raise _Refuse(refuse(REJ_UNSUPPORTED, _TRIGGER_TEXT))
+        if ord_type not in _STOP_TYPES:
+            raise _Refuse(refuse(REJ_UNSUPPORTED, "TriggerPriceSource (7943) is for stop "
+                                                  "orders (OrdType 3 or 4) only"))
     cl_ord_id = _text(msg, 11) or ""
     return NewOrder(0, 0, account, symbol, side, qty, price, ord_type, tif, cl_ord_id,
-                    stop_price, expire_ts, post_only, reduce_only, display, min_qty, stp)
+                    stop_price, expire_ts, post_only, reduce_only, display, min_qty, stp,
+                    trigger_by)
 
 
 def translate_cancel(msg: FixMessage, order: OrderView) -> CancelOrder:
@@ -286,6 +299,13 @@ def translate_replace(msg: FixMessage, order: OrderView,
         account = _text(msg, 1)
         if account is not None and account != order.account:
             raise _Refuse(refuse(CXL_OTHER, "Account (1) cannot be changed"))
+        raw_trigger = msg.get(7943)
+        if raw_trigger:
+            # The engine's replace keeps the order's trigger source; saying one here could
+            # only be a wish to change it, which would silently not happen.
+            raise _Refuse(refuse(CXL_OTHER, _TRIGGER_TEXT if raw_trigger not in _TRIGGER_SOURCES
+                                 else "TriggerPriceSource (7943) cannot be changed by a "
+                                      "replace: omit it (the order keeps its trigger source)"))
         raw_qty = msg.get(38)
         if not raw_qty:
             raise _Refuse(BusinessRefused(BIZ_CONDITIONAL_MISSING, "OrderQty (38) is required",

@@ -17,6 +17,8 @@ from fixserver.orderentry.ownership import OwnerRecorder
 from fixserver.settings import SessionRole, SessionSettings
 
 T0 = 1_700_000_000_000_000_000
+#: tags of repeating-group entries that may repeat in one message (PositionAmountData)
+_GROUP_MEMBERS = frozenset((707, 708))
 
 
 class RecordingSession:
@@ -31,6 +33,8 @@ class RecordingSession:
         as_dict: dict[int, str] = {}
         for tag, value in fields:
             text = value.decode() if isinstance(value, bytes) else str(value)
+            if tag in _GROUP_MEMBERS and tag in as_dict:
+                continue  # a repeating group's later entries: the dict keeps the first
             assert tag not in as_dict, f"tag {tag} twice in {msg_type}: {fields}"
             as_dict[tag] = text
         self.sent.append((msg_type, as_dict, fields))
