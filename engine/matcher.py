@@ -211,6 +211,11 @@ class MatchingEngine:
         """An instrument's current trading status."""
         return self.markets[symbol].status
 
+    def marks(self) -> dict[str, tuple[int, int]]:
+        """symbol -> (index, mark) in ticks for every instrument with a mark or an index
+        (0 where not known yet)."""
+        return {s: (ms.index, ms.mark) for s, ms in self.risk.marks.items()}
+
     def last_price(self, symbol: str) -> int:
         """Last trade price in ticks (0 before the first trade)."""
         return self.markets[symbol].last_price

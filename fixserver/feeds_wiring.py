@@ -57,15 +57,15 @@ def seed_from_engine(core: FeedCore, engine: Any, update_id: int) -> None:
     """Start every symbol's feed book from the engine's L2 book, labelled ``update_id``
     (a symbol the engine does not list yet, about to be listed at start-up, starts empty),
     and its index and mark from the engine's (a quiet market may see no new mark for long)."""
-    marks = engine.risk.marks  # symbol -> engine.risk.state.MarkState (index, mark in ticks)
+    marks = engine.marks()  # symbol -> (index, mark) in ticks
     for symbol in sorted(core.symbols):
         if symbol not in engine.markets:
             continue
         book = engine.book(symbol)
         core.seed_book(symbol, book.levels(Side.BUY), book.levels(Side.SELL), update_id)
-        state = marks.get(symbol)
-        if state is not None and (state.index or state.mark):
-            core.seed_mark(symbol, state.index, state.mark)
+        index, mark = marks.get(symbol, (0, 0))
+        if index or mark:
+            core.seed_mark(symbol, index, mark)
 
 
 class MarketDataFeeds:

@@ -196,3 +196,38 @@ def test_unencodable_origin_or_class_is_refused_at_entry() -> None:
         encode_entry(object(), CancelOrder(0, 0, "A", 1))
     with pytest.raises(TypeError):
         encode_entry("s", ("not", "a", "command"))
+
+
+def test_risk_commands_round_trip() -> None:
+    """Collateral, leverage, margin mode, isolated margin, index and risk-parameter commands
+    decode to equal commands (enums as members, tiers as tuples)."""
+    from engine.commands import (
+        AdjustIsolatedMargin,
+        ConfigureInstrument,
+        Deposit,
+        SetIndexPrice,
+        SetLeverage,
+        SetMarginMode,
+        Withdraw,
+    )
+    from engine.enums import MarginMode, TriggerBy
+
+    ts = 5
+    cmds = [
+        Deposit(1, ts, "A", "USDT", 10**15, "wire-1"),
+        Withdraw(2, ts, "A", "USDT", 7),
+        SetLeverage(3, ts, "A", BTC, 25, "L1"),
+        SetMarginMode(4, ts, "A", BTC, MarginMode.ISOLATED, "M1"),
+        AdjustIsolatedMargin(5, ts, "A", BTC, -3, "I1"),
+        SetIndexPrice(6, ts, BTC, 600_123),
+        NewOrder(7, ts, "A", BTC, Side.SELL, 1, 0, OrdType.TAKE_PROFIT, stop_price=5,
+                 trigger_by=TriggerBy.LAST),
+        ConfigureInstrument(8, ts, BTC, "0.1", "0.001", max_leverage=100,
+                            risk_tiers=[[50, 5_000, 100], [100, 10_000, 50]]),
+    ]
+    batch = Batch(1, ts, [(None, c) for c in cmds])
+    rec = decode_payload(encode_payload(batch))
+    assert rec.entries == batch.entries
+    assert type(rec.entries[3][1].mode) is MarginMode
+    assert type(rec.entries[6][1].trigger_by) is TriggerBy
+    assert rec.entries[7][1].risk_tiers == ((50, 5_000, 100), (100, 10_000, 50))
