@@ -24,6 +24,7 @@ final state the writer has committed.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from typing import Any
 
 import attr
@@ -37,7 +38,7 @@ from engine.instruments import Instrument
 from engine.positions import PositionBook
 from fixserver.codec import FixMessage
 from fixserver.config import ConfigError
-from fixserver.funding_config import funding_deposits
+from fixserver.funding_config import funding_deposits, settlement_assets
 from fixserver.orderentry.application import OrderEntryApplication
 from fixserver.orderentry.controls import KillSwitchFile
 from fixserver.orderentry.firms import FirmDirectory
@@ -172,6 +173,8 @@ class OrderEntryService:
         )
         self.app.ledger.adopt_ended(extra.get("ended", ()))
         at_snapshot.clear()
+        # positions and collateral for AP/BA: the recovered engine's (all of it journaled)
+        self.app.seed_risk(engine)
         self.redelivery = redeliver(self.app, replayed, server.now_ns())
         for inst in self.instruments:  # the journal's tail may predate the configuration
             self.app.set_instrument(inst)
@@ -227,12 +230,13 @@ class OrderEntryService:
             log.info("orderentry.instrument_configured symbol={symbol} listed={listed}",
                      symbol=command.symbol, listed=command.symbol not in engine.markets)
         # after the instruments: a fresh journal learns the settlement asset from them
+        decimals = settlement_assets(self.configured_instruments)
         for deposit in funding_deposits(self.server.config.funding,
                                         lambda a, asset: (a, asset) in engine.risk.accounts):
             self.pipeline.submit(origin("", "A", "config", "funding"), deposit)
             log.info("orderentry.config_funding account={account} asset={asset} "
                      "amount={amount}", account=deposit.account, asset=deposit.asset,
-                     amount=self.risk.money(deposit.asset, deposit.amount))
+                     amount=Decimal(deposit.amount).scaleb(-decimals[deposit.asset]))
         offset = trading_day_offset_ns(self.server.config)
         if offset != engine.day_offset_ns:
             self.pipeline.submit(origin("", "A"), SetTradingDay(0, 0, offset))
