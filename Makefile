@@ -12,9 +12,14 @@ $(PY):
 install: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 
+# The exchange, and beside it the demo index feeder (a random walk of each margined
+# instrument's index price, posted to the admin API every second; stopped with the server).
 run: install
 	bash ops/local-services.sh fixexchange
 	$(VENV)/bin/fixserver migrate --config ops/fixserver.cfg --seed
+	FIXSERVER_ADMIN_TOKEN=$${FIXSERVER_ADMIN_TOKEN:-demo-admin-token-change-me} \
+		$(PY) -m fixserver.index_feeder --config ops/fixserver.cfg & feeder=$$!; \
+	trap 'kill $$feeder 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/fixserver serve --config ops/fixserver.cfg
 
 test: install

@@ -91,6 +91,9 @@ class IndexFeeder:
         self.agent = Agent(reactor)
         self.in_flight: set[str] = set()
         self.posted = 0
+        self.rounds = 0
+        #: every this many rounds the current prices are logged (the demo shows them move)
+        self.log_every = max(1, int(30 / interval))
         self.failed = 0
         self.last_error: str | None = None
         self._loop: task.LoopingCall | None = None
@@ -108,6 +111,12 @@ class IndexFeeder:
         """Step every walk whose previous post is answered and post its price; fires once
         these posts are answered (or failed)."""
         posts = []
+        self.rounds += 1
+        if self.rounds % self.log_every == 1 or self.log_every == 1:
+            log.info("index_feeder.prices {prices} posted={posted} failed={failed}",
+                     prices=" ".join(f"{s}={self.instruments[s].ticks_to_price(w.price)}"
+                                     for s, w in sorted(self.walks.items())),
+                     posted=self.posted, failed=self.failed)
         for symbol in sorted(self.walks):
             if symbol in self.in_flight:
                 continue
@@ -195,7 +204,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the feeder until interrupted; 2 on bad usage."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
 
     from fixserver.config import ConfigError, load_config
 
@@ -220,7 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("index_feeder: no margined [INSTRUMENT] with a ReferencePrice in the config",
               file=sys.stderr)
         return 2
-    observer: Any = textFileLogObserver(sys.stdout)
+    # our own lines, and others' warnings (not twisted.web's per-connection chatter)
+    levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    levels.setLogLevelForNamespace("fixserver.index_feeder", LogLevel.info)
+    text: Any = textFileLogObserver(sys.stdout)  # zope interfaces: the stubs cannot see them
+    predicate: Any = levels
+    observer: Any = FilteringLogObserver(text, [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     feeder = IndexFeeder(reactor, url, token, config.instruments, paths, args.interval)
     log.info("index_feeder.start url={url} symbols={symbols} seed={seed} interval_s={i}",
