@@ -50,6 +50,10 @@ _INSTRUMENT_PARAMS = {
     "multiplier": "Multiplier", "min_qty": "MinQty", "max_qty": "MaxQty",
     "maker_fee_ppm": "MakerFeePpm", "taker_fee_ppm": "TakerFeePpm",
     "price_band_ppm": "PriceBandPpm", "reference_price": "ReferencePrice", "status": "Status",
+    "settlement_asset": "SettlementAsset", "settlement_decimals": "SettlementDecimals",
+    "max_leverage": "MaxLeverage", "default_leverage": "DefaultLeverage",
+    "risk_tiers": "RiskTiers", "mark_interval_ms": "MarkIntervalMs",
+    "mark_smoothing": "MarkSmoothing", "mark_basis_cap_ppm": "MarkBasisCapPpm",
 }
 _PARAM_OF = {key: param for param, key in _INSTRUMENT_PARAMS.items()}
 
@@ -267,7 +271,9 @@ class ExchangeAdmin:
         for symbol in sorted(engine.markets):
             inst = engine.markets[symbol].instrument
             rows.append({"symbol": symbol, "status": status_name(engine.status(symbol)),
-                         "tick_size": inst.tick_size, "lot_size": inst.lot_size})
+                         "tick_size": inst.tick_size, "lot_size": inst.lot_size,
+                         "max_leverage": inst.max_leverage,
+                         "settlement_asset": inst.settlement_asset if inst.margined else None})
         return {"instruments": rows}
 
     def kill_switches(self, call: AdminCall) -> Answer:
@@ -360,7 +366,8 @@ class ExchangeAdmin:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     value = str(value)  # JSON numbers are taken too; strings keep decimals exact
                     call.params.values[param] = value
-                raw = str(call.params.text(param, max_length=40))
+                raw = str(call.params.text(param, max_length=400 if key == "RiskTiers"
+                                           else 40))
                 try:
                     values[key] = INSTRUMENT_KEYS[key](raw)
                 except ValueError as exc:

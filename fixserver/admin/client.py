@@ -71,6 +71,14 @@ _INSTRUMENT_OPTIONS = (
     ("price_band_ppm", "price band around the reference, ppm (0: none)"),
     ("reference_price", "price the band is centred on before the first trade"),
     ("status", "trading, halted, cancel-only or post-only"),
+    ("max_leverage", "margined: the highest leverage (the risk options below need it)"),
+    ("settlement_asset", "margin asset, e.g. USDT"),
+    ("settlement_decimals", "decimals of the margin asset's minor unit"),
+    ("default_leverage", "leverage of accounts that never set one"),
+    ("risk_tiers", "cap:rate%%:leverage, ... e.g. '50000:0.5%%:100, 250000:1%%:50'"),
+    ("mark_interval_ms", "mark recomputed at most this often"),
+    ("mark_smoothing", "samples in the basis average"),
+    ("mark_basis_cap_ppm", "basis clamp, ppm of the index"),
 )
 _INSTRUMENT_REQUIRED = ("symbol", "tick_size", "lot_size")
 

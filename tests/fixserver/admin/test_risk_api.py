@@ -183,3 +183,31 @@ def test_refusals_are_clear_json_with_the_engines_reason_and_shortfall(tmp_path)
         assert status == 400 and "missing parameter account" in answer["error"]
     finally:
         yield server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_instrument_listed_while_running_can_be_margined(tmp_path):
+    """POST /admin/instruments takes the risk keys (same checks as [INSTRUMENT]): the new
+    instrument is margined at once (leverage can be set); bad tiers are 400 naming them."""
+    server = start_margined(tmp_path)
+    try:
+        url = base_url(server)
+        body = {"symbol": "SOL-PERP", "tick_size": "0.001", "lot_size": "0.1",
+                "reference_price": "150", "max_leverage": 20,
+                "risk_tiers": "10000:1%:20, 100000:2.5%:10"}
+        status, answer, _ = yield api(url, "POST", "/admin/instruments", TOKEN,
+                                      {**body, "risk_tiers": "10000:1%:50"})
+        assert status == 400 and answer["error"].startswith("risk_tiers="), answer
+        assert "above MaxLeverage 20" in answer["error"]
+        status, answer, _ = yield api(url, "POST", "/admin/instruments", TOKEN, body)
+        assert status == 200 and answer["listed"], answer
+        inst = server.application.pipeline.engine.markets["SOL-PERP"].instrument
+        assert inst.risk_tiers == ((10_000_000_000, 10_000, 20), (100_000_000_000, 25_000, 10))
+        status, answer, _ = yield api(url, "POST", "/admin/accounts/leverage", TOKEN,
+                                      {"account": "A1", "symbol": "SOL-PERP", "leverage": 10})
+        assert status == 200 and answer["leverage"] == 10, answer
+        status, answer, _ = yield api(url, "GET", "/admin/instruments", TOKEN)
+        sol = [i for i in answer["instruments"] if i["symbol"] == "SOL-PERP"]
+        assert sol[0]["max_leverage"] == 20 and sol[0]["settlement_asset"] == "USDT"
+    finally:
+        yield server.stop()
