@@ -111,7 +111,7 @@ def mark_move_ms(eng: MatchingEngine, seq: int, ts: int, moves: int) -> tuple[fl
         events = eng.process(Tick(seq, ts))
         samples.append((time.process_time_ns() - c0) / 1e6)
         assert any(type(e) is MarkPriceUpdated for e in events)
-    armed = len(eng.risk.thresholds[SYMBOL])
+    armed = len(eng.risk.monitor.thresholds[SYMBOL])
     return statistics.median(samples), armed
 
 

@@ -209,6 +209,14 @@ class ConfigureInstrument:
     mark_interval_ms: int = 1000
     mark_smoothing: int = 60
     mark_basis_cap_ppm: int = 5000
+    liquidation_fee_ppm: int = 5000
+    funding_interval_s: int = 28_800
+    funding_interest_e8: int = 10_000
+    funding_clamp_e8: int = 50_000
+    funding_cap_e8: int = 750_000
+    impact_notional: int = 10_000_000_000
+    margin_call_levels: tuple = attr.ib(default=(800_000, 900_000),
+                                        converter=lambda t: tuple(int(x) for x in t))
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)

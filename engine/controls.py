@@ -30,7 +30,9 @@ from engine.market import Market
 
 DAY_NS = 86_400 * 1_000_000_000
 _RISK_FIELDS = ("settlement_asset", "settlement_decimals", "max_leverage", "default_leverage",
-                "risk_tiers", "mark_interval_ms", "mark_smoothing", "mark_basis_cap_ppm")
+                "risk_tiers", "mark_interval_ms", "mark_smoothing", "mark_basis_cap_ppm",
+                "liquidation_fee_ppm", "funding_interval_s", "funding_interest_e8",
+                "funding_clamp_e8", "funding_cap_e8", "impact_notional", "margin_call_levels")
 
 
 def kill_switch(eng: Any, c: Any, ev: list) -> None:

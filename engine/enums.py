@@ -127,6 +127,7 @@ class CancelReason(IntEnum):
     CANCEL_ON_DISCONNECT = 13  # the owning session disconnected with cancel-on-disconnect
     OPERATOR = 14  # canceled by the exchange's operator
     INSUFFICIENT_MARGIN = 15  # a triggered stop the account's available balance cannot cover
+    LIQUIDATION = 16  # the account is being liquidated (its orders are canceled first)
 
 
 class RequestKind(IntEnum):
@@ -161,6 +162,13 @@ class LedgerCause(IntEnum):
     FUNDING = 5
     LIQUIDATION = 6
     INSURANCE = 7
+
+
+class TransferKind(IntEnum):
+    """How a liquidated position left its owner without a trade on the book."""
+
+    TAKEOVER = 1  # taken over by the insurance fund at the bankruptcy price
+    ADL = 2  # auto-deleveraged against an opposite position at the bankruptcy price
 
 
 class TriggerBy(IntEnum):

@@ -37,6 +37,7 @@ from engine.enums import (
     RequestKind,
     Side,
     TimeInForce,
+    TransferKind,
 )
 
 
@@ -369,13 +370,17 @@ class IndexPriceUpdated(NamedTuple):
 
 
 class MarkPriceUpdated(NamedTuple):
-    """The mark price (ticks) was recomputed inside a tick and changed."""
+    """The mark price (ticks) was recomputed inside a tick and changed. ``funding_rate_e8``
+    is the rate the next funding would apply if it were now (1e-8 units) and
+    ``next_funding_ts`` when it happens (0 and 0 on an unmargined instrument)."""
 
     seq: int
     ts: int
     symbol: str
     index: int  # type: ignore[assignment]  # shadows tuple.index on purpose
     mark: int
+    funding_rate_e8: int = 0
+    next_funding_ts: int = 0
 
 
 class MarginBreached(NamedTuple):
@@ -389,6 +394,95 @@ class MarginBreached(NamedTuple):
     symbol: str
     equity: int
     maintenance: int
+
+
+class MarginCall(NamedTuple):
+    """An account's margin ratio (cross: ``symbol`` "") or an isolated position's rose to
+    or past a warning level (ppm). Emitted once per crossing, not per tick."""
+
+    seq: int
+    ts: int
+    account: str
+    asset: str
+    symbol: str
+    level_ppm: int
+    ratio_ppm: int
+    equity: int
+    maintenance: int
+
+
+class Liquidated(NamedTuple):
+    """One liquidation step of an account (cross: ``symbol`` the position closed) or an
+    isolated position: ``qty`` lots closed on ``side`` (the closing side), ``filled`` of them
+    through the book for ``notional`` ticks*lots, ``taken_over`` by the insurance fund and
+    ``deleveraged`` against opposite positions, both at ``bankruptcy_price``; ``fee``
+    (minor units) went to the insurance fund; ``order_id`` is the liquidation order."""
+
+    seq: int
+    ts: int
+    account: str
+    asset: str
+    symbol: str
+    side: Side
+    qty: int
+    filled: int
+    notional: int
+    bankruptcy_price: int
+    taken_over: int
+    deleveraged: int
+    fee: int
+    order_id: int
+
+
+class PositionTransferred(NamedTuple):
+    """A position changed hands off the book at ``price`` (the bankruptcy price):
+    ``from_account`` (the liquidated one) closed ``qty`` lots on ``side``, ``to_account``
+    (the insurance fund for TAKEOVER, the deleveraged counterparty for ADL) took the other
+    side. ``exec_id`` numbers it like a trade."""
+
+    seq: int
+    ts: int
+    exec_id: int
+    symbol: str
+    kind: TransferKind
+    from_account: str
+    to_account: str
+    side: Side
+    qty: int
+    price: int
+
+
+class FundingPayment(NamedTuple):
+    """One position's funding: ``amount`` minor units (negative: paid) for ``size`` lots at
+    ``mark`` and ``rate_e8``. A BalanceChanged (cause FUNDING) carries the ledger entry."""
+
+    seq: int
+    ts: int
+    account: str
+    symbol: str
+    asset: str
+    amount: int
+    rate_e8: int
+    size: int
+    mark: int
+
+
+class FundingApplied(NamedTuple):
+    """Funding of one instrument at a funding instant: ``rate_e8`` at ``mark``; ``paid``
+    by one side, ``received`` by the other, the rounding ``residual`` (paid - received) to
+    the insurance fund; ``positions`` charged; ``next_funding_ts`` the next instant."""
+
+    seq: int
+    ts: int
+    symbol: str
+    asset: str
+    rate_e8: int
+    mark: int
+    paid: int
+    received: int
+    residual: int
+    positions: int
+    next_funding_ts: int
 
 
 ORDER_EVENTS = (

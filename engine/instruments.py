@@ -66,6 +66,16 @@ class Instrument:
     mark_interval_ms: int = 1000  # the mark is recomputed at most this often (inside ticks)
     mark_smoothing: int = 60  # samples in the basis moving average (EMA, alpha = 1/n)
     mark_basis_cap_ppm: int = 5000  # the smoothed basis is clamped to +-this of the index
+    # -- liquidation and funding (spec/risk.md) -------------------------------------------
+    liquidation_fee_ppm: int = 5000  # of the liquidated notional, to the insurance fund
+    funding_interval_s: int = 28_800  # funding at every multiple of this since the epoch (UTC)
+    funding_interest_e8: int = 10_000  # interest rate per interval, 1e-8 units (0.01%)
+    funding_clamp_e8: int = 50_000  # clamp(interest - premium) bound (0.05%)
+    funding_cap_e8: int = 750_000  # the funding rate is capped at +-this (0.75%)
+    impact_notional: int = 10_000_000_000  # minor units walked for the impact bid/ask
+    # margin-ratio warning levels (ppm of equity); all instruments of an asset must agree
+    margin_call_levels: tuple = attr.ib(default=(800_000, 900_000),
+                                        converter=lambda t: tuple(int(x) for x in t))
 
     @property
     def margined(self) -> bool:
@@ -128,6 +138,7 @@ class Instrument:
         d = attr.asdict(self)
         d["status"] = int(self.status)
         d["risk_tiers"] = [list(t) for t in self.risk_tiers]
+        d["margin_call_levels"] = list(self.margin_call_levels)
         return d
 
     @classmethod

@@ -172,6 +172,8 @@ class MatchingEngine:
         self._expiry = []
         self._specs = {}
         self._plain = self._intern(OrderSpec(LIMIT, GTC, 0, 0, 0, None, False, False, 0, False))
+        # the liquidation engine's orders: IOC limit, reduce-only
+        self.liquidation_spec = OrderSpec(LIMIT, IOC, 0, 0, 0, None, True, False, 0, False)
         self.risk = RiskBook(self)
 
     # -- public API -----------------------------------------------------------------------

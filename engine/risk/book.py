@@ -41,7 +41,6 @@ from engine.events import (
     AccountChanged,
     BalanceChanged,
     IndexPriceUpdated,
-    MarginBreached,
     MarkPriceUpdated,
     OrderAccepted,
     OrderCanceled,
@@ -55,9 +54,12 @@ from engine.events import (
     Trade,
 )
 from engine.instruments import Instrument
+from engine.risk import funding as fu
+from engine.risk import liquidation as lq
 from engine.risk import margin as mg
+from engine.risk.monitor import MarginMonitor
 from engine.risk.state import MarkState, RiskAccount, RiskPosition
-from engine.risk.thresholds import PPM, Thresholds, trigger_distance
+from engine.risk.thresholds import PPM
 from engine.risk.views import AccountView, InstrumentParams, PositionView, value_positions
 
 R = RejectReason
@@ -107,9 +109,11 @@ class RiskBook:
         self.positions: dict[tuple[str, str], RiskPosition] = {}
         self.held: dict[int, list] = {}  # order id -> [leaves, price, position, is_buy]
         self.marks: dict[str, MarkState] = {}
-        self.thresholds: dict[str, Thresholds] = {}
-        self.armed: dict[tuple, list] = {}  # owner -> [(symbol, is_long, entry)]
-        self.breached: set = set()
+        self.monitor = MarginMonitor()
+        self.holders: dict[str, dict[str, RiskPosition]] = {}  # symbol -> open positions
+        self.funding: dict[str, fu.FundingState] = {}
+        self.liquidations = 0  # liquidation orders so far (their ids follow it)
+        self.call_levels: dict[str, tuple] = {}  # asset -> margin-call levels (ppm)
         self.fee_pool: dict[str, int] = {}
         self.deposited: dict[str, int] = {}
         self.withdrawn: dict[str, int] = {}
@@ -134,7 +138,9 @@ class RiskBook:
             self.instruments[sym] = InstrumentRisk(inst)
             self.assets.setdefault(inst.settlement_asset, inst.settlement_decimals)
             self.marks.setdefault(sym, MarkState())
-            self.thresholds.setdefault(sym, Thresholds())
+            self.monitor.add_symbol(sym)
+            self.holders.setdefault(sym, {})
+            self.call_levels[inst.settlement_asset] = tuple(sorted(inst.margin_call_levels))
             self.active = True
         else:
             self.instruments.pop(sym, None)
@@ -158,6 +164,13 @@ class RiskBook:
                     and mmr * lev < PPM for c, mmr, lev in tiers)
             and inst.mark_interval_ms > 0 and inst.mark_smoothing > 0
             and 0 <= inst.mark_basis_cap_ppm < PPM
+            and 0 <= inst.liquidation_fee_ppm < PPM and inst.funding_interval_s > 0
+            and 0 <= inst.funding_clamp_e8 and 0 <= inst.funding_cap_e8 < 10**8
+            and inst.impact_notional > 0
+            and all(0 < lv < PPM for lv in inst.margin_call_levels)
+            and self.call_levels.get(inst.settlement_asset,
+                                     tuple(sorted(inst.margin_call_levels)))
+            == tuple(sorted(inst.margin_call_levels))
         )
         return None if ok else R.INVALID_INSTRUMENT
 
@@ -184,11 +197,12 @@ class RiskBook:
         return p
 
     def mark_of(self, symbol: str) -> int:
-        """The mark price in ticks; before the first mark, the last price or reference."""
+        """The mark price in ticks; before the first mark, the configured reference price
+        (what a read model following the events also assumes)."""
         ms = self.marks.get(symbol)
         if ms is not None and ms.mark:
             return ms.mark
-        return self.eng.markets[symbol].reference_price()
+        return self.eng.markets[symbol].instrument.reference_price
 
     def value(self, a: RiskAccount) -> RiskAccount:
         """Bring the account's cross valuation up to date (at the current marks)."""
@@ -257,6 +271,7 @@ class RiskBook:
                 sq -= old[0]
                 sc -= old[0] * old[1]
         is_buy = side is BUY
+        base = (bq, bc, sq, sc)  # the account's other orders
         if is_buy:
             bq += qty
             bc += qty * price
@@ -272,15 +287,55 @@ class RiskBook:
         cap = mg.max_notional(ir.tiers, lev)
         if worst > cap:
             return R.RISK_LIMIT_EXCEEDED, 0
+        # resting: the order margin it adds, plus the loss it is born with (Binance)
+        loss = mg.open_loss(is_buy, price, mark, qty, v)
         need = mg.order_margin(size, bq, bc, sq, sc, v, lev, ir.taker_ppm) - old_om
+        if need <= 0 and not loss:
+            return 0, 0
+        need = max(need, 0) + loss
+        # filled at once at its price: what the position, its margin and the fee take
+        need = max(need, self._fill_need(ir, p, is_buy, price, qty, size, base, lev, mark,
+                                         old_om))
         if need <= 0:
             return 0, 0
-        need += mg.open_loss(is_buy, price, mark, qty, v)
         a = self.accounts.get((account, ir.asset))
         avail = self.available(a) if a is not None else 0
         if avail < need:
             return R.INSUFFICIENT_MARGIN, need - avail
         return 0, 0
+
+    def _fill_need(self, ir: InstrumentRisk, p: RiskPosition | None, is_buy: bool,
+                   price: int, qty: int, size: int, base: tuple, lev: int, mark: int,
+                   old_om: int) -> int:
+        """How much available balance an order takes if it fills entirely at ``price``
+        now (the other orders still resting): for cross margin the change of equity at
+        mark, position initial margin and order margin; for isolated the margin it
+        allocates, the loss it realises and the fee."""
+        v = ir.v
+        signed = qty if is_buy else -qty
+        new_size = size + signed
+        fee = mg.fee_minor_units(price * qty * ir.instrument.multiplier * ir.taker_ppm,
+                                 ir.unit) if ir.taker_ppm > 0 else 0
+        om = mg.order_margin(new_size, *base, v, lev, ir.taker_ppm)
+        if p is None or p.mode is MarginMode.CROSS:
+            equity = (mark - price) * signed * v - fee
+            im = (mg.initial_margin(abs(new_size) * mark * v, lev)
+                  - mg.initial_margin(abs(size) * mark * v, lev))
+            return im + om - old_om - equity
+        entry, iso = p.entry_cost, p.iso
+        realised = 0
+        if size == 0 or (size > 0) == is_buy:
+            iso_after = iso + mg.initial_margin(price * qty * v, lev)
+        else:
+            open_lots = abs(size)
+            closed = min(qty, open_lots)
+            closed_cost = entry * closed // open_lots
+            realised = ((price * closed - closed_cost) if size > 0
+                        else (closed_cost - price * closed)) * v
+            iso_after = iso - (iso if closed == open_lots else iso * closed // open_lots)
+            if qty > open_lots:
+                iso_after += mg.initial_margin(price * (qty - open_lots) * v, lev)
+        return (iso_after - iso) - realised + fee + om - old_om
 
     def margin_price(self, symbol: str, side: Side, price: int) -> int:
         """The price an order's margin is computed at: its limit, or for a market order the
@@ -364,10 +419,10 @@ class RiskBook:
             self._set_leaves(e.taker_order_id, h[0] - e.qty)
         ir = self.instruments[e.symbol]
         taker_buy = e.aggressor_side is BUY
-        self._fill(ir, e.maker_account, not taker_buy, e, e.maker_fee, ev)
-        self._fill(ir, e.taker_account, taker_buy, e, e.taker_fee, ev)
+        self.fill(ir, e.maker_account, not taker_buy, e, e.maker_fee, ev)
+        self.fill(ir, e.taker_account, taker_buy, e, e.taker_fee, ev)
 
-    def _fill(self, ir: InstrumentRisk, account: str, is_buy: bool, e: Any, fee_units: int,
+    def fill(self, ir: InstrumentRisk, account: str, is_buy: bool, e: Any, fee_units: int,
               ev: list) -> None:
         p = self.positions.get((account, e.symbol)) or self.position(account, e.symbol)
         a = p.owner
@@ -412,6 +467,20 @@ class RiskBook:
         self._reprice(p)
         a.gen = -1
         self._touched_positions[p.key] = p
+        holders = self.holders[e.symbol]
+        if p.size:
+            holders[account] = p
+        else:
+            holders.pop(account, None)
+
+    def credit(self, a: RiskAccount, amount: int, cause: LedgerCause, symbol: str, ref: str,
+               seq: int, ts: int, ev: list) -> None:
+        """One ledger entry: change ``a``'s balance by ``amount`` (negative: debit)."""
+        a.balance += amount
+        a.gen = -1
+        ev.append(BalanceChanged(seq, ts, a.account, a.asset, amount, a.balance, cause, symbol,
+                                 ref))
+        self.touch(a)
 
     def _move_iso(self, p: RiskPosition, a: RiskAccount, amount: int) -> None:
         p.iso += amount
@@ -466,76 +535,18 @@ class RiskBook:
         if p is not None:
             self._touched_positions[(p.account, p.symbol)] = p
 
-    # -- mark thresholds --------------------------------------------------------------------
-
-    def _disarm(self, owner: tuple) -> None:
-        for sym, is_long, entry in self.armed.pop(owner, ()):
-            th = self.thresholds[sym]
-            (th.longs if is_long else th.shorts).discard(entry)
+    # -- margin monitoring -----------------------------------------------------------------
 
     def arm(self, a: RiskAccount, seq: int, ts: int, ev: list) -> None:
-        """Re-arm the thresholds of an account's cross positions and isolated ones."""
-        owner = (a.account, False)
-        self._disarm(owner)
-        self.value(a)
-        cross = [p for p in a.positions.values() if p.size and p.mode is MarginMode.CROSS]
-        if cross:
-            headroom = a.balance - a.iso_total + a.upnl - a.mm
-            self._arm_owner(owner, cross, headroom, a.mm, a.asset, "", seq, ts, ev)
-        for p in a.positions.values():
-            if p.mode is MarginMode.ISOLATED:
-                iso_owner = (a.account, p.symbol)
-                self._disarm(iso_owner)
-                if p.size:
-                    ir = self.instruments[p.symbol]
-                    r = mg.position_risk(p.size, p.entry_cost, self.mark_of(p.symbol), ir.v,
-                                         p.leverage, ir.tiers)
-                    headroom = p.iso + r.unrealised_pnl - r.maintenance_margin
-                    self._arm_owner(iso_owner, [p], headroom, r.maintenance_margin, a.asset,
-                                    p.symbol, seq, ts, ev)
-
-    def _arm_owner(self, owner: tuple, positions: list, headroom: int, mm: int, asset: str,
-                   iso_symbol: str, seq: int, ts: int, ev: list) -> None:
-        if headroom < 0:
-            if owner not in self.breached:
-                self.breached.add(owner)
-                ev.append(MarginBreached(seq, ts, owner[0], asset, iso_symbol, headroom + mm,
-                                         mm))
-            return
-        self.breached.discard(owner)
-        share = headroom // len(positions)
-        entries = []
-        for p in positions:
-            ir = self.instruments[p.symbol]
-            d = trigger_distance(share, p.size, ir.v, ir.mmr_max)
-            mark = self.mark_of(p.symbol)
-            th = self.thresholds[p.symbol]
-            if p.size > 0:
-                entry = (mark - d, owner)
-                th.longs.add(entry)
-            else:
-                entry = (mark + d, owner)
-                th.shorts.add(entry)
-            entries.append((p.symbol, p.size > 0, entry))
-        self.armed[owner] = entries
-
-    def _fire(self, symbol: str, mark: int, seq: int, ts: int, ev: list) -> None:
-        owners = self.thresholds[symbol].fired(mark)
-        if not owners:
-            return
-        seen: dict = {}
-        for owner in owners:
-            seen[owner] = None
-        asset = self.instruments[symbol].asset
-        for owner in seen:
-            self._disarm(owner)
-            self.arm(self.accounts[(owner[0], asset)], seq, ts, ev)
+        """Re-arm an account's margin thresholds (see engine.risk.monitor)."""
+        self.monitor.arm(self, a, seq, ts, ev)
 
     # -- marks ------------------------------------------------------------------------------
 
-    def on_tick(self, ts: int, seq: int, ev: list) -> list:
-        """Recompute marks that are due; return the symbols whose mark changed."""
-        changed = []
+    def on_tick(self, ts: int, seq: int, ev: list) -> None:
+        """The tick's risk work: marks that are due (with premium samples and the threshold
+        checks), funding at its instants, then liquidation of every owner found under
+        maintenance margin."""
         for sym, ms in self.marks.items():
             ir = self.instruments.get(sym)
             inst = ir.instrument if ir is not None else self.eng.markets[sym].instrument
@@ -544,16 +555,36 @@ class RiskBook:
             if ir is None and not ms.index:
                 continue
             ms.last_ts = ts
+            fs = None
+            if ir is not None:
+                fs = self.funding.get(sym)
+                if fs is None:
+                    fs = self.funding[sym] = fu.FundingState()
+                if not fs.next_ts:
+                    fs.next_ts = fu.next_instant(ts, inst.funding_interval_s)
+                fu.sample(fs, self.eng.markets[sym].book, ms.index, ir.v,
+                          inst.impact_notional, ts)
             mark = self._compute_mark(sym, inst, ms)
             if mark and mark != ms.mark:
                 ms.mark = mark
                 self.eng.markets[sym].mark_price = mark
                 self.gen += 1
-                ev.append(MarkPriceUpdated(seq, ts, sym, ms.index, mark))
+                rate = fu.rate_e8(fs, inst) if fs is not None else 0
+                ev.append(MarkPriceUpdated(seq, ts, sym, ms.index, mark, rate,
+                                           fs.next_ts if fs is not None else 0))
                 if ir is not None:
-                    self._fire(sym, mark, seq, ts, ev)
-                changed.append(sym)
-        return changed
+                    self.monitor.fire(self, sym, mark, seq, ts, ev)
+        for sym, fs in self.funding.items():
+            if fs.next_ts and ts >= fs.next_ts:
+                fu.apply_funding(self, sym, fs, ts, seq, ev)
+                self._rearm_now(seq, ts, ev)
+        if self.monitor.pending:
+            lq.liquidate_pending(self, self.eng, seq, ts, ev)
+
+    def _rearm_now(self, seq: int, ts: int, ev: list) -> None:
+        for a in self._rearm.values():
+            self.arm(a, seq, ts, ev)
+        self._rearm = {}
 
     def _compute_mark(self, sym: str, inst: Instrument, ms: MarkState) -> int:
         m = self.eng.markets[sym]
@@ -738,8 +769,9 @@ class RiskBook:
                                         and p.mode is MarginMode.CROSS and not p.iso
                                         and not p.realised and not p.fees)),
             "marks": sorted([s, *ms.as_row()] for s, ms in self.marks.items()),
-            "breached": sorted([o[0], o[1] if isinstance(o[1], str) else ""]
-                               for o in self.breached),
+            "monitor": self.monitor.to_state(),
+            "funding": sorted([sym, *fs.as_row()] for sym, fs in self.funding.items()),
+            "liquidations": self.liquidations,
             "fee_pool": sorted(self.fee_pool.items()),
             "deposited": sorted(self.deposited.items()),
             "withdrawn": sorted(self.withdrawn.items()),
@@ -755,13 +787,19 @@ class RiskBook:
             p = self.position(account, symbol)
             p.size, p.entry_cost, p.realised, p.fees = size, entry, realised, fees
             p.leverage, p.mode, p.iso, p.last_exec_id = lev, MarginMode(mode), iso, last
+            if size:
+                self.holders[symbol][account] = p
             self.accounts[(account, asset)].iso_total += iso
         for sym, index, index_ts, ema, mark, last_ts in st["marks"]:
             ms = self.marks.setdefault(sym, MarkState())
             ms.index, ms.index_ts, ms.ema, ms.mark, ms.last_ts = index, index_ts, ema, mark, last_ts
             if mark:
                 self.eng.markets[sym].mark_price = mark
-        self.breached = {(a, s if s else False) for a, s in st["breached"]}
+        self.monitor.load_state(st["monitor"])
+        for sym, acc, span, last_ts, next_ts in st.get("funding", []):
+            fs = self.funding[sym] = fu.FundingState()
+            fs.acc, fs.span, fs.last_ts, fs.next_ts = acc, span, last_ts, next_ts
+        self.liquidations = st.get("liquidations", 0)
         self.fee_pool = dict(st["fee_pool"])
         self.deposited = dict(st["deposited"])
         self.withdrawn = dict(st["withdrawn"])

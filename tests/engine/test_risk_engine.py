@@ -14,6 +14,7 @@ from engine.enums import CancelReason, LedgerCause, MarginMode, OrdType, RejectR
 from engine.events import (
     AccountChanged,
     BalanceChanged,
+    Liquidated,
     MarginBreached,
     MarkPriceUpdated,
     OrderAccepted,
@@ -252,7 +253,7 @@ def test_replace_checks_margin(d):
     assert d.eng.orders[oid].qty == 110
 
 
-def test_mark_move_reports_a_breach_once(d):
+def test_mark_move_reports_a_breach_once_and_liquidates_in_that_tick(d):
     d.deposit("A", 1_000)
     d.deposit("B", 100_000)
     d.leverage("A", 100)
@@ -262,14 +263,15 @@ def test_mark_move_reports_a_breach_once(d):
     d.order("A", BUY, 700, 600_000)  # 42k notional, IM 420, MM 210, balance 979
     d.index(599_000)
     assert not of(d.tick(), MarginBreached)
-    # equity 979 + 0.7*(p - 60000) < 0.005 * 0.7 * p  -> p < 58,893.9
     d.index(589_000)  # 979 - 770 = 209 >= 206.15: not yet
     assert not of(d.tick(), MarginBreached)
     d.index(588_000)  # 979 - 840 = 139 < 205.8
-    (b,) = of(d.tick(), MarginBreached)
+    ev = d.tick()
+    (b,) = of(ev, MarginBreached)
     assert (b.account, b.symbol, b.equity, b.maintenance) == ("A", "", 139 * USDT, 205_800_000)
+    assert of(ev, Liquidated)[0].account == "A"
     d.index(587_000)
-    assert not of(d.tick(), MarginBreached)  # once per breach
+    assert not of(d.tick(), MarginBreached)  # once per breach: A is flat now
 
 
 def test_snapshot_restores_margin_state(d):

@@ -22,12 +22,20 @@ from engine.commands import (
     Tick,
     Withdraw,
 )
-from engine.enums import MarginMode, OrdType, Side, TimeInForce
-from engine.events import BalanceChanged, OrderAccepted, Trade
+from engine.enums import LedgerCause, MarginMode, OrdType, Side, TimeInForce
+from engine.events import (
+    BalanceChanged,
+    FundingApplied,
+    FundingPayment,
+    OrderAccepted,
+    Trade,
+)
+from engine.risk.accounts import INSURANCE
 from engine.reference_book import ReferenceBook
 from tests.engine.riskutil import BTC, USDT, margined_instruments
 
 REF = 600_000
+FUNDING_NS = 28_800 * 1_000_000_000
 ACCOUNTS = ["a", "b", "c", "d"]
 PROPS = settings(max_examples=150, derandomize=True, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -54,12 +62,14 @@ def an_op(draw: Any) -> tuple:
     if k < 72:
         return ("replace", acct, draw(st.integers(0, 40)), draw(st.integers(1, 80)),
                 draw(st.integers(-10, 10)) * 100)
-    if k < 82:
-        return ("index", draw(st.integers(-300, 300)) * 100)
-    if k < 90:
+    if k < 80:
+        return ("index", draw(st.integers(-1_200, 1_200)) * 100)
+    if k < 86:
         return ("tick",)
+    if k < 88:
+        return ("funding",)
     if k < 94:
-        return ("leverage", acct, draw(st.integers(1, 100)))
+        return ("leverage", acct, draw(st.sampled_from([1, 5, 20, 50, 75, 100])))
     if k < 97:
         return ("mode", acct, draw(st.sampled_from([MarginMode.CROSS, MarginMode.ISOLATED])))
     return ("iso", acct, draw(st.integers(-50, 50)) * USDT)
@@ -70,10 +80,12 @@ ops = st.lists(an_op(), min_size=20, max_size=90)
 
 def build(op_list: list) -> list:
     """Concrete commands with seq and ts (ts advances 0.4 s per command); every account
-    starts with 300 USDT."""
+    starts with 300 USDT at 50x."""
     ts = 10**15
     cmds: list[Any] = [Deposit(i, ts, a, "USDT", 300 * USDT)
                        for i, a in enumerate(ACCOUNTS, start=1)]
+    cmds += [SetLeverage(len(cmds) + i, ts, a, BTC, 50)
+             for i, a in enumerate(ACCOUNTS, start=1)]
     ids: list[tuple[int, str]] = []
     for seq, op in enumerate(op_list, start=len(cmds) + 1):
         ts += 400_000_000
@@ -100,6 +112,9 @@ def build(op_list: list) -> list:
             cmds.append(SetIndexPrice(seq, ts, BTC, REF + op[1]))
         elif kind == "tick":
             ts += 600_000_000
+            cmds.append(Tick(seq, ts))
+        elif kind == "funding":  # the next 8-hour funding instant
+            ts = (ts // FUNDING_NS + 1) * FUNDING_NS
             cmds.append(Tick(seq, ts))
         elif kind == "leverage":
             cmds.append(SetLeverage(seq, ts, op[1], BTC, op[2]))
@@ -131,14 +146,31 @@ def conserved(eng: MatchingEngine) -> None:
 @PROPS
 @given(ops)
 def test_collateral_is_conserved_and_the_ledger_sums_to_the_balance(op_list):
+    """With liquidations, fund takeovers, ADL and funding in the flow: collateral + fund +
+    fees conserved exactly, funding sums to zero, no account ends a tick with a negative
+    balance unless the fund covered it (its ledger then says so), positions sum to zero."""
     eng = MatchingEngine(margined_instruments())
     ledger: dict[str, int] = {}
     for cmd in build(op_list):
-        for e in eng.process(cmd):
-            if type(e) is BalanceChanged:
+        events = eng.process(cmd)
+        funding: dict[str, int] = {}
+        covered: set = set()
+        for e in events:
+            t = type(e)
+            if t is BalanceChanged:
                 ledger[e.account] = ledger.get(e.account, 0) + e.amount
                 assert ledger[e.account] == e.balance
+                if e.cause is LedgerCause.INSURANCE and e.amount > 0:
+                    covered.add(e.account)
+            elif t is FundingPayment:
+                funding[e.symbol] = funding.get(e.symbol, 0) + e.amount
+            elif t is FundingApplied:
+                assert funding.get(e.symbol, 0) + e.residual == 0
+                assert e.paid - e.received == e.residual
         conserved(eng)
+        if type(cmd) is Tick:
+            for (acct, _asset), a in eng.risk.accounts.items():
+                assert acct == INSURANCE or a.balance >= 0 or acct in covered, (acct, a.balance)
     for (acct, _asset), a in eng.risk.accounts.items():
         assert ledger.get(acct, 0) == a.balance
 
