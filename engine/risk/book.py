@@ -316,7 +316,7 @@ class RiskBook:
         new_size = size + signed
         fee = mg.fee_minor_units(price * qty * ir.instrument.multiplier * ir.taker_ppm,
                                  ir.unit) if ir.taker_ppm > 0 else 0
-        om = mg.order_margin(new_size, *base, v, lev, ir.taker_ppm)
+        om = mg.order_margin(new_size, base[0], base[1], base[2], base[3], v, lev, ir.taker_ppm)
         if p is None or p.mode is MarginMode.CROSS:
             equity = (mark - price) * signed * v - fee
             im = (mg.initial_margin(abs(new_size) * mark * v, lev)

@@ -156,7 +156,7 @@ def test_bankrupt_account_covered_by_the_fund(d):
     # A lost exactly its collateral (to 0.05 USDT of rounding, taken as the fee)
     assert balance(d, "A") == 0
     assert size(d, INSURANCE) == 700
-    assert not of(ev, PositionTransferred)[0].kind is TransferKind.ADL
+    assert of(ev, PositionTransferred)[0].kind is not TransferKind.ADL
 
 
 def test_adl_when_the_fund_is_empty(d):

@@ -30,8 +30,8 @@ from engine.events import (
     OrderAccepted,
     Trade,
 )
-from engine.risk.accounts import INSURANCE
 from engine.reference_book import ReferenceBook
+from engine.risk.accounts import INSURANCE
 from tests.engine.riskutil import BTC, USDT, margined_instruments
 
 REF = 600_000
