@@ -753,6 +753,27 @@ class RiskBook:
         ms.index_ts = c.ts
         ev.append(IndexPriceUpdated(c.seq, c.ts, c.symbol, c.price))
 
+    def state_events(self) -> list:
+        """The risk state as the events that sum it up (seq 0): every account's
+        AccountChanged, every position's PositionChanged and every known mark, in a fixed
+        order. Feeding them to a :class:`~engine.risk.readmodel.RiskReadModel` brings it to
+        this book (servers do it at start-up with the recovered engine)."""
+        out: list = []
+        for (account, asset), a in sorted(self.accounts.items()):
+            out.append(AccountChanged(0, 0, account, asset, a.balance, a.iso_total, a.om_total))
+        for _key, p in sorted(self.positions.items()):
+            out.append(PositionChanged(0, 0, p.account, p.symbol, p.size, p.entry_cost,
+                                       p.realised, p.fees, p.leverage, p.mode, p.iso,
+                                       p.last_exec_id))
+        for symbol, ms in sorted(self.marks.items()):
+            if ms.mark:
+                fs = self.funding.get(symbol)
+                inst = self.eng.markets[symbol].instrument
+                rate = fu.rate_e8(fs, inst) if fs is not None else 0
+                out.append(MarkPriceUpdated(0, 0, symbol, ms.index, ms.mark, rate,
+                                            fs.next_ts if fs is not None else 0))
+        return out
+
     # -- snapshots --------------------------------------------------------------------------
 
     def to_state(self) -> dict | None:

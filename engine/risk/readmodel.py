@@ -57,6 +57,17 @@ class RiskReadModel:
                                                         inst.tiers(), inst.settlement_asset)
             self.defaults[inst.symbol] = inst.leverage_default()
             self.marks.setdefault(inst.symbol, inst.reference_price)
+        elif inst.symbol in self.params:  # no longer margined (only possible while flat)
+            del self.params[inst.symbol]
+            self.defaults.pop(inst.symbol, None)
+
+    def seed(self, engine: Any) -> None:
+        """Start from a recovered engine (all of its state is durable: recovery is the
+        journal's replay): its instruments and :meth:`RiskBook.state_events`."""
+        for inst in engine.instruments:
+            self.instrument(inst)
+        for e in engine.risk.state_events():
+            self.apply(e)
 
     def apply(self, e: Any) -> bool:
         """Apply one event; True if it changed something this model shows."""

@@ -203,20 +203,7 @@ class OrderEntryApplication:
         journal replay: all of it durable, no new tick has run). Replaying the tail through
         :meth:`reports_of` afterwards is harmless: its events carry absolute state, the
         last of each is the engine's."""
-        model = self.risk
-        for inst in engine.instruments:
-            model.instrument(inst)
-        book = engine.risk
-        for (account, asset), a in sorted(book.accounts.items()):
-            model.apply(AccountChanged(0, 0, account, asset, a.balance, a.iso_total,
-                                       a.om_total))
-        for _key, p in sorted(book.positions.items()):
-            model.apply(PositionChanged(0, 0, p.account, p.symbol, p.size, p.entry_cost,
-                                        p.realised, p.fees, p.leverage, p.mode, p.iso,
-                                        p.last_exec_id))
-        for symbol, ms in sorted(book.marks.items()):
-            if ms.mark:
-                model.apply(MarkPriceUpdated(0, 0, symbol, ms.index, ms.mark))
+        self.risk.seed(engine)
 
     # -- session life ---------------------------------------------------------------------
 

@@ -25,11 +25,8 @@ from typing import Any, Callable
 from prometheus_client import Gauge
 
 from engine.events import (
-    AccountChanged,
     IndexPriceUpdated,
     InstrumentConfigured,
-    MarkPriceUpdated,
-    PositionChanged,
 )
 from engine.instruments import Instrument
 from engine.risk.readmodel import RiskReadModel
@@ -58,10 +55,10 @@ class RiskMonitor:
         self.model = RiskReadModel()
         for inst in engine.instruments:
             self._instrument(inst)
-        _seed(self.model, engine.risk)
-        for symbol, ms in engine.risk.marks.items():
-            if ms.index:
-                self.index[symbol] = ms.index
+        self.model.seed(engine)
+        for symbol, (index, _mark) in engine.marks().items():
+            if index:
+                self.index[symbol] = index
 
     def _instrument(self, inst: Instrument) -> None:
         self.instruments[inst.symbol] = inst
@@ -166,21 +163,3 @@ class RiskMonitor:
         mark = self.model.marks.get(symbol)
         return {"index": inst.ticks_to_price(index) if index else None,
                 "mark": inst.ticks_to_price(mark) if mark else None}
-
-
-def _seed(model: RiskReadModel, book: Any) -> None:
-    """Bring ``model`` to the recovered engine's risk book (all of it durable: recovery is
-    the journal's replay), through the same events the engine emits after a command."""
-    events: list[Any] = []
-    for (account, asset), a in sorted(book.accounts.items()):
-        events.append(AccountChanged(0, 0, account, asset, a.balance, a.iso_total, a.om_total))
-    for (_account, _symbol), p in sorted(book.positions.items()):
-        events.append(PositionChanged(0, 0, p.account, p.symbol, p.size, p.entry_cost,
-                                      p.realised, p.fees, p.leverage, p.mode, p.iso,
-                                      p.last_exec_id))
-    for symbol, ms in sorted(book.marks.items()):
-        if ms.mark:
-            events.append(MarkPriceUpdated(0, 0, symbol, ms.index, ms.mark))
-    for e in events:
-        model.apply(e)
-
