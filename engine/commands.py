@@ -84,6 +84,7 @@ class ReplaceOrder:
     price: int
     cl_ord_id: str = ""
     stop_price: int = 0
+    trigger_by: TriggerBy | None = None  # None: keep the order's trigger price source
 
 
 @attr.s(slots=True, frozen=True, auto_attribs=True)

@@ -127,6 +127,7 @@ _ENUM_FIELDS: dict[type, dict[str, Any]] = {
                "trigger_by": TriggerBy},
     SetMarginMode: {"mode": MarginMode},
     CancelOrder: {"reason": CancelReason},
+    ReplaceOrder: {"trigger_by": TriggerBy},
     MassCancel: {"side": Side, "reason": CancelReason},
     SetInstrumentStatus: {"status": InstrumentStatus},
     SetAccountStp: {"mode": StpMode},

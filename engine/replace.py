@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.enums import InstrumentStatus, OrdType, RejectReason, RequestKind, Side
+from engine.enums import InstrumentStatus, OrdType, RejectReason, RequestKind, Side, TriggerBy
 from engine.events import OrderReplaced, RequestRejected
 
 R = RejectReason
@@ -64,9 +64,10 @@ def replace_order(eng: Any, c: Any, ev: list) -> None:
             new_qty = o.filled + leaves
     if spec.pending:
         stop = c.stop_price or spec.stop_price
-        if stop != spec.stop_price:
+        by_mark = spec.trigger_mark if c.trigger_by is None else c.trigger_by == TriggerBy.MARK
+        if stop != spec.stop_price or by_mark != spec.trigger_mark:
             m.remove_stop(o)
-            o.spec = spec._replace(stop_price=stop)
+            o.spec = spec._replace(stop_price=stop, trigger_mark=by_mark)
             m.add_stop(o)
         o.qty, o.leaves, o.price, o.cl_ord_id = new_qty, leaves, price, cl
         ev.append(eng._oev(OrderReplaced, c.seq, c.ts, o, orig, True))
@@ -133,4 +134,12 @@ def _check(m: Any, o: Any, c: Any) -> int:
                 return R.PRICE_OUTSIDE_BAND
     if c.stop_price < 0 or (c.stop_price and not spec.pending):
         return R.INVALID_STOP_PRICE
+    if c.trigger_by is not None:
+        try:
+            by = TriggerBy(c.trigger_by)
+        except ValueError:
+            return R.INVALID_TRIGGER
+        if not spec.pending or (by is TriggerBy.MARK and not m.instrument.max_leverage
+                                and not m.mark_price):
+            return R.INVALID_TRIGGER
     return 0

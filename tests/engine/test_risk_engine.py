@@ -289,3 +289,21 @@ def test_snapshot_restores_margin_state(d):
         assert copy.risk.view(acct, "USDT") == d.view(acct)
         assert copy.risk.accounts[(acct, "USDT")].om_total == \
             d.eng.risk.accounts[(acct, "USDT")].om_total
+
+
+def test_replace_changes_a_stops_trigger_source(d):
+    d.deposit("A", 100_000)
+    d.index(600_000)
+    d.tick()
+    ev = d.order("A", SELL, 10, 0, ord_type=OrdType.TAKE_PROFIT, stop_price=605_000)
+    oid = of(ev, OrderAccepted)[0].order_id
+    assert d.eng.orders[oid].spec.trigger_mark
+    from engine.commands import ReplaceOrder
+    d.run(ReplaceOrder, "A", oid, 10, 0, trigger_by=TriggerBy.LAST)
+    assert not d.eng.orders[oid].spec.trigger_mark
+    assert d.eng.markets[BTC].stops_up == [(605_000, oid)]
+    # only an untriggered stop has a trigger source to change
+    plain = of(d.order("A", BUY, 1, 590_000), OrderAccepted)[0].order_id
+    rej = of(d.run(ReplaceOrder, "A", plain, 1, 590_000, trigger_by=TriggerBy.MARK),
+             RequestRejected)[0]
+    assert rej.reason == R.INVALID_TRIGGER
