@@ -15,6 +15,13 @@ Usage::
    one market maker, cross margin, well collateralised) and nobody near a threshold: the
    CPU time of the Tick that recomputes the mark (index moved by one tick, alternating up
    and down), median of 200. Goal: at most 1 ms at N = 100,000.
+3. **A mark move that liquidates 1,000 accounts at once**: 1,000 accounts long 10 lots at
+   100x with 0.6% of collateral, a market maker's bids below; the index drops 1.5% and the
+   one Tick cancels, liquidates through the book (one IOC each) and charges fees. CPU time
+   of that tick, median of 3 set-ups.
+4. **Funding over N open positions**: the N holders of (2) plus the market maker; the Tick
+   at the funding instant charges every position (N+1 payments, ledger entries, threshold
+   re-arming). CPU time of that tick.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ import attr
 
 from bench.bench_engine import SYMBOL, make_workload
 from engine import MatchingEngine, NewOrder, Side, demo_instruments
-from engine.commands import Deposit, SetIndexPrice, Tick
-from engine.events import MarkPriceUpdated
+from engine.commands import Deposit, SetIndexPrice, SetLeverage, Tick
+from engine.events import FundingPayment, Liquidated, MarkPriceUpdated
 
 TIERS = ((50_000_000_000, 5_000, 100), (250_000_000_000, 10_000, 50),
          (10_000_000_000_000, 50_000, 10))
@@ -115,6 +122,48 @@ def mark_move_ms(eng: MatchingEngine, seq: int, ts: int, moves: int) -> tuple[fl
     return statistics.median(samples), armed
 
 
+def liquidation_tick_ms(n: int) -> tuple[float, int]:
+    """CPU ms of the tick that liquidates ``n`` accounts; also how many were liquidated."""
+    eng = MatchingEngine(margined())
+    seq = 0
+    ts = 1_700_000_000_000_000_000
+
+    def run(cmd_cls: Any, *args: Any, **kw: Any) -> list:
+        nonlocal seq
+        seq += 1
+        return eng.process(cmd_cls(seq, ts, *args, **kw))
+
+    run(Deposit, "mm", "USDT", 10**9 * USDT)
+    run(SetIndexPrice, SYMBOL, REF)
+    run(Tick)
+    # 10 lots at 60,000 = 600 USDT of notional each; 100x: 6 USDT margin, 0.3 fee
+    for i in range(n):
+        run(Deposit, f"h{i}", "USDT", 7 * USDT)
+        run(SetLeverage, f"h{i}", SYMBOL, 100)
+    run(NewOrder, "mm", SYMBOL, Side.SELL, 10 * n, REF)
+    for i in range(n):
+        run(NewOrder, f"h{i}", SYMBOL, Side.BUY, 10, REF)
+    for k in range(20):  # the market maker's bids, 1-1.5% below: the liquidations hit them
+        run(NewOrder, "mm", SYMBOL, Side.BUY, n, REF - 6_000 - 150 * k)
+    ts += 2_000_000_000
+    run(SetIndexPrice, SYMBOL, REF - 9_000)
+    seq += 1
+    c0 = time.process_time_ns()
+    events = eng.process(Tick(seq, ts))
+    ms = (time.process_time_ns() - c0) / 1e6
+    return ms, sum(1 for e in events if type(e) is Liquidated)
+
+
+def funding_tick_ms(eng: MatchingEngine, seq: int, ts: int) -> tuple[float, int]:
+    """CPU ms of the tick at the next funding instant; also the payments made."""
+    step = 28_800 * 1_000_000_000
+    ts = (ts // step + 1) * step
+    c0 = time.process_time_ns()
+    events = eng.process(Tick(seq + 1, ts))
+    ms = (time.process_time_ns() - c0) / 1e6
+    return ms, sum(1 for e in events if type(e) is FundingPayment)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -143,6 +192,14 @@ def main() -> None:
     ms, armed = mark_move_ms(eng, seq, ts, 200)
     print(f"  Tick that moves the mark: median {ms:.3f} ms CPU ({armed:,} thresholds armed); "
           f"goal <= {TARGET_MARK_MS} ms: {'met' if ms <= TARGET_MARK_MS else 'NOT met'}")
+    fms, paid = funding_tick_ms(eng, seq + 1_000, ts + 10**12)
+    print(f"\nfunding over {holders + 1:,} open positions: the funding tick took {fms:,.0f} ms "
+          f"CPU ({paid:,} payments)")
+    liq = [liquidation_tick_ms(1_000 if not args.quick else 300) for _ in range(3)]
+    count = liq[0][1]
+    print(f"\na mark move that liquidates {count:,} accounts: the tick took median "
+          f"{statistics.median(x[0] for x in liq):,.0f} ms CPU (runs "
+          + ", ".join(f"{x[0]:.0f}" for x in liq) + ")")
 
 
 if __name__ == "__main__":

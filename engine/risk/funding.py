@@ -136,7 +136,8 @@ def apply_funding(book: Any, sym: str, fs: FundingState, ts: int, seq: int,
             ev.append(FundingPayment(seq, ts, account, sym, ir.asset, amount, rate, p.size,
                                      mark))
             book.credit(a, amount, LedgerCause.FUNDING, sym, str(seq), seq, ts, ev)
-            book.touch(a, p)
+            if p.mode is MarginMode.ISOLATED:
+                book.touch(a, p)  # its margin moved
     residual = paid - received
     if residual:
         book.credit(book.account(INSURANCE, ir.asset), residual, LedgerCause.FUNDING, sym,
