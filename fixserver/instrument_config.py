@@ -29,6 +29,13 @@ Risk (a *margined* instrument: orders need collateral) comes with ``MaxLeverage`
     MarkIntervalMs=1000
     MarkSmoothing=60
     MarkBasisCapPpm=5000
+    LiquidationFeePpm=5000
+    FundingIntervalSeconds=28800
+    FundingInterestRate=0.01%
+    FundingClamp=0.05%
+    FundingCap=0.75%
+    ImpactNotional=10000
+    MarginCallLevels=80%, 90%
 
 ``RiskTiers`` are ``cap:maintenance rate:max leverage`` ascending by cap: a position's
 notional up to ``cap`` (whole settlement-asset units, e.g. 50,000 USDT) keeps that
@@ -146,6 +153,30 @@ def _rate_ppm(text: str) -> int:
     return int(ppm)
 
 
+def _rate_e8(text: str) -> int:
+    """``0.01%`` as 1e-8 units (10000), exactly, 0% to 100%; ValueError otherwise."""
+    if not text.endswith("%"):
+        raise ValueError(f"rate {text!r} must be a percentage such as 0.01%")
+    try:
+        rate = Decimal(text[:-1].strip())
+    except InvalidOperation:
+        raise ValueError(f"rate {text!r} is not a number") from None
+    e8 = rate * 1_000_000
+    if not rate.is_finite() or e8 != e8.to_integral_value():
+        raise ValueError(f"rate {text!r} is finer than 0.000001% (1e-8)")
+    if not 0 <= e8 < 100_000_000:
+        raise ValueError(f"rate {text!r} must be from 0% to below 100%")
+    return int(e8)
+
+
+def _levels(value: str) -> tuple[int, ...]:
+    """``80%, 90%``: margin-call levels as ppm of equity, ascending, each below 100%."""
+    levels = tuple(_rate_ppm(part.strip()) for part in value.split(",") if part.strip())
+    if list(levels) != sorted(set(levels)):
+        raise ValueError(f"levels {value!r} must rise from one to the next")
+    return levels
+
+
 def _tiers(value: str) -> tuple[tuple[Decimal, int, int], ...]:
     """``cap:rate%:leverage, ...`` as (cap in asset units, rate ppm, leverage) triples (the
     cap becomes minor units in :func:`risk_tiers`, once SettlementDecimals is known)."""
@@ -202,11 +233,20 @@ INSTRUMENT_KEYS: dict[str, Callable[[str], Any]] = {
     "MarkIntervalMs": _bounded_int(1, 86_400_000, " (milliseconds)"),
     "MarkSmoothing": _bounded_int(1, 1_000_000, " (samples)"),
     "MarkBasisCapPpm": _bounded_int(0, PPM - 1, " ppm"),
+    "LiquidationFeePpm": _bounded_int(0, PPM - 1, " ppm"),
+    "FundingIntervalSeconds": _bounded_int(1, 7 * 86_400, " (seconds)"),
+    "FundingInterestRate": _rate_e8,
+    "FundingClamp": _rate_e8,
+    "FundingCap": _rate_e8,
+    "ImpactNotional": _positive_decimal,
+    "MarginCallLevels": _levels,
 }
 REQUIRED_KEYS = ("Symbol", "TickSize", "LotSize")
 #: keys that only mean something for a margined instrument (one with MaxLeverage)
 RISK_KEYS = ("SettlementAsset", "SettlementDecimals", "DefaultLeverage", "RiskTiers",
-             "MarkIntervalMs", "MarkSmoothing", "MarkBasisCapPpm")
+             "MarkIntervalMs", "MarkSmoothing", "MarkBasisCapPpm", "LiquidationFeePpm",
+             "FundingIntervalSeconds", "FundingInterestRate", "FundingClamp", "FundingCap",
+             "ImpactNotional", "MarginCallLevels")
 
 
 def _units(value: str, unit: str) -> int | None:
@@ -276,7 +316,19 @@ def _with_risk(inst: Instrument, values: dict[str, Any], fail: Callable[[str, st
         default_leverage=default_lev, risk_tiers=tiers,
         mark_interval_ms=values.get("MarkIntervalMs", 1000),
         mark_smoothing=values.get("MarkSmoothing", 60),
-        mark_basis_cap_ppm=values.get("MarkBasisCapPpm", 5000))
+        mark_basis_cap_ppm=values.get("MarkBasisCapPpm", 5000),
+        liquidation_fee_ppm=values.get("LiquidationFeePpm", 5000),
+        funding_interval_s=values.get("FundingIntervalSeconds", 28_800),
+        funding_interest_e8=values.get("FundingInterestRate", 10_000),
+        funding_clamp_e8=values.get("FundingClamp", 50_000),
+        funding_cap_e8=values.get("FundingCap", 750_000),
+        margin_call_levels=values.get("MarginCallLevels", (800_000, 900_000)))
+    if "ImpactNotional" in values:
+        minor = Decimal(values["ImpactNotional"]) * (Decimal(10) ** decimals)
+        if minor != minor.to_integral_value() or minor < 1:
+            raise fail("ImpactNotional", f"not a whole number of the asset's minor units "
+                                         f"(SettlementDecimals={decimals})")
+        inst = attr.evolve(inst, impact_notional=int(minor))
     if inst.unit_value() < 1:
         one = Decimal(inst.tick_size) * Decimal(inst.lot_size)
         raise fail("MaxLeverage", f"TickSize x LotSize = {one} {asset} is not a whole number "

@@ -54,6 +54,10 @@ _INSTRUMENT_PARAMS = {
     "max_leverage": "MaxLeverage", "default_leverage": "DefaultLeverage",
     "risk_tiers": "RiskTiers", "mark_interval_ms": "MarkIntervalMs",
     "mark_smoothing": "MarkSmoothing", "mark_basis_cap_ppm": "MarkBasisCapPpm",
+    "liquidation_fee_ppm": "LiquidationFeePpm", "funding_interval_s": "FundingIntervalSeconds",
+    "funding_interest_rate": "FundingInterestRate", "funding_clamp": "FundingClamp",
+    "funding_cap": "FundingCap", "impact_notional": "ImpactNotional",
+    "margin_call_levels": "MarginCallLevels",
 }
 _PARAM_OF = {key: param for param, key in _INSTRUMENT_PARAMS.items()}
 

@@ -79,6 +79,13 @@ _INSTRUMENT_OPTIONS = (
     ("mark_interval_ms", "mark recomputed at most this often"),
     ("mark_smoothing", "samples in the basis average"),
     ("mark_basis_cap_ppm", "basis clamp, ppm of the index"),
+    ("liquidation_fee_ppm", "liquidation fee to the insurance fund, ppm of notional"),
+    ("funding_interval_s", "seconds between funding instants (from 00:00 UTC)"),
+    ("funding_interest_rate", "interest rate per interval, e.g. 0.01%%"),
+    ("funding_clamp", "clamp of interest - premium, e.g. 0.05%%"),
+    ("funding_cap", "cap of the funding rate, e.g. 0.75%%"),
+    ("impact_notional", "notional walked for the impact bid/ask, asset units"),
+    ("margin_call_levels", "margin-ratio warning levels, e.g. '80%%, 90%%'"),
 )
 _INSTRUMENT_REQUIRED = ("symbol", "tick_size", "lot_size")
 

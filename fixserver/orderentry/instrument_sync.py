@@ -46,6 +46,10 @@ def instrument_command(inst: Instrument) -> ConfigureInstrument:
         inst.reference_price, inst.status, inst.settlement_asset, inst.settlement_decimals,
         inst.max_leverage, inst.default_leverage, inst.risk_tiers, inst.mark_interval_ms,
         inst.mark_smoothing, inst.mark_basis_cap_ppm,
+        liquidation_fee_ppm=inst.liquidation_fee_ppm, funding_interval_s=inst.funding_interval_s,
+        funding_interest_e8=inst.funding_interest_e8, funding_clamp_e8=inst.funding_clamp_e8,
+        funding_cap_e8=inst.funding_cap_e8, impact_notional=inst.impact_notional,
+        margin_call_levels=inst.margin_call_levels,
     )
 
 
@@ -61,7 +65,9 @@ def _risk(inst: Instrument) -> tuple:
         return (0,)
     return (inst.settlement_asset, inst.settlement_decimals, inst.max_leverage,
             inst.default_leverage, inst.risk_tiers, inst.mark_interval_ms, inst.mark_smoothing,
-            inst.mark_basis_cap_ppm)
+            inst.mark_basis_cap_ppm, inst.liquidation_fee_ppm, inst.funding_interval_s,
+            inst.funding_interest_e8, inst.funding_clamp_e8, inst.funding_cap_e8,
+            inst.impact_notional, inst.margin_call_levels)
 
 
 def _collateral(inst: Instrument) -> tuple:

@@ -62,6 +62,21 @@ def test_risk_keys_become_the_engines_units_exactly():
         (500, 30, 3000)
 
 
+def test_liquidation_and_funding_keys_exactly():
+    """Fees in ppm, rates as exact 1e-8 units, the impact notional in minor units."""
+    inst = _instrument("MaxLeverage=50\nLiquidationFeePpm=7500\nFundingIntervalSeconds=3600\n"
+                       "FundingInterestRate=0.003%\nFundingClamp=0.05%\nFundingCap=2%\n"
+                       "ImpactNotional=2500.5\nMarginCallLevels=70%, 85%\n")
+    assert (inst.liquidation_fee_ppm, inst.funding_interval_s) == (7_500, 3_600)
+    assert (inst.funding_interest_e8, inst.funding_clamp_e8, inst.funding_cap_e8) == \
+        (3_000, 50_000, 2_000_000)
+    assert inst.impact_notional == 2_500_500_000
+    assert inst.margin_call_levels == (700_000, 850_000)
+    default = _instrument("MaxLeverage=50\n")
+    assert (default.funding_interval_s, default.margin_call_levels) == (28_800,
+                                                                        (800_000, 900_000))
+
+
 def test_defaults_and_an_unmargined_instrument():
     """MaxLeverage alone takes the engine's defaults; without it nothing is margined."""
     inst = _instrument("MaxLeverage=50\n")
@@ -91,6 +106,12 @@ def test_defaults_and_an_unmargined_instrument():
     ("MaxLeverage=10\nSettlementDecimals=19\n", "SettlementDecimals", "0 to 18"),
     ("MaxLeverage=10\nMarkBasisCapPpm=1000000\n", "MarkBasisCapPpm", "0 to 999999"),
     ("MaxLeverage=10\nMarkIntervalMs=0\n", "MarkIntervalMs", "1 to"),
+    ("FundingCap=1%\n", "FundingCap", "set MaxLeverage too"),
+    ("MaxLeverage=10\nFundingInterestRate=0.01\n", "FundingInterestRate", "percentage"),
+    ("MaxLeverage=10\nFundingCap=0.0000001%\n", "FundingCap", "finer than"),
+    ("MaxLeverage=10\nMarginCallLevels=90%, 80%\n", "MarginCallLevels", "must rise"),
+    ("MaxLeverage=10\nImpactNotional=0.0000001\n", "ImpactNotional", "minor units"),
+    ("MaxLeverage=10\nFundingIntervalSeconds=0\n", "FundingIntervalSeconds", "1 to"),
 ])
 def test_bad_risk_keys_are_refused_naming_section_and_key(extra, key, words):
     """Each mistake stops parsing with the key, the [INSTRUMENT] section and the reason."""
