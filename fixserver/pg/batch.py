@@ -22,6 +22,8 @@ connection died, unknown to us) is simply sent again:
 - balances: guarded by ``last_seq``; balance_ledger: ``ON CONFLICT (seq, entry) DO NOTHING``;
   mark_prices: the row with the lower ``seq`` wins its (symbol, bucket), whatever the order
   the rows arrive in;
+- funding_payments, funding_rates, liquidations, position_transfers (migration 009): facts
+  written once, ``ON CONFLICT (key) DO NOTHING`` (fixserver.pg.liquidation_rows);
 - fix_sessions: guarded by ``updated_at``; a NULL last logon or logout keeps the stored time
   (fixserver.pg.session_writer writes these rows);
 - pg_writer_progress (the writer's high-water mark, see fixserver.pg.catchup): the batch's
@@ -44,6 +46,7 @@ from typing import Any, Callable
 
 import psycopg
 
+from fixserver.pg import liquidation_rows
 from fixserver.pg.rows import (
     BalanceRow,
     ExecutionRow,
@@ -74,6 +77,9 @@ def coalesce_tables(rows: Sequence[Row]) -> dict[str, list[Any]]:
     balances: dict[tuple[str, str], BalanceRow] = {}
     ledger: list[LedgerRow] = []
     marks: dict[tuple[str, Any], MarkRow] = {}
+    # written once, never updated (fixserver.pg.liquidation_rows): kept as they come
+    facts: dict[str, list[Any]] = {table: [] for table in liquidation_rows.TABLES}
+    fact_table = liquidation_rows.TABLE_OF
     for row in rows:
         if isinstance(row, ExecutionRow):
             executions.append(row)
@@ -103,11 +109,14 @@ def coalesce_tables(rows: Sequence[Row]) -> dict[str, list[Any]]:
             if old_m is None or row.seq < old_m.seq:
                 marks[mkey] = row
         else:
-            raise TypeError(f"not a row: {row!r}")
+            table = fact_table.get(type(row))
+            if table is None:
+                raise TypeError(f"not a row: {row!r}")
+            facts[table].append(row)
     return {"orders": list(orders.values()), "executions": executions,
             "positions": list(positions.values()), "fix_sessions": list(sessions.values()),
             "balances": list(balances.values()), "balance_ledger": ledger,
-            "mark_prices": list(marks.values())}
+            "mark_prices": list(marks.values()), **facts}
 
 
 def _merge_order(old: OrderRow, new: OrderRow) -> OrderRow:
@@ -164,6 +173,8 @@ TABLES: dict[str, tuple[Any, str]] = {
     "mark_prices": (MarkRow, _guarded_update(MarkRow, "mark_prices", ("symbol", "bucket"),
                                              "seq", coalesce_cols=False,
                                              where="mark_prices.seq > EXCLUDED.seq")),
+    # liquidation and funding facts: ON CONFLICT (their key) DO NOTHING
+    **liquidation_rows.TABLES,
 }
 STRATEGIES = ("copy", "pipeline")
 

@@ -35,6 +35,11 @@ A builder that starts after the journal's start (at a snapshot) is given the eng
 state there (``risk_state``: ``engine.risk.to_state()``), so its liquidation prices are the
 same as those of a builder that saw every event.
 
+Liquidation and funding (migration 009): ``FundingPayment``, ``FundingApplied``,
+``Liquidated`` and ``PositionTransferred`` each add one row, written once
+(:mod:`fixserver.pg.liquidation_rows`). The insurance fund is the account ``~INSURANCE``: its
+balance and ledger rows are the ones above, and the positions it takes over are its rows.
+
 Rows from a Trade know only the fill state of the maker's order (the event does not carry its
 type or time in force): they carry ``None`` there and the writer's upsert keeps the stored
 values (COALESCE). Integers become NUMERIC decimals here, at the edge, with the instrument's
@@ -65,12 +70,11 @@ from engine.events import (
     RiskSettingsChanged,
     Trade,
 )
-from engine.instruments import PPM, Instrument
+from engine.instruments import Instrument
 from engine.positions import Position, PositionBook
 from engine.risk.readmodel import RiskReadModel
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-_US = datetime.timedelta(microseconds=1)
+from fixserver.pg.liquidation_rows import ROW_MAKERS, LiquidationFundingRow
+from fixserver.pg.units import Scale, asset_amount, ns_to_datetime  # also for older callers
 
 
 def exec_id_str(exec_id: int) -> str:
@@ -86,11 +90,6 @@ def maker_exec_id(exec_id: int) -> str:
 def taker_exec_id(exec_id: int) -> str:
     """ExecID of the taker's ExecutionReport of a Trade."""
     return f"{exec_id}-T"
-
-
-def ns_to_datetime(ts: int) -> datetime.datetime:
-    """Integer ns since the epoch -> aware UTC datetime (floored to the microsecond)."""
-    return _EPOCH + (ts // 1000) * _US
 
 
 class OrderRow(NamedTuple):
@@ -229,40 +228,11 @@ class SessionRow(NamedTuple):
     updated_at: datetime.datetime
 
 
-Row = Union[OrderRow, ExecutionRow, PositionRow, SessionRow, BalanceRow, LedgerRow, MarkRow]
+Row = Union[OrderRow, ExecutionRow, PositionRow, SessionRow, BalanceRow, LedgerRow, MarkRow,
+            LiquidationFundingRow]
 
 #: default ``MarkHistoryEverySeconds``: at most one mark_prices row per symbol this often
 MARK_HISTORY_EVERY_S = 10.0
-
-
-def asset_amount(minor: int, decimals: int) -> Decimal:
-    """Minor units of an asset -> the exact amount in asset units (1_500_000, 6 -> 1.5)."""
-    return Decimal(minor).scaleb(-decimals)
-
-
-class Scale:
-    """Integer ticks/lots/fee units of one instrument -> exact Decimals."""
-
-    __slots__ = ("fee_unit", "lot", "quote_unit", "tick")
-
-    def __init__(self, instrument: Instrument) -> None:
-        self.tick = Decimal(instrument.tick_size)
-        self.lot = Decimal(instrument.lot_size)
-        self.quote_unit = self.tick * self.lot  # one tick*lot, in quote currency
-        self.fee_unit = self.quote_unit / PPM
-
-    def price(self, ticks: int) -> Decimal | None:
-        """A price; 0 ticks (market orders, no stop) is None."""
-        return Decimal(ticks) * self.tick if ticks else None
-
-    def qty(self, lots: int) -> Decimal:
-        return Decimal(lots) * self.lot
-
-    def avg(self, notional: int, filled: int) -> Decimal | None:
-        """Average price from ticks*lots and lots (the engine's AvgPx formula); None if unfilled."""
-        if not filled:
-            return None
-        return Decimal(notional) / Decimal(filled) * self.tick
 
 
 def _name(value: Any) -> str | None:
@@ -362,6 +332,8 @@ class RowBuilder:
                     self._sample_mark(event, out)
                 else:  # PositionChanged, RiskSettingsChanged
                     touched[(event.account, event.symbol)] = (event.seq, event.ts)
+            elif kind in ROW_MAKERS:  # liquidation and funding (fixserver.pg.liquidation_rows)
+                out.append(ROW_MAKERS[kind](event, self._scales[event.symbol], self._decimals))
             elif kind is InstrumentConfigured:  # listed (or changed) while running
                 self._configure(event.instrument)
                 self.positions.list_instrument(event.symbol, event.instrument.multiplier)

@@ -359,12 +359,12 @@ class Exchange:
     """A journaled pipeline on INSTRUMENTS (task.Clock, manual runners) whose released ticks
     a live RowBuilder turns into (rows, next_seq), as the server's writer gets them."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, instruments: list[Instrument] = INSTRUMENTS) -> None:
         self.clock = task.Clock()
         self.journal, self.snapshots = ManualRunner(), ManualRunner()
         self.directory = JournalDirectory(path, fsync=False)
-        rec = self.directory.recover(lambda: MatchingEngine(INSTRUMENTS), MatchingEngine.restore)
-        self.builder = RowBuilder(INSTRUMENTS)
+        rec = self.directory.recover(lambda: MatchingEngine(instruments), MatchingEngine.restore)
+        self.builder = RowBuilder(instruments)
         self.pipeline = OrderPipeline(
             rec.engine, rec.sequencer(idle_tick_ns=S), self.directory.open_writer(rec.next_seq),
             self.directory, clock=self.clock, journal_runner=self.journal,
