@@ -25,7 +25,10 @@ whatever waited behind it go out when the read completes.
 The pipeline calls :meth:`on_released` with each durable tick: the ledger is updated, then the
 reports are built (:mod:`fixserver.orderentry.reports`) and sent to the owning session and,
 for ExecutionReports, to the drop-copy sessions of the account's firm (CopyMsgIndicator 797=Y);
-then what waited in the lanes for those requests. Sending at release happens outside a socket
+then what waited in the lanes for those requests. Reports of liquidations (the engine's own
+orders and transfers, :mod:`fixserver.orderentry.liquidation_reports`) go to every
+order-entry session of the account's firm; margin calls (:class:`RiskDesk`) to those logged
+on. Sending at release happens outside a socket
 pump, so ``flush`` is called for each session written to. :meth:`reports_of` and
 :meth:`deliveries` are the two halves of that path; the start-up redelivery
 (:mod:`fixserver.orderentry.redelivery`) runs the journal tail through them too.
@@ -70,6 +73,7 @@ from fixserver.orderentry import status
 from fixserver.orderentry.controls import Throttle, Verdict
 from fixserver.orderentry.firms import FirmDirectory
 from fixserver.orderentry.lanes import REPLY, SessionLanes
+from fixserver.orderentry.liquidation_reports import LiquidationReports
 from fixserver.orderentry.ownership import OrderLedger, origin
 from fixserver.orderentry.reports import (
     LocalExecIds,
@@ -190,13 +194,22 @@ class OrderEntryApplication:
         #: firm -> live orders its kill switch canceled (the last time it was turned on)
         self.kill_canceled: dict[str, int] = {}
         self._drop_copies: dict[str, list[Any]] = {}
+        #: firm -> its order-entry sessions (configuration order): where reports of what no
+        #: session entered (liquidations) and margin calls go
+        self._order_entry: dict[str, list[Any]] = {}
         for s in self.sessions.values():
             if s.settings.role is SessionRole.DROP_COPY and s.settings.firm:
                 self._drop_copies.setdefault(s.settings.firm, []).append(s)
+            elif s.settings.role is SessionRole.ORDER_ENTRY and s.settings.firm:
+                self._order_entry.setdefault(s.settings.firm, []).append(s)
+        self._order_entry_ids = {firm: tuple(s.settings.session_id for s in sessions)
+                                 for firm, sessions in self._order_entry.items()}
+        self.builder.engine_orders = LiquidationReports(self.builder, self.firm_sessions)
         #: collateral and positions as released (durable): what AP, BA and AM report
         self.risk = RiskReadModel(self.instruments.values())
         self.risk_desk = RiskDesk(self.risk, self.instruments, directory, self._drop_copies,
-                                  self._push, now_ns, call_later, risk_push_interval)
+                                  self._push, now_ns, call_later, risk_push_interval,
+                                  order_entry=self._order_entry)
 
     def seed_risk(self, engine: Any) -> None:
         """Start-up: bring the risk read model to the engine as recovered (snapshot and
@@ -697,6 +710,13 @@ class OrderEntryApplication:
             for copy_session in self.drop_copies_of(report.account):
                 out.append((copy_session, "8", [*report.fields, (797, "Y")]))
         return out
+
+    def firm_sessions(self, account: str) -> tuple[str, ...] | None:
+        """The order-entry session ids of the account's firm (None: no firm owns it)."""
+        firm = self.directory.firm_of(account)
+        if firm is None:
+            return None
+        return self._order_entry_ids.get(firm, ())
 
     def drop_copies_of(self, account: str) -> list[Any]:
         """The drop-copy sessions of the account's firm."""

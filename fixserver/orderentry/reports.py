@@ -13,7 +13,7 @@ Decimals are rendered in plain notation (never exponents: FIX forbids them).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol
 
 from engine.enums import CancelReason, OrdType, RejectReason, RequestKind, Side, TimeInForce
 from engine.events import (
@@ -25,10 +25,12 @@ from engine.events import (
     OrderReplaced,
     OrderRestated,
     OrderTriggered,
+    PositionTransferred,
     RequestRejected,
     Trade,
 )
 from engine.instruments import Instrument
+from engine.risk.liquidation import LIQ_ID_BASE
 from fixserver.orderentry.ownership import CANCELED, FILLED, OrderLedger, OrderView
 from fixserver.orderentry.translate import (
     CXL_OTHER,
@@ -135,11 +137,27 @@ CANCEL_TEXT: dict[CancelReason, str] = {
     CancelReason.KILL_SWITCH: "canceled by the firm's kill switch",
     CancelReason.CANCEL_ON_DISCONNECT: "canceled on disconnect (CancelOnDisconnect)",
     CancelReason.OPERATOR: "canceled by the exchange operator",
+    CancelReason.INSUFFICIENT_MARGIN: ("triggered order canceled: insufficient margin to cover "
+                                       "it"),
+    CancelReason.LIQUIDATION: ("canceled: the account is being liquidated (its equity fell "
+                               "below the maintenance margin)"),
 }
+
+#: Text (58) of an OrderCancelReject for an engine-refused replace, where the replace's own
+#: rule is clearer than the order reject's
+REPLACE_REJECT_TEXT: dict[RejectReason, str] = {
+    R.INVALID_TRIGGER: ("TriggerPriceSource (7943) can only be changed on a stop order that "
+                        "has not triggered yet (the mark price needs a margined instrument)"),
+}
+
+#: LiquidationIndicator (7945, custom): on every ExecutionReport a liquidation caused
+LIQUIDATION_INDICATOR = 7945
+LIQ_ORDER, LIQ_TAKEOVER, LIQ_ADL = 1, 2, 3  # its values (spec/rules-of-engagement.md)
 
 #: cancels no client request asked for: the report carries the order's own ClOrdID
 _UNREQUESTED = (CancelReason.MASS_CANCEL, CancelReason.KILL_SWITCH,
-                CancelReason.CANCEL_ON_DISCONNECT, CancelReason.OPERATOR)
+                CancelReason.CANCEL_ON_DISCONNECT, CancelReason.OPERATOR,
+                CancelReason.LIQUIDATION)
 
 _SIDE_CODE = {Side.BUY: "1", Side.SELL: "2"}
 _TYPE_CODE = {OrdType.MARKET: "1", OrdType.LIMIT: "2", OrdType.STOP: "3",
@@ -267,6 +285,21 @@ def order_fields(
     return fields
 
 
+class EngineOrderReports(Protocol):
+    """Reports of what the engine trades by itself for an account, which no session entered:
+    liquidation orders (order id >= LIQ_ID_BASE) and position transfers
+    (fixserver.orderentry.liquidation_reports)."""
+
+    def order_event(self, e: Any, out: list[Report]) -> None:
+        """An order event (accepted, canceled) of a liquidation order."""
+
+    def taker_fill(self, t: Trade, out: list[Report]) -> None:
+        """A Trade whose taker is a liquidation order: the taker's report."""
+
+    def transferred(self, e: PositionTransferred, out: list[Report]) -> None:
+        """A takeover by the insurance fund or an auto-deleveraging transfer."""
+
+
 class ReportBuilder:
     """Builds the reports of one released command from its events and the ledger."""
 
@@ -277,6 +310,8 @@ class ReportBuilder:
         #: building an order event's or fill's ExecutionReport that every recipient already
         #: stored (the ledger still follows the event); None (live): build every report
         self.delivered: Callable[[str, str, str], bool] | None = None
+        #: liquidation orders and transfers (None: not reported)
+        self.engine_orders: EngineOrderReports | None = None
 
     def reports(self, sid: str | None, o: Any, events: list) -> list[Report]:
         """Apply each event to the ledger and report it as of that event, so that CumQty,
@@ -285,11 +320,14 @@ class ReportBuilder:
         Call after ``ledger.begin`` for the same command."""
         out: list[Report] = []
         apply_event = self.ledger.apply_event
+        engine_orders = self.engine_orders
         for e in events:
             apply_event(sid, o, e)
             kind = type(e)
             if kind is Trade:
-                self._trade(e, out)
+                self._trade(e, out)  # the maker's; a liquidation order is always the taker
+                if e.taker_order_id >= LIQ_ID_BASE and engine_orders is not None:
+                    engine_orders.taker_fill(e, out)
             elif kind is OrderRejected:
                 if sid is not None:
                     out.append(self._rejected(sid, e))
@@ -297,7 +335,13 @@ class ReportBuilder:
                 if sid is not None:
                     self._request_rejected(sid, o, e, out)
             elif kind in ORDER_EVENTS:
-                self._order_event(e, out)
+                if e.order_id < LIQ_ID_BASE:
+                    self._order_event(e, out)
+                elif engine_orders is not None:
+                    engine_orders.order_event(e, out)
+            elif kind is PositionTransferred:
+                if engine_orders is not None:
+                    engine_orders.transferred(e, out)
             # MassCancelDone: the application aggregates these (one report per q request)
         return out
 
@@ -344,6 +388,8 @@ class ReportBuilder:
                               ord_status=status, ts=e.ts, cl_ord_id=cl, orig_cl_ord_id=orig)
         if kind is OrderRestated:
             fields.append((378, 99))
+        elif kind is OrderCanceled and e.reason is CancelReason.LIQUIDATION:
+            fields.append((LIQUIDATION_INDICATOR, LIQ_ORDER))
         if text:
             fields.append((58, text))
         out.append(Report(view.session_id, view.account, "8", fields))
@@ -392,6 +438,8 @@ class ReportBuilder:
         if view is not None and not view.live:
             reason = CXL_TOO_LATE
         text = REJECT_TEXT.get(e.reason, e.reason.name)
+        if e.request is RequestKind.REPLACE:
+            text = REPLACE_REJECT_TEXT.get(e.reason, text)
         if view is not None:  # a replace refused for margin says by how much
             text = shortfall_text(text, e.shortfall, self.instruments.get(view.symbol))
         out.append(Report(sid, e.account, "9", cancel_reject_fields(

@@ -21,6 +21,11 @@ recipient (:class:`PushPacer`); the first goes at once, a later one waits for th
 interval and then shows the view as of then. An event-driven push resets its key's interval.
 Time is ``now_ns`` and timers are ``call_later`` (both injected: task.Clock in tests).
 
+Margin calls. Each released ``MarginCall`` (the engine emits one per crossing of a warning
+level) becomes one unsolicited CollateralReport (BA with MarginCallLevel 7944, see
+:func:`fixserver.orderentry.risk_reports.margin_call_fields`) to every logged-on
+order-entry session of the account's firm and its logged-on drop copies, subscribed or not.
+
 Pushes go only to sessions logged on: a report of a state is worth nothing when stale, and a
 session away would otherwise store one per mark move for its resend (AN/BB after the logon
 give the state).
@@ -31,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any, Callable, NamedTuple
 
-from engine.events import AccountChanged, MarkPriceUpdated, PositionChanged
+from engine.events import AccountChanged, MarginCall, MarkPriceUpdated, PositionChanged
 from engine.instruments import Instrument
 from engine.risk.readmodel import RiskReadModel
 from engine.risk.views import PositionView
@@ -54,6 +59,7 @@ from fixserver.orderentry.risk_reports import (
     Fields,
     collateral_ack_fields,
     collateral_report_fields,
+    margin_call_fields,
     position_report_fields,
     positions_ack_fields,
 )
@@ -127,12 +133,14 @@ class RiskDesk:
         directory: FirmDirectory, drop_copies: dict[str, list[Any]],
         send: Callable[[Any, str, Fields], None], now_ns: Callable[[], int],
         call_later: Callable[[float, Callable[[], None]], Any] | None,
-        interval: float = 1.0,
+        interval: float = 1.0, *, order_entry: dict[str, list[Any]] | None = None,
     ) -> None:
         self.model = model
         self.instruments = instruments  # shared with the application (listings update it)
         self.directory = directory
         self.drop_copies = drop_copies
+        #: firm -> its order-entry sessions (margin calls go to those logged on)
+        self.order_entry = order_entry if order_entry is not None else {}
         self.send = send
         self.now_ns = now_ns
         self.call_later = call_later
@@ -311,6 +319,7 @@ class RiskDesk:
         positions: list[tuple[str, str, int]] = []
         accounts: list[tuple[str, str, int]] = []
         marks: list[str] = []
+        calls = 0
         for e in events:
             t = type(e)
             if t is PositionChanged:
@@ -319,6 +328,9 @@ class RiskDesk:
                 accounts.append((e.account, e.asset, e.ts))
             elif t is MarkPriceUpdated:
                 marks.append(e.symbol)
+            elif t is MarginCall:
+                calls += 1
+                self._margin_call(e, calls)
         if not (positions or accounts or marks):
             return
         if not (self.position_subs or self.collateral_subs or self._copies_online()):
@@ -329,6 +341,33 @@ class RiskDesk:
             self._account_changed(account, asset, ts)
         for symbol in marks:
             self._mark_moved(symbol)
+
+    def _margin_call(self, call: MarginCall, n: int) -> None:
+        """The ``n``-th MarginCall of a released command: an unsolicited BA (CollRptID
+        ``MC-<seq>-<n>``, the same for every recipient) to the logged-on order-entry
+        sessions of the account's firm and its logged-on drop copies (797=Y). The engine
+        emits one MarginCall per crossing of a warning level, so this is one warning per
+        crossing, never one per tick or mark move."""
+        firm = self.directory.firm_of(call.account)
+        if firm is None:
+            return
+        online = self.online
+        sessions = [s for s in self.order_entry.get(firm, ())
+                    if s.settings.session_id in online]
+        copies = self._copies_of(call.account)
+        if not sessions and not copies:
+            return
+        view, _positions = self.model.view(call.account, call.asset)
+        rpt_id = f"MC-{call.seq}-{n}"
+        decimals = self.decimals(call.asset)
+        if sessions:
+            fields = margin_call_fields(view, decimals, rpt_id, call)
+            for session in sessions:
+                self.send(session, "BA", fields)
+        if copies:
+            fields = margin_call_fields(view, decimals, rpt_id, call, copy=True)
+            for session in copies:
+                self.send(session, "BA", fields)
 
     def _copies_online(self) -> bool:
         return any(s.settings.session_id in self.online

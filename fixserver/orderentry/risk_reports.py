@@ -11,7 +11,7 @@ collateral and margin") is the reference for every tag used here:
   PositionAmountData (753/707 ``TVAR``/``CASH``/708), custom 7930-7935 for leverage, margin
   mode, isolated/initial/maintenance margin and liquidation price;
 - CollateralReport (BA): MarginExcess 899 (available), TotalNetValue 900 (equity), custom
-  7932-7934 and 7936-7940;
+  7932-7934 and 7936-7940; a margin call is an unsolicited BA with MarginCallLevel 7944;
 - PositionMaintenanceRequest (AL) -> engine SetLeverage / SetMarginMode /
   AdjustIsolatedMargin, selected by MarginAction 7941; its report (AM).
 """
@@ -26,7 +26,7 @@ import attr
 
 from engine.commands import AdjustIsolatedMargin, SetLeverage, SetMarginMode
 from engine.enums import MarginMode
-from engine.events import RequestRejected, RiskSettingsChanged
+from engine.events import MarginCall, RequestRejected, RiskSettingsChanged
 from engine.instruments import Instrument
 from engine.risk.views import AccountView, PositionView
 from fixserver.codec import FixMessage
@@ -135,6 +135,43 @@ def collateral_report_fields(
                (7938, money(a.order_margin, decimals)),
                (7939, money(a.withdrawable, decimals)),
                (7940, format(Decimal(a.margin_ratio_ppm).scaleb(-6).normalize(), "f"))]
+    if copy:
+        fields.append((797, "Y"))
+    return fields
+
+
+#: MarginCallLevel (7944, custom): on a CollateralReport that is a margin call
+MARGIN_CALL_LEVEL = 7944
+
+
+def _fraction(ppm: int) -> str:
+    """Parts per million as a plain fraction (800_000 -> ``0.8``)."""
+    return format(Decimal(ppm).scaleb(-6).normalize(), "f")
+
+
+def _percent(ppm: int) -> str:
+    """Parts per million as a percentage (846_153 -> ``84.6``)."""
+    return format(Decimal(ppm).scaleb(-4).quantize(Decimal("0.1")), "f")
+
+
+def margin_call_fields(a: AccountView, decimals: int, rpt_id: str, call: MarginCall,
+                       *, copy: bool = False) -> Fields:
+    """An unsolicited CollateralReport (BA) warning of a MarginCall: the account's collateral
+    now, with MarginCallLevel 7944 (the warning level crossed), MaintMarginRatio 7940 the
+    ratio that crossed it (the cross account's, or with Symbol 55 the isolated position's),
+    ClearingBusinessDate and a Text with the numbers."""
+    fields = collateral_report_fields(a, decimals, rpt_id)
+    fields = [(t, v) for t, v in fields if t != 7940]
+    what = (f"the isolated {call.symbol} position's" if call.symbol
+            else f"the cross {call.asset} account's")
+    text = (f"margin call: {what} maintenance margin "
+            f"{money(call.maintenance, decimals)} {call.asset} is {_percent(call.ratio_ppm)}% "
+            f"of its equity {money(call.equity, decimals)} {call.asset} (warning level "
+            f"{_percent(call.level_ppm)}%); liquidation starts at 100%")
+    if call.symbol:
+        fields.append((55, call.symbol))
+    fields += [(715, business_date(call.ts)), (7940, _fraction(call.ratio_ppm)),
+               (MARGIN_CALL_LEVEL, _fraction(call.level_ppm)), (58, text)]
     if copy:
         fields.append((797, "Y"))
     return fields

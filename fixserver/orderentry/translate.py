@@ -14,7 +14,8 @@ Encodings (spec/rules-of-engagement.md is the reference): OrdType 1 market, 2 li
 ExpireTime 126; ExecInst 18: ``6`` post-only, ``E`` reduce-only; iceberg: MaxFloor 111 (the FIX
 4.4 field; DisplayQty 1138 is FIX 5.0 and not in the dictionary); MinQty 110;
 SelfTradePreventionMode 7928 ``T``/``M``/``B``/``D`` (default: the session's DefaultSTP);
-TriggerPriceSource 7943 ``1`` last / ``2`` mark on stop orders (absent: last).
+TriggerPriceSource 7943 ``1`` last / ``2`` mark on stop orders (absent: last); on a replace
+of a stop that has not triggered it changes the source (absent: kept).
 """
 
 from __future__ import annotations
@@ -299,13 +300,17 @@ def translate_replace(msg: FixMessage, order: OrderView,
         account = _text(msg, 1)
         if account is not None and account != order.account:
             raise _Refuse(refuse(CXL_OTHER, "Account (1) cannot be changed"))
+        trigger_by = None
         raw_trigger = msg.get(7943)
         if raw_trigger:
-            # The engine's replace keeps the order's trigger source; saying one here could
-            # only be a wish to change it, which would silently not happen.
-            raise _Refuse(refuse(CXL_OTHER, _TRIGGER_TEXT if raw_trigger not in _TRIGGER_SOURCES
-                                 else "TriggerPriceSource (7943) cannot be changed by a "
-                                      "replace: omit it (the order keeps its trigger source)"))
+            # A stop's trigger source may change while it waits; whether it still waits
+            # (not triggered) is the engine's to say (RequestRejected INVALID_TRIGGER).
+            trigger_by = _TRIGGER_SOURCES.get(raw_trigger)
+            if trigger_by is None:
+                raise _Refuse(refuse(CXL_OTHER, _TRIGGER_TEXT))
+            if order.ord_type in (OrdType.MARKET, OrdType.LIMIT):
+                raise _Refuse(refuse(CXL_OTHER, "TriggerPriceSource (7943) is for stop orders "
+                                                "(OrdType 3 or 4) only"))
         raw_qty = msg.get(38)
         if not raw_qty:
             raise _Refuse(BusinessRefused(BIZ_CONDITIONAL_MISSING, "OrderQty (38) is required",
@@ -327,7 +332,7 @@ def translate_replace(msg: FixMessage, order: OrderView,
     except _Refuse as refused:
         return refused.refusal
     return ReplaceOrder(0, 0, order.account, order.order_id, qty, price, _text(msg, 11) or "",
-                        stop_price)
+                        stop_price, trigger_by)
 
 
 def mass_cancel_requests(msg: FixMessage, ctx: SessionContext,

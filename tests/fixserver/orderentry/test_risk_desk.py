@@ -265,7 +265,7 @@ def test_drop_copy_receives_position_and_collateral_pushes():
 
 def test_trigger_price_source_on_new_and_replace():
     """7943=2 makes a stop trigger on the mark (NewOrder.trigger_by); invalid values and
-    non-stop orders are refused; a replace cannot change it."""
+    non-stop orders are refused; a replace may change it back (ReplaceOrder.trigger_by)."""
     x, _clock = margined_exchange()
     deposit(x, "A1", 10_000)
     seen: list = []
@@ -280,10 +280,11 @@ def test_trigger_price_source_on_new_and_replace():
     (er,) = only(x.run(x.acme, new_order("T3", "1", "0.001", "59000", "2", "BTC-PERP", "A1",
                                          (7943, "1"))), "8")
     assert er[150] == "8" and "stop orders" in er[58]
-    (rej,) = only(x.run(x.acme, msg("G", (41, "T1"), (11, "T4"), (1, "A1"), (55, "BTC-PERP"),
-                                    (54, "1"), (60, "20240101-00:00:00"), (38, "0.002"),
-                                    (40, "3"), (99, "61000"), (7943, "2"))), "9")
-    assert "cannot be changed by a replace" in rej[58]
+    (er,) = only(x.run(x.acme, msg("G", (41, "T1"), (11, "T4"), (1, "A1"), (55, "BTC-PERP"),
+                                   (54, "1"), (60, "20240101-00:00:00"), (38, "0.002"),
+                                   (40, "3"), (99, "61000"), (7943, "1"))), "8")
+    assert er[150] == "5"  # a waiting stop's source may change (test_liquidation_over_fix)
+    assert [c.trigger_by for c in seen if getattr(c, "cl_ord_id", "") == "T4"] == [TriggerBy.LAST]
 
 
 def test_am_reports_have_a_redelivery_key():
