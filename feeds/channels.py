@@ -2,7 +2,8 @@
 
 ``orderbook@SYMBOL[@DEPTH]`` (DEPTH 5, 20 or full; omitted means full),
 ``trades@SYMBOL``, ``ticker@SYMBOL``, ``kline@SYMBOL@INTERVAL`` (1m 5m 15m 1h 4h 1d),
-``status@SYMBOL`` (the instrument's trading status), ``markPrice@SYMBOL`` (index and mark).
+``status@SYMBOL`` (the instrument's trading status), ``markPrice@SYMBOL`` (index, mark and
+funding), ``liquidations@SYMBOL`` (liquidation orders, public: no accounts).
 Canonical names always spell the depth: ``orderbook@BTC-PERP`` is ``orderbook@BTC-PERP@full``.
 """
 
@@ -21,7 +22,8 @@ TICKER = "ticker"
 KLINE = "kline"
 STATUS = "status"
 MARK_PRICE = "markPrice"
-KINDS = (ORDERBOOK, TRADES, TICKER, KLINE, STATUS, MARK_PRICE)
+LIQUIDATIONS = "liquidations"
+KINDS = (ORDERBOOK, TRADES, TICKER, KLINE, STATUS, MARK_PRICE, LIQUIDATIONS)
 
 DEPTH_NAMES = {"5": 5, "20": 20, "full": FULL_DEPTH}
 _DEPTH_SPELLING = {v: k for k, v in DEPTH_NAMES.items()}
@@ -80,7 +82,7 @@ def parse_channel(name: object, symbols: Container[str]) -> Channel:
             ErrorCode.UNKNOWN_CHANNEL,
             f"unknown channel {name[:100]!r}: expected one of "
             "orderbook@SYMBOL[@5|@20|@full], trades@SYMBOL, ticker@SYMBOL, "
-            "kline@SYMBOL@INTERVAL, status@SYMBOL, markPrice@SYMBOL",
+            "kline@SYMBOL@INTERVAL, status@SYMBOL, markPrice@SYMBOL, liquidations@SYMBOL",
         )
     symbol = parts[1]
     if symbol not in symbols:

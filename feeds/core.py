@@ -5,9 +5,10 @@ Theory of operation
 :meth:`FeedCore.apply` takes engine events in the order the engine emitted them (for real:
 as the sequencer releases them once their journal is durable). It does the cheap part at
 once (record level changes, queue trades, update tickers, candles, trading statuses, index
-and mark prices)
+and mark prices, funding, liquidations)
 and leaves rendering to :meth:`FeedCore.flush`, called once per batch interval, which returns
-a list of :class:`FeedMessage` (at most one per channel per batch). Each message's payload is
+a list of :class:`FeedMessage` (at most one per channel per batch, except a liquidations
+channel: one per liquidation step, see :mod:`feeds.liquidations`). Each message's payload is
 built once; :meth:`FeedMessage.encoded` encodes it at most once per wire format and every
 subscriber (and every other sink: Redis, FIX market data) shares those bytes.
 
@@ -32,19 +33,31 @@ from typing import Any, NamedTuple
 
 from engine.enums import Side
 from engine.events import (
+    FundingApplied,
     IndexPriceUpdated,
     InstrumentConfigured,
     InstrumentStatusChanged,
     LevelChanged,
+    Liquidated,
     MarkPriceUpdated,
     Trade,
 )
 from engine.instruments import Instrument
-from feeds.channels import KLINE, MARK_PRICE, ORDERBOOK, STATUS, TICKER, TRADES, Channel
+from feeds.channels import (
+    KLINE,
+    LIQUIDATIONS,
+    MARK_PRICE,
+    ORDERBOOK,
+    STATUS,
+    TICKER,
+    TRADES,
+    Channel,
+)
 from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH, BookFeed, BookUpdate, checksum_of
 from feeds.encoding import WireFormat, encode
 from feeds.kline import INTERVALS, Candle, KlineSeries
 from feeds.l2book import Level
+from feeds.liquidations import LiquidationFeed
 from feeds.mark import MarkFeed
 from feeds.numbers import UnitFormatter
 from feeds.status import StatusFeed
@@ -150,6 +163,10 @@ class _SymbolFeed:
         self.marks = MarkFeed(symbol, Channel(MARK_PRICE, symbol, None).name, self.price)
         #: the published markPrice message: every subscriber's snapshot shares its bytes
         self.mark_message: FeedMessage | None = None
+        self.liquidations = LiquidationFeed(
+            symbol, Channel(LIQUIDATIONS, symbol, None).name, self.price, self.qty)
+        #: the liquidations snapshot message, until the next published step (shared bytes)
+        self.liquidations_message: FeedMessage | None = None
 
     def wire_levels(self, levels: list[Level]) -> list[list]:
         price, qty = self.price, self.qty
@@ -212,18 +229,30 @@ class FeedCore:
                     f.status.on_change(ev.seq, ev.ts, ev.status)
             elif t is MarkPriceUpdated:
                 f = feeds.get(ev.symbol)
-                if f is not None and f.marks.on_mark(ev.seq, ev.ts, ev.index, ev.mark):
+                if f is not None and f.marks.on_mark(ev.seq, ev.ts, ev.index, ev.mark,
+                                                     ev.funding_rate_e8, ev.next_funding_ts):
                     f.ticker_dirty = True
+            elif t is Liquidated:
+                f = feeds.get(ev.symbol)
+                if f is not None:
+                    f.liquidations.on_liquidated(ev.seq, ev.ts, ev.side, ev.qty, ev.filled,
+                                                 ev.notional, ev.bankruptcy_price, ev.order_id)
+            elif t is FundingApplied:
+                f = feeds.get(ev.symbol)
+                if f is not None:
+                    f.marks.on_funding(ev.seq, ev.ts, ev.rate_e8, ev.next_funding_ts)
             elif t is IndexPriceUpdated:
                 f = feeds.get(ev.symbol)
                 if f is not None and f.marks.on_index(ev.price):
                     f.ticker_dirty = True
 
-    def seed_mark(self, symbol: str, index: int, mark: int) -> None:
-        """Start a symbol's index and mark (ticks, 0: none) from a recovered engine; published
-        as state, not news (update id and time 0: which command set them is not known)."""
+    def seed_mark(self, symbol: str, index: int, mark: int, funding_rate_e8: int = 0,
+                  next_funding_ts: int = 0) -> None:
+        """Start a symbol's index and mark (ticks, 0: none) and its predicted funding rate and
+        next funding instant (ns, 0: no funding) from a recovered engine; published as
+        state, not news (update id and time 0: which command set them is not known)."""
         f = self._feeds[symbol]
-        f.marks.seed(index, mark)
+        f.marks.seed(index, mark, funding_rate_e8, next_funding_ts)
         f.mark_message = None
 
     def seed_trades(self, trades: Iterable[SeedTrade]) -> int:
@@ -324,6 +353,11 @@ class FeedCore:
             if mark is not None:
                 f.mark_message = FeedMessage(f.marks.channel, MARK_PRICE, mark)
                 out.append(f.mark_message)
+            if f.liquidations.pending:
+                channel = f.liquidations.channel
+                for step in f.liquidations.take_updates():
+                    out.append(FeedMessage(channel, LIQUIDATIONS, step))
+                f.liquidations_message = None
             for name, series in f.klines.items():
                 series.advance(now)
                 changed = series.take_changed()
@@ -351,7 +385,8 @@ class FeedCore:
         return BookSnapshot(symbol, depth, update_id, bids, asks)
 
     def snapshot_message(self, channel: Channel) -> FeedMessage | None:
-        """What a new subscriber of ``channel`` gets first (None for trades, or no candle yet)."""
+        """What a new subscriber of ``channel`` gets first (None for trades, or no candle yet;
+        for liquidations the latest published steps, possibly none)."""
         f = self._feeds[channel.symbol]
         if channel.kind == ORDERBOOK:
             snap = self.book_snapshot(channel.symbol, channel.param)  # type: ignore[arg-type]
@@ -374,6 +409,11 @@ class FeedCore:
             if f.mark_message is None:  # nothing published since start (or the seed)
                 f.mark_message = FeedMessage(f.marks.channel, MARK_PRICE, f.marks.snapshot())
             return f.mark_message
+        if channel.kind == LIQUIDATIONS:
+            if f.liquidations_message is None:
+                f.liquidations_message = FeedMessage(f.liquidations.channel, LIQUIDATIONS,
+                                                     f.liquidations.snapshot())
+            return f.liquidations_message
         if channel.kind == KLINE:
             current = f.klines[channel.param].current  # type: ignore[index]
             if current is None:

@@ -76,20 +76,24 @@ def read_state(client: Any, keys: RedisKeys) -> StoredState:
         pipe.get(keys.ticker(symbol))
         pipe.hgetall(keys.kline(symbol))
         pipe.get(keys.mark(symbol))
+        pipe.get(keys.liquidations(symbol))
     results = pipe.execute()
     meta = parse_meta(results[0])
-    if meta is None or len(results) != 1 + 4 * len(meta.symbols):
+    per = 5  # reads per symbol
+    if meta is None or len(results) != 1 + per * len(meta.symbols):
         raise StateNotReady("the feed state changed shape while being read")
-    books, tickers, klines, marks = {}, {}, {}, {}
+    books, tickers, klines, marks, liquidations = {}, {}, {}, {}, {}
     for i, symbol in enumerate(meta.symbols):
-        book, ticker, kline, mark = results[1 + 4 * i: 5 + 4 * i]
+        book, ticker, kline, mark, liq = results[1 + per * i: 1 + per * (i + 1)]
         books[symbol] = parse_book(book)
         if ticker is not None:
             tickers[symbol] = ticker
         klines[symbol] = {k.decode("ascii"): v for k, v in kline.items()}
         if mark is not None:  # a sink older than the markPrice channel wrote none
             marks[symbol] = mark
-    return StoredState(meta, books, tickers, klines, marks)
+        if liq is not None:  # a sink older than the liquidations channel wrote none
+            liquidations[symbol] = liq
+    return StoredState(meta, books, tickers, klines, marks, liquidations)
 
 
 class RedisFollower:

@@ -23,6 +23,10 @@ Layout (``P`` is the key prefix, ``md`` by default; one prefix per exchange or p
 ``P:mark:SYM`` (string)
     The latest ``markPrice`` message (index and mark of the latest mark computation, with its
     update id ``u`` and ``ts``), exactly as a WebSocket subscriber gets it.
+``P:liquidations:SYM`` (string)
+    The ``snapshot`` message of the ``liquidations`` channel (the latest liquidation steps,
+    oldest first), exactly as a WebSocket subscriber gets it on subscribe; rewritten in every
+    batch that has a step of the symbol.
 ``P:kline:SYM`` (hash)
     interval -> the latest ``kline`` message of that interval (its last candle is current).
 ``P:trades:SYM`` (list)
@@ -93,6 +97,10 @@ class RedisKeys(NamedTuple):
         """The latest markPrice message of ``symbol``."""
         return f"{self.prefix}:mark:{symbol}"
 
+    def liquidations(self, symbol: str) -> str:
+        """The liquidations snapshot message of ``symbol``."""
+        return f"{self.prefix}:liquidations:{symbol}"
+
     def kline(self, symbol: str) -> str:
         """The latest kline message per interval of ``symbol``."""
         return f"{self.prefix}:kline:{symbol}"
@@ -104,7 +112,7 @@ class RedisKeys(NamedTuple):
     def symbol_keys(self, symbol: str) -> list[str]:
         """Every state key of one symbol (the trades list is history and not among them)."""
         return [self.book(symbol), self.top(symbol), self.ticker(symbol), self.kline(symbol),
-                self.mark(symbol)]
+                self.mark(symbol), self.liquidations(symbol)]
 
 
 # -- book levels ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ I/O or reads a clock.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -32,6 +33,7 @@ from sortedcontainers import SortedDict
 from feeds.channels import (
     DEPTH_NAMES,
     KLINE,
+    LIQUIDATIONS,
     MARK_PRICE,
     ORDERBOOK,
     STATUS,
@@ -44,6 +46,7 @@ from feeds.core import FeedMessage
 from feeds.diffs import BOOK_DEPTHS, FULL_DEPTH
 from feeds.encoding import WireFormat, decode
 from feeds.kline import INTERVALS
+from feeds.liquidations import RECENT_LIQUIDATIONS, entry_of, snapshot_payload
 from feeds.redis_keys import (
     SYNC,
     TS,
@@ -102,6 +105,8 @@ class StoredState(NamedTuple):
     klines: dict[str, dict[str, bytes]]
     #: symbol -> its stored markPrice message (read-only: the default is shared)
     marks: dict[str, bytes] = {}
+    #: symbol -> its stored liquidations snapshot message (read-only, shared default)
+    liquidations: dict[str, bytes] = {}
 
 
 def parse_book(fields: dict[bytes, bytes]) -> StoredBook:
@@ -160,6 +165,10 @@ class RelayCore:
         self._klines: dict[tuple[str, str], FeedMessage] = {}
         self._statuses: dict[str, FeedMessage] = {}
         self._marks: dict[str, FeedMessage] = {}
+        #: symbol -> the latest liquidation steps (snapshot entries), and the snapshot
+        #: message built from them until the next step (shared bytes)
+        self._liquidations: dict[str, deque[dict]] = {}
+        self._liquidation_snapshots: dict[str, FeedMessage] = {}
         self._out: list[FeedMessage] = []
         self._snapshots: dict[str, tuple[int, FeedMessage]] = {}
 
@@ -183,6 +192,8 @@ class RelayCore:
         self._klines = {}
         self._statuses = {}
         self._marks = {}
+        self._liquidations = {}
+        self._liquidation_snapshots = {}
         self._snapshots = {}
         self._out = []
         for symbol, data in state.tickers.items():
@@ -195,6 +206,13 @@ class RelayCore:
             if symbol in self.symbols:
                 name = Channel(MARK_PRICE, symbol, None).name
                 self._marks[symbol] = self._relayed(name, MARK_PRICE, data)
+        for symbol, data in state.liquidations.items():
+            if symbol in self.symbols:
+                name = Channel(LIQUIDATIONS, symbol, None).name
+                stored = self._relayed(name, LIQUIDATIONS, data)
+                self._liquidations[symbol] = deque(stored.payload["data"],
+                                                   maxlen=RECENT_LIQUIDATIONS)
+                self._liquidation_snapshots[symbol] = stored  # the sink's own bytes
         for symbol, data in meta.statuses:
             if symbol in self.symbols:
                 name = Channel(STATUS, symbol, None).name
@@ -231,6 +249,13 @@ class RelayCore:
                 self._statuses[msg.payload["symbol"]] = msg
             elif kind == MARK_PRICE:
                 self._marks[msg.payload["symbol"]] = msg
+            elif kind == LIQUIDATIONS:
+                symbol = msg.payload["symbol"]
+                steps = self._liquidations.get(symbol)
+                if steps is None:  # none stored (a sink older than the channel): start here
+                    steps = self._liquidations[symbol] = deque(maxlen=RECENT_LIQUIDATIONS)
+                steps.append(entry_of(msg.payload))
+                self._liquidation_snapshots.pop(symbol, None)
             ts = msg.payload.get("ts")
             if ts is not None and ts > self.now:
                 self.now = ts
@@ -282,7 +307,7 @@ class RelayCore:
 
     def snapshot_message(self, channel: Channel) -> FeedMessage | None:
         """What a new subscriber of ``channel`` gets first (None for trades, no candle, or
-        no status or mark stored: a sink older than that channel)."""
+        no status, mark or liquidations stored: a sink older than that channel)."""
         symbol = channel.symbol
         if channel.kind == ORDERBOOK:
             depth: int = channel.param  # type: ignore[assignment]
@@ -305,6 +330,14 @@ class RelayCore:
             return self._statuses.get(symbol)
         if channel.kind == MARK_PRICE:
             return self._marks.get(symbol)
+        if channel.kind == LIQUIDATIONS:
+            snap = self._liquidation_snapshots.get(symbol)
+            steps = self._liquidations.get(symbol)
+            if snap is None and steps is not None:
+                name = channel.name
+                snap = FeedMessage(name, LIQUIDATIONS, snapshot_payload(name, symbol, steps))
+                self._liquidation_snapshots[symbol] = snap
+            return snap
         if channel.kind == KLINE:
             last = self._klines.get((symbol, channel.param))  # type: ignore[arg-type]
             if last is None or len(last.payload["data"]) <= 1:
@@ -320,5 +353,6 @@ class RelayCore:
         chans.append(Channel(TICKER, symbol, None))
         chans.append(Channel(STATUS, symbol, None))
         chans.append(Channel(MARK_PRICE, symbol, None))
+        chans.append(Channel(LIQUIDATIONS, symbol, None))
         chans.extend(Channel(KLINE, symbol, i) for i in INTERVALS)
         return chans

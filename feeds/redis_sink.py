@@ -5,7 +5,8 @@ Theory of operation
 :class:`RedisSink` is a :class:`~feeds.hub.FeedSink`. On the reactor thread,
 :meth:`RedisSink.on_batch` turns the batch into a short list of Redis commands (no I/O): the
 level changes of each full-depth book update into the symbol's book hash, the depth-20
-snapshot when the top 20 changed, tickers (with mark and index), mark-price messages, kline
+snapshot when the top 20 changed, tickers (with mark and index), mark-price messages, the
+liquidations snapshot of a symbol with new steps, kline
 candles, recent trades, trading statuses (in the meta hash), the meta ``seq``, and one
 PUBLISH of the batch envelope whose payloads are the very bytes the WebSocket batch sends
 (``FeedMessage.encoded``, encoded once). Key layout: :mod:`feeds.redis_keys`.
@@ -40,6 +41,7 @@ from twisted.python.threadpool import ThreadPool
 from feeds.channels import (
     DEPTH_NAMES,
     KLINE,
+    LIQUIDATIONS,
     MARK_PRICE,
     ORDERBOOK,
     STATUS,
@@ -217,6 +219,7 @@ class RedisSink:
         keys, fmt = self.keys, self.wire_format
         cmds: list[Command] = []
         items: list[tuple[str, str, bytes]] = []
+        liquidated: list[str] = []  # symbols with steps in this batch (in order, once each)
         for msg in messages:
             data = msg.encoded(fmt)
             items.append((msg.channel, msg.kind, data))
@@ -236,6 +239,13 @@ class RedisSink:
                 cmds.append(("hset", (keys.meta, status_field(p["symbol"]), data), {}))
             elif kind == MARK_PRICE:
                 cmds.append(("set", (keys.mark(p["symbol"]), data), {}))
+            elif kind == LIQUIDATIONS and p["symbol"] not in liquidated:
+                liquidated.append(p["symbol"])
+        for symbol in liquidated:
+            # the snapshot as it stands after this batch (the core published its steps)
+            snap = self.core.snapshot_message(Channel(LIQUIDATIONS, symbol, None))
+            assert snap is not None  # a liquidations channel always has a snapshot
+            cmds.append(("set", (keys.liquidations(symbol), snap.encoded(fmt)), {}))
         cmds.append(("hset", (keys.meta, "seq", seq), {}))
         envelope = pack_envelope(self.epoch, seq, BATCH, fmt, items)
         cmds.append(("publish", (keys.updates, envelope), {}))
@@ -292,6 +302,9 @@ class RedisSink:
             cmds.append(("set", (keys.top(symbol), top.encoded(fmt)), {}))
             cmds.append(("set", (keys.ticker(symbol), ticker.encoded(fmt)), {}))
             cmds.append(("set", (keys.mark(symbol), mark.encoded(fmt)), {}))
+            liquidations = core.snapshot_message(Channel(LIQUIDATIONS, symbol, None))
+            assert liquidations is not None  # possibly with no steps
+            cmds.append(("set", (keys.liquidations(symbol), liquidations.encoded(fmt)), {}))
             candles = {}
             for interval in INTERVALS:
                 kline = core.snapshot_message(Channel(KLINE, symbol, interval))

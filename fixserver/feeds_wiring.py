@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from engine.enums import Side
+from engine.events import MarkPriceUpdated
 from feeds.batcher import FeedBatcher
 from feeds.core import FeedCore
 from feeds.hub import FeedHub
@@ -56,8 +57,13 @@ SHUTDOWN_CLOSE_CODE = 1000
 def seed_from_engine(core: FeedCore, engine: Any, update_id: int) -> None:
     """Start every symbol's feed book from the engine's L2 book, labelled ``update_id``
     (a symbol the engine does not list yet, about to be listed at start-up, starts empty),
-    and its index and mark from the engine's (a quiet market may see no new mark for long)."""
+    and its index, mark and funding prediction from the engine's (a quiet market may see no
+    new mark for long)."""
     marks = engine.marks()  # symbol -> (index, mark) in ticks
+    # the predicted funding rate and next instant of each symbol with a mark, as the engine
+    # sums its risk state up (seq 0 MarkPriceUpdated events)
+    funding = {e.symbol: (e.funding_rate_e8, e.next_funding_ts)
+               for e in engine.risk.state_events() if type(e) is MarkPriceUpdated}
     for symbol in sorted(core.symbols):
         if symbol not in engine.markets:
             continue
@@ -65,7 +71,7 @@ def seed_from_engine(core: FeedCore, engine: Any, update_id: int) -> None:
         core.seed_book(symbol, book.levels(Side.BUY), book.levels(Side.SELL), update_id)
         index, mark = marks.get(symbol, (0, 0))
         if index or mark:
-            core.seed_mark(symbol, index, mark)
+            core.seed_mark(symbol, index, mark, *funding.get(symbol, (0, 0)))
 
 
 class MarketDataFeeds:

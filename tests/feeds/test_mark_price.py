@@ -27,6 +27,10 @@ BTC, ETH = "BTC-PERP", "ETH-PERP"
 T0 = 1_700_000_000 * 10**9
 SECOND = 10**9
 MARK_BTC = Channel(MARK_PRICE, BTC, None)
+#: the funding fields of an instrument without funding (these demo instruments are not
+#: margined: the engine's marks carry rate 0 and next funding 0): null, never invented
+NO_FUNDING = {"funding_rate": None, "next_funding_ts": None, "last_funding_rate": None,
+              "last_funding_ts": None}
 TICKER_BTC = Channel(TICKER, BTC, None)
 
 
@@ -100,7 +104,8 @@ def test_mark_feed_publishes_each_mark_event_once_and_never_an_index_alone():
     and ts; an index alone changes the ticker's fields but publishes nothing on the channel."""
     feed = MarkFeed(BTC, "markPrice@BTC-PERP", UnitFormatter("0.1"))
     assert feed.snapshot() == {"channel": "markPrice@BTC-PERP", "type": "markPrice",
-                               "symbol": BTC, "index": None, "mark": None, "u": 0, "ts": 0}
+                               "symbol": BTC, "index": None, "mark": None, "u": 0, "ts": 0,
+                               **NO_FUNDING}
     assert feed.take_update() is None and feed.ticker_fields() == (None, None)
     assert feed.on_index(600_100) is True and feed.on_index(600_100) is False
     assert feed.take_update() is None, "an index alone is not a mark event"
@@ -108,7 +113,7 @@ def test_mark_feed_publishes_each_mark_event_once_and_never_an_index_alone():
     assert feed.on_mark(9, T0, 600_100, 600_050) is True
     update = feed.take_update()
     assert update == {"channel": "markPrice@BTC-PERP", "type": "markPrice", "symbol": BTC,
-                      "index": "60010.0", "mark": "60005.0", "u": 9, "ts": T0}
+                      "index": "60010.0", "mark": "60005.0", "u": 9, "ts": T0, **NO_FUNDING}
     assert feed.take_update() is None and feed.snapshot() == update
     assert feed.on_index(600_300) is True
     assert feed.ticker_fields() == ("60005.0", "60030.0")
@@ -133,7 +138,7 @@ def test_core_publishes_engine_marks_and_index_with_the_instruments_price_string
     batch = core.flush()
     (update,) = marks_of(batch)
     assert update == {"channel": "markPrice@BTC-PERP", "type": "markPrice", "symbol": BTC,
-                      "index": "60012.3", "mark": "60012.3", "u": 2, "ts": T0 + 5}
+                      "index": "60012.3", "mark": "60012.3", "u": 2, "ts": T0 + 5, **NO_FUNDING}
     assert update["mark"] == price(BTC, events[0].mark)
     (ticker,) = tickers_of(batch)
     assert (ticker["mark"], ticker["index"]) == ("60012.3", "60012.3")
@@ -188,7 +193,7 @@ def test_seed_mark_is_state_not_news():
     snap = core.snapshot_message(MARK_BTC)
     assert snap is not None and snap is not first
     assert snap.payload == {"channel": "markPrice@BTC-PERP", "type": "markPrice", "symbol": BTC,
-                            "index": "60010.0", "mark": "60009.0", "u": 0, "ts": 0}
+                            "index": "60010.0", "mark": "60009.0", "u": 0, "ts": 0, **NO_FUNDING}
     ticker = core.snapshot_message(TICKER_BTC)
     assert ticker is not None and (ticker.payload["mark"], ticker.payload["index"]) == (
         "60009.0", "60010.0")

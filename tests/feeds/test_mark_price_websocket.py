@@ -55,6 +55,8 @@ def test_subscriber_sees_snapshot_then_each_mark_and_the_ticker_carries_it():
             assert ack == {"event": "subscribed", "channel": "markPrice@BTC-PERP", "id": 1}
             assert marks(c) == [{"channel": "markPrice@BTC-PERP", "type": "markPrice",
                                  "symbol": "BTC-PERP", "index": None, "mark": None,
+                                 "funding_rate": None, "next_funding_ts": None,
+                                 "last_funding_rate": None, "last_funding_ts": None,
                                  "u": 0, "ts": 0}]
 
         run(lambda s: SetIndexPrice(s, T0, "BTC-PERP", 600_000))

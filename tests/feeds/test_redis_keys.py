@@ -30,7 +30,7 @@ def test_key_names_live_under_the_prefix():
     assert keys.book("BTC-PERP") == "x1:book:BTC-PERP"
     assert keys.symbol_keys("ETH-PERP") == [
         "x1:book:ETH-PERP", "x1:top:ETH-PERP", "x1:ticker:ETH-PERP", "x1:kline:ETH-PERP",
-        "x1:mark:ETH-PERP"]
+        "x1:mark:ETH-PERP", "x1:liquidations:ETH-PERP"]
     assert RedisKeys().meta == "md:meta"
 
 
