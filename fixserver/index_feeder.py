@@ -13,6 +13,12 @@ flight skips a beat rather than pile posts up.
         python -m fixserver.index_feeder --config ops/fixserver.cfg --seed 7
 
 The admin address comes from the config (``AdminPort``, else ``HttpPort``) or ``--http``.
+
+To show what a crash does (margin calls, liquidations), ``--shock BTC-PERP:-8%@60`` makes
+one jump: the first price posted at least 60 s after the feeder started is the walk's price
+moved by -8% (rounded down to the tick, at least one tick), and the walk goes on from there,
+its band moved by the same amount (:meth:`IndexWalk.shock`), so the index stays down rather
+than being reflected back. Several ``--shock`` options may name other symbols or times.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from io import BytesIO
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -66,6 +74,48 @@ class IndexWalk:
         self.price = min(max(p, self.low), self.high)
         return self.price
 
+    def shock(self, move_ppm: int) -> int:
+        """Jump by ``move_ppm`` of the current price (rounded down to the tick, at least
+        one tick); the band moves with it, so later steps walk around the new level.
+        Returns the new price."""
+        new = max(1, self.price * (PPM + move_ppm) // PPM)
+        delta = new - self.price
+        self.reference += delta
+        self.low = max(1, self.low + delta)
+        self.high = max(self.low, self.high + delta)
+        self.price = new
+        return new
+
+
+class Shock(NamedTuple):
+    """One jump of a symbol's index: ``move_ppm`` of its price, ``after_s`` seconds after
+    the feeder starts (the first price posted from then on)."""
+
+    symbol: str
+    move_ppm: int
+    after_s: float
+
+
+_SHOCK = re.compile(r"^([^:@\s]+):([+-]?[0-9]+(?:\.[0-9]+)?)%?(?:@([0-9]+(?:\.[0-9]+)?))?$")
+DEFAULT_SHOCK_AFTER_S = 60.0
+
+
+def parse_shock(text: str) -> Shock:
+    """``SYMBOL:PCT%[@SECONDS]`` (``BTC-PERP:-8%@60``; SECONDS default 60) as a Shock;
+    raises ValueError with the reason. PCT is exact to 0.0001% and above -100%."""
+    m = _SHOCK.match(text.strip())
+    if m is None:
+        raise ValueError(f"--shock {text!r}: expected SYMBOL:PCT%[@SECONDS], "
+                         "e.g. BTC-PERP:-8%@60")
+    symbol, pct, after = m.groups()
+    ppm = Decimal(pct) * 10_000  # the pattern admits only plain decimals
+    if ppm != ppm.to_integral_value():
+        raise ValueError(f"--shock {text!r}: at most 4 decimal places of a percent")
+    if not -PPM < ppm <= 10 * PPM or ppm == 0:
+        raise ValueError(f"--shock {text!r}: the move must be above -100% and at most "
+                         "+1000%, and not zero")
+    return Shock(symbol, int(ppm), float(after) if after is not None else DEFAULT_SHOCK_AFTER_S)
+
 
 def walks(instruments: Sequence[Instrument], seed: int, step_bps: int, band_bps: int
           ) -> dict[str, IndexWalk]:
@@ -81,7 +131,7 @@ class IndexFeeder:
 
     def __init__(self, reactor: Any, base_url: str, token: str,
                  instruments: Sequence[Instrument], walks: dict[str, IndexWalk],
-                 interval: float) -> None:
+                 interval: float, shocks: Sequence[Shock] = ()) -> None:
         self.reactor = reactor
         self.url = base_url.rstrip("/") + "/admin/index"
         self.token = token
@@ -96,6 +146,13 @@ class IndexFeeder:
         self.log_every = max(1, int(30 / interval))
         self.failed = 0
         self.last_error: str | None = None
+        unknown = sorted({s.symbol for s in shocks} - set(walks))
+        if unknown:
+            raise ValueError(f"--shock names {', '.join(unknown)}: not a walked symbol "
+                             f"(walked: {', '.join(sorted(walks)) or 'none'})")
+        #: shocks not applied yet, soonest first
+        self.shocks = sorted(shocks, key=lambda s: (s.after_s, s.symbol))
+        self.started_at: float | None = None  # reactor time of the first round
         self._loop: task.LoopingCall | None = None
 
     def start(self) -> None:
@@ -112,6 +169,10 @@ class IndexFeeder:
         these posts are answered (or failed)."""
         posts = []
         self.rounds += 1
+        now = self.reactor.seconds()
+        if self.started_at is None:
+            self.started_at = now
+        elapsed = now - self.started_at
         if self.rounds % self.log_every == 1 or self.log_every == 1:
             log.info("index_feeder.prices {prices} posted={posted} failed={failed}",
                      prices=" ".join(f"{s}={self.instruments[s].ticks_to_price(w.price)}"
@@ -119,10 +180,29 @@ class IndexFeeder:
                      posted=self.posted, failed=self.failed)
         for symbol in sorted(self.walks):
             if symbol in self.in_flight:
-                continue
-            price = self.instruments[symbol].ticks_to_price(self.walks[symbol].step())
+                continue  # a shock due now waits for the next round too
+            walk = self.walks[symbol]
+            shock = self._due(symbol, elapsed)
+            if shock is None:
+                ticks = walk.step()
+            else:
+                before = walk.price
+                ticks = walk.shock(shock.move_ppm)
+                inst = self.instruments[symbol]
+                log.info("index_feeder.shock symbol={symbol} from={before} to={after} "
+                         "move_pct={pct} after_s={after_s}", symbol=symbol,
+                         before=inst.ticks_to_price(before), after=inst.ticks_to_price(ticks),
+                         pct=str(Decimal(shock.move_ppm) / 10_000), after_s=round(elapsed, 3))
+            price = self.instruments[symbol].ticks_to_price(ticks)
             posts.append(self.post(symbol, price))
         return defer.DeferredList(posts, consumeErrors=True)
+
+    def _due(self, symbol: str, elapsed: float) -> Shock | None:
+        """The first shock of ``symbol`` due at ``elapsed`` seconds, taken off the list."""
+        for i, shock in enumerate(self.shocks):
+            if shock.symbol == symbol and shock.after_s <= elapsed:
+                return self.shocks.pop(i)
+        return None
 
     def post(self, symbol: str, price: str) -> defer.Deferred:
         """POST one index price; fires with the HTTP status (0: not reachable)."""
@@ -198,6 +278,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="largest move per interval, basis points of the reference (5)")
     p.add_argument("--band-bps", type=int, default=200,
                    help="largest distance from the reference, basis points (200 = 2%%)")
+    p.add_argument("--shock", action="append", default=[], metavar="SYMBOL:PCT%[@SECONDS]",
+                   help="one jump of SYMBOL's index by PCT percent SECONDS after the start "
+                        "(default 60), e.g. BTC-PERP:-8%%@60; the walk goes on from there "
+                        "(repeatable)")
     return p.parse_args(argv)
 
 
@@ -235,6 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("index_feeder: no margined [INSTRUMENT] with a ReferencePrice in the config",
               file=sys.stderr)
         return 2
+    try:
+        shocks = [parse_shock(text) for text in args.shock]
+        feeder = IndexFeeder(reactor, url, token, config.instruments, paths, args.interval,
+                             shocks)
+    except ValueError as exc:
+        print(f"index_feeder: {exc}", file=sys.stderr)
+        return 2
     # our own lines, and others' warnings (not twisted.web's per-connection chatter)
     levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
     levels.setLogLevelForNamespace("fixserver.index_feeder", LogLevel.info)
@@ -242,9 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     predicate: Any = levels
     observer: Any = FilteringLogObserver(text, [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    feeder = IndexFeeder(reactor, url, token, config.instruments, paths, args.interval)
-    log.info("index_feeder.start url={url} symbols={symbols} seed={seed} interval_s={i}",
-             url=url, symbols=sorted(paths), seed=args.seed, i=args.interval)
+    log.info("index_feeder.start url={url} symbols={symbols} seed={seed} interval_s={i} "
+             "shocks={shocks}", url=url, symbols=sorted(paths), seed=args.seed,
+             i=args.interval, shocks=" ".join(args.shock) or "none")
     running: Any = reactor
     running.callWhenRunning(feeder.start)
     running.run()
