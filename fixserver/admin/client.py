@@ -93,7 +93,8 @@ _ACCOUNT = Option(("--account",), {"required": True})
 _SYMBOL = Option(("--symbol",), {"required": True})
 #: deposit and withdraw: amounts are decimal strings in asset units (sent as typed: exact)
 _TRANSFER_OPTIONS = (
-    _ACCOUNT,
+    Option(("--account",), {"required": True,
+                            "help": "a configured account, or ~INSURANCE (the insurance fund)"}),
     Option(("--asset",), {"required": True, "help": "settlement asset, e.g. USDT"}),
     Option(("--amount",), {"required": True, "help": "decimal amount in asset units"}),
     Option(("--ref",), {"help": "reference kept in the ledger (default admin:<name>)"}),
@@ -178,6 +179,13 @@ COMMANDS: tuple[Command, ...] = (
             lambda a: {"symbol": a.symbol, "price": a.price}),
     Command("marks", "index and mark prices and the index prices' age", "GET",
             "/admin/index"),
+    Command("insurance-fund", "the insurance fund (account ~INSURANCE): balance, positions "
+            "taken over and recent ledger entries; fund it with deposit --account ~INSURANCE",
+            "GET", "/admin/insurance-fund",
+            (Option(("--asset",), {"help": "one settlement asset (default: all)"}),
+             Option(("--limit",), {"type": int, "metavar": "N",
+                                   "help": "ledger entries per asset, newest first (20)"})),
+            lambda a: {"asset": a.asset, "limit": a.limit}),
     Command("snapshot", "take an engine snapshot now", "POST", "/admin/snapshot"),
     Command("state-hash", "the last matched seq and the engine's state hash", "GET",
             "/admin/state-hash"),

@@ -14,6 +14,14 @@ answer never shows what is not yet durable. Each action first waits until every 
 matched so far is released (:meth:`RiskAdmin._settled`): the monitor then knows what the
 exchange has done up to the request (at start-up, the configured instruments and funding),
 so a read follows the operator's earlier changes and a check never sees a stale listing.
+
+The insurance fund is the engine's account ``~INSURANCE`` (:data:`engine.risk.accounts.
+INSURANCE`, one balance per settlement asset). It belongs to no firm, yet deposit, withdraw
+and account take it, so an operator funds it with an ordinary journaled ``Deposit``;
+``GET /admin/insurance-fund`` shows its balance, the positions it took over and its recent
+ledger entries (:class:`~fixserver.orderentry.liquidation_monitor.LiquidationMonitor`,
+released events; the whole ledger is Postgres' ``insurance_fund_ledger``). Leverage, margin
+mode and isolated margin are refused for it: it never trades.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from engine.commands import (
 from engine.enums import MarginMode
 from engine.events import BalanceChanged, RequestRejected, RiskSettingsChanged
 from engine.instruments import Instrument, OffGridError
+from engine.risk.accounts import INSURANCE
 from fixserver.admin.actions import PipelineControl, ReleaseWatch
 from fixserver.admin.router import AdminCall, AdminError, AdminRouter, Answer
 from fixserver.funding_config import to_minor_units
@@ -60,21 +69,32 @@ class RiskViews(Protocol):
     def stale_symbols(self) -> list[str]: ...
 
 
+class FundLedger(Protocol):
+    """The insurance fund's recent ledger
+    (:class:`fixserver.orderentry.liquidation_monitor.LiquidationMonitor`)."""
+
+    ledger_size: int
+
+    def ledger_entries(self, asset: str, limit: int) -> list[dict[str, Any]]: ...
+
+
 class RiskAdmin:
     """The risk actions (see module docstring); :meth:`add_routes` puts them in the table."""
 
     def __init__(self, pipeline: PipelineControl, directory: FirmDirectory, views: RiskViews,
-                 released: ReleaseWatch) -> None:
+                 released: ReleaseWatch, fund: FundLedger) -> None:
         self.pipeline = pipeline
         self.directory = directory
         self.views = views
         self.released = released
+        self.fund = fund
 
     def add_routes(self, r: AdminRouter) -> None:
         """One line per action."""
         s = self._settled
         r.add("POST", "/admin/accounts/deposit", "deposit",
-              "credit an account's collateral (amount in asset units, e.g. 2500.5)",
+              "credit an account's collateral (amount in asset units, e.g. 2500.5); account "
+              f"{INSURANCE} funds the insurance fund",
               s(self.deposit), ("account", "asset", "amount", "ref"))
         r.add("POST", "/admin/accounts/withdraw", "withdraw",
               "debit an account's collateral (refused below its margin requirement)",
@@ -96,6 +116,10 @@ class RiskAdmin:
               ("symbol", "price"))
         r.add("GET", "/admin/index", "marks",
               "index and mark prices, and how old each index price is", s(self.list_marks))
+        r.add("GET", "/admin/insurance-fund", "insurance-fund",
+              f"the insurance fund ({INSURANCE}): balance per settlement asset, positions "
+              "taken over, recent ledger entries (newest first)", s(self.show_insurance_fund),
+              ("asset", "limit"))
 
     def _settled(self, handler: Callable[[AdminCall], Any]) -> Callable[[AdminCall], Deferred]:
         """``handler`` run once every tick matched so far is released (module docstring)."""
@@ -106,8 +130,15 @@ class RiskAdmin:
 
     # -- parameters -----------------------------------------------------------------------
 
-    def _account(self, call: AdminCall) -> str:
+    def _account(self, call: AdminCall, fund: bool = False) -> str:
+        """A configured account; with ``fund``, the insurance fund's account too."""
         account = str(call.params.text("account", max_length=64))
+        if account == INSURANCE:
+            if fund:
+                return account
+            raise AdminError(409, f"{INSURANCE} is the insurance fund: only deposit, withdraw, "
+                                  "account and insurance-fund apply to it",
+                             details={"reason": "insurance_fund"})
         if self.directory.firm_of(account) is None:
             raise AdminError(404, f"unknown account {account}")
         return account
@@ -176,7 +207,7 @@ class RiskAdmin:
         return self._transfer(call, Withdraw, "withdraw")
 
     def _transfer(self, call: AdminCall, kind: Any, action: str) -> Deferred:
-        account = self._account(call)
+        account = self._account(call, fund=True)
         asset = self._asset(call)
         amount = self._amount(call, asset)
         ref = call.params.text("ref", required=False, max_length=64) or f"admin:{call.who}"
@@ -258,7 +289,34 @@ class RiskAdmin:
     # -- reads ----------------------------------------------------------------------------
 
     def show_account(self, call: AdminCall) -> Answer:
-        return self.views.account(self._account(call))
+        return self.views.account(self._account(call, fund=True))
+
+    def show_insurance_fund(self, call: AdminCall) -> Answer:
+        """Balance and margin per settlement asset (``asset``: one), the positions the fund
+        took over, and its last ``limit`` (default 20) ledger entries per asset."""
+        assets = [self._asset(call)] if "asset" in call.params else sorted(self.views.assets)
+        limit = call.params.integer("limit", required=False, minimum=1)
+        if limit is None:
+            limit = 20
+        if limit > self.fund.ledger_size:
+            raise AdminError(400, f"limit must be at most {self.fund.ledger_size} (the entries "
+                                  "kept in memory; Postgres' insurance_fund_ledger has all)")
+        view = self.views.account(INSURANCE)
+        collateral = {c["asset"]: c for c in view["collateral"]}
+        funds = []
+        for asset in assets:
+            c = collateral.get(asset)
+            zero = self.views.money(asset, 0)
+            funds.append({
+                "asset": asset, "balance": c["balance"] if c else zero,
+                "equity": c["equity"] if c else zero,
+                "unrealised_pnl": c["unrealised_pnl"] if c else zero,
+                "withdrawable": c["withdrawable"] if c else zero,
+                "ledger": self.fund.ledger_entries(asset, limit),
+            })
+        positions = [p for p in view["positions"]  # open ones: a flat row says nothing
+                     if p["asset"] in assets and Decimal(p["size"])]
+        return {"account": INSURANCE, "funds": funds, "positions": positions}
 
     def list_marks(self, call: AdminCall) -> Answer:
         ages = self.views.index_ages()

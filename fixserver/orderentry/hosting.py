@@ -62,5 +62,5 @@ def admin_resource(service: OrderEntryService) -> Resource:
                             lambda: server.host)  # the host is built after the application
     router = actions.router()
     RiskAdmin(service.pipeline, service.app.directory, service.risk,
-              actions.released).add_routes(router)
+              actions.released, service.liquidations).add_routes(router)
     return AdminResource(verifier, router)

@@ -49,6 +49,7 @@ from fixserver.orderentry.instrument_sync import (
     genesis_instruments,
     plan,
 )
+from fixserver.orderentry.liquidation_monitor import LiquidationMonitor
 from fixserver.orderentry.ownership import (
     OrderLedger,
     OwnerRecorder,
@@ -191,6 +192,11 @@ class OrderEntryService:
         # collateral, positions, marks and index ages as journaled (admin API, /health)
         self.risk = RiskMonitor(engine, self.reactor.seconds, config.index_stale_seconds)
         self.pipeline.subscribe(self.risk.on_released)
+        # liquidation, margin call, funding and insurance fund metrics; the fund's recent
+        # ledger for the admin API (its replayed entries first)
+        self.liquidations = LiquidationMonitor(engine)
+        self.liquidations.remember(replayed)
+        self.pipeline.subscribe(self.liquidations.on_released)
         self._risk_metrics: Any = None
         self._journal_start_up_commands()
         self.pg_writer: Any = None

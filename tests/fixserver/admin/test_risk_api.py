@@ -38,6 +38,7 @@ RISK_VALID = {
     "account": ("GET", "/admin/accounts/risk?account=A1", None),
     "index-price": ("POST", "/admin/index", {"symbol": "BTC-PERP", "price": "60123.4"}),
     "marks": ("GET", "/admin/index", None),
+    "insurance-fund": ("GET", "/admin/insurance-fund", None),
 }
 
 
