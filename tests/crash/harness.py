@@ -321,6 +321,7 @@ class TradingClient:
         self.sent: list[str] = []  # ClOrdIDs of every request sent
         self.repeats = 0
         self.cancel_rejects = 0
+        self.risk_pushes = 0  # unsolicited CollateralReports (margin calls) and PositionReports
         self.violations: list[str] = []
 
     # -- connection -----------------------------------------------------------------------
@@ -373,12 +374,14 @@ class TradingClient:
         elif mt == b"9":
             self.cancel_rejects += 1
             self.answered.add(fields.get(11, ""))
+        elif mt in (b"BA", b"AP"):  # margin-call warnings and position pushes (risk)
+            self.risk_pushes += 1
         else:
             self.violations.append(f"{self.comp_id}: unexpected 35={mt.decode()}: {fields}")
 
     def _follow(self, fields: dict[int, str]) -> None:
         order_id = fields.get(37, "NONE")
-        if order_id == "NONE":
+        if not order_id.isdigit():  # NONE, or a takeover/ADL report (no order of this client)
             return
         oid = int(order_id)
         if fields.get(39) in _ENDED or fields.get(151) in ("0", None):
