@@ -259,9 +259,12 @@ class MatchingEngine:
             mode = self.account_stp.get(o.account, self.default_stp)
         return mode
 
-    def _margin_reject(self, c: NewOrder, side: Side, price: int, qty: int, ev: list) -> bool:
-        """Run the pre-trade margin check; on failure append the rejection, return True."""
-        reason, shortfall = self.risk.check_order(ev, c.account, c.symbol, side, price, qty)
+    def _margin_reject(self, c: NewOrder, side: Side, price: int, qty: int, ev: list,
+                       can_fill: bool = True) -> bool:
+        """Run the pre-trade margin check; on failure append the rejection, return True.
+        ``can_fill`` False: the order cannot trade on entry (it rests)."""
+        reason, shortfall = self.risk.check_order(ev, c.account, c.symbol, side, price, qty,
+                                                  can_fill=can_fill)
         if not reason:
             return False
         self.exec_id += 1
@@ -414,7 +417,7 @@ class MatchingEngine:
                 and not (c.display_qty or c.min_qty or c.post_only or c.reduce_only)
                 and c.seq not in self.orders
             ):
-                if inst.max_leverage and self._margin_reject(c, side, price, qty, ev):
+                if inst.max_leverage and self._margin_reject(c, side, price, qty, ev, False):
                     return
                 oid = c.seq
                 cl = c.cl_ord_id

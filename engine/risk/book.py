@@ -249,12 +249,13 @@ class RiskBook:
 
     def check_order(
         self, ev: list, account: str, symbol: str, side: Side, price: int, qty: int,
-        old: list | None = None,
+        old: list | None = None, can_fill: bool = True,
     ) -> tuple[int, int]:
         """(reject reason or 0, shortfall) for an order of ``qty`` lots at ``price`` ticks
         (a market order's band limit) on top of the account's orders, replacing held order
         ``old`` (a replace) if given."""
-        self.sync(ev)
+        if ev is not self._ev or self._cursor != len(ev):
+            self.sync(ev)
         ir = self.instruments[symbol]
         p = self.positions.get((account, symbol))
         if p is None:
@@ -294,8 +295,9 @@ class RiskBook:
             return 0, 0
         need = max(need, 0) + loss
         # filled at once at its price: what the position, its margin and the fee take
-        need = max(need, self._fill_need(ir, p, is_buy, price, qty, size, base, lev, mark,
-                                         old_om))
+        if can_fill:
+            need = max(need, self._fill_need(ir, p, is_buy, price, qty, size, base, lev, mark,
+                                             old_om))
         if need <= 0:
             return 0, 0
         a = self.accounts.get((account, ir.asset))
