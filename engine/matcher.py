@@ -28,7 +28,7 @@ The book is pluggable (``book_factory``): :class:`engine.book.FastBook` or
 from __future__ import annotations
 
 from collections.abc import Iterable
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, Callable, Final
 
 from engine import controls as _controls
@@ -116,6 +116,7 @@ _STOP_TYPES: Final = (STOP, STOP_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT)
 _TP_TYPES: Final = (TAKE_PROFIT, TAKE_PROFIT_LIMIT)
 DAY_NS: Final = 86_400 * 1_000_000_000
 _SPEC_CACHE_MAX: Final = 4096
+_EXPIRY_SLACK: Final = 4096  # heap entries allowed beyond twice the live orders
 
 
 def _as_enum(enum: Any, value: Any) -> Any:
@@ -274,6 +275,16 @@ class MatchingEngine:
                           RejectReason(reason), shortfall)
         )
         return True
+
+    def _compact_expiry(self) -> None:
+        """Drop the heap entries of orders that ended before their expiry (filled or
+        canceled DAY/GTD orders): the heap is lazy, and without this it would hold one entry
+        per such order until its expiry time. Run when the heap is over twice the live
+        orders, so the cost is amortised O(1) per push."""
+        orders = self.orders
+        self._expiry = [(exp, oid) for exp, oid in self._expiry
+                        if (o := orders.get(oid)) is not None and o.spec.expire_ts == exp]
+        heapify(self._expiry)
 
     def _remove_live(self, m: Market, o: Order) -> None:
         """Drop a live order from the book or trigger index and from the indexes."""
@@ -491,7 +502,10 @@ class MatchingEngine:
                                 side, ot, tif, price, spec.stop_price, qty, 0, qty, 0))
         )
         if expire:
-            heappush(self._expiry, (expire, oid))
+            heap = self._expiry
+            heappush(heap, (expire, oid))
+            if len(heap) > 2 * len(self.orders) + _EXPIRY_SLACK:
+                self._compact_expiry()
         if is_stop:
             m.add_stop(o)
         else:

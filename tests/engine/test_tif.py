@@ -131,3 +131,18 @@ def test_untriggered_gtd_stop_expires(d):
           tif=TimeInForce.GTD, expire_ts=t0 + 100_000)
     assert len(of(d.tick(t0 + 10**6), OrderExpired)) == 1
     assert d.eng.markets["BTC-PERP"].stops_up == []
+
+
+def test_expiry_heap_stays_bounded_by_the_live_orders():
+    """Filled DAY/GTD orders leave lazy heap entries; the heap is compacted once it holds
+    more than twice the live orders (plus a slack), so memory follows the live book."""
+    from engine import MatchingEngine, NewOrder, Side, TimeInForce, demo_instruments
+
+    eng = MatchingEngine(demo_instruments())
+    ts = 10**15
+    for i in range(1, 20_001, 2):  # a DAY buy rests, a sell fills it: both gone at once
+        eng.process(NewOrder(i, ts, "a", "BTC-PERP", Side.BUY, 1, 600_000,
+                             tif=TimeInForce.DAY))
+        eng.process(NewOrder(i + 1, ts, "b", "BTC-PERP", Side.SELL, 1, 600_000))
+    assert not eng.orders
+    assert len(eng._expiry) <= 2 * len(eng.orders) + 4096 + 1
