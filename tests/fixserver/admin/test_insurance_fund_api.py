@@ -1,8 +1,8 @@
 """The insurance fund over the admin API and CLI, against an in-process exchange with margined
 instruments: the operator funds ``~INSURANCE`` with the ordinary deposit, a liquidation by an
 index move hands the fund a position and a fee, ``GET /admin/insurance-fund`` (and
-``fixserver admin insurance-fund``) shows balance, positions and recent ledger entries, and
-the liquidation metrics count it."""
+``fixserver admin insurance-fund``) shows balance, positions and recent ledger entries, the
+liquidation metrics count it, and the server's Postgres writer stores it."""
 
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest_twisted
 from prometheus_client import REGISTRY
 from twisted.internet import reactor, task
 
 from engine.risk.accounts import INSURANCE
 from fixserver.admin.client import ENV_TOKEN, ENV_URL
+from tests.fixserver.pg_fixtures import pg_dsn
 
 from .exchange import TIMEOUT, TOKEN, api, base_url, logged_on
 from .risk_exchange import start_margined
 from .test_cli import _run
 from .test_risk_api import _order, _report
 
+__all__ = ["pg_dsn"]  # fixture used below
 FUND = "/admin/insurance-fund"
 
 
@@ -52,11 +55,12 @@ def _fund_with_a_position(url: str) -> Any:
 
 @pytest_twisted.inlineCallbacks
 def test_deposit_into_the_fund_then_a_takeover_shows_in_the_fund_view(tmp_path, capsys,
-                                                                      monkeypatch):
+                                                                      monkeypatch, pg_dsn):
     """~INSURANCE takes deposits (API and CLI) but no leverage; A1, left with 1,000 USDT at
     100x long 0.7 BTC, is liquidated by an index drop through its bankruptcy price with no
-    bids: the fund takes the 0.7 over; its view and ledger show it, newest first."""
-    server = start_margined(tmp_path)
+    bids: the fund takes the 0.7 over; its view and ledger show it, newest first, and so do
+    the Postgres tables the running server writes."""
+    server = start_margined(tmp_path, extra=f"PostgresDSN={pg_dsn}")
     monkeypatch.setenv(ENV_TOKEN, TOKEN)
     monkeypatch.setenv(ENV_URL, base_url(server))
     liquidations, takeovers = _counter("liquidations_total"), _counter(
@@ -125,5 +129,21 @@ def test_deposit_into_the_fund_then_a_takeover_shows_in_the_fund_view(tmp_path, 
             assert status == code_ and words in answer["error"], (query, answer)
         view = yield _ok(url, "GET", f"/admin/accounts/risk?account={INSURANCE}")
         assert view["collateral"][0]["balance"] == usdt["balance"]
+
+        yield server.application.pg_writer.flush().addTimeout(TIMEOUT, reactor)
+        with psycopg.connect(pg_dsn) as conn:
+            steps = conn.execute("SELECT account, side, qty, filled, taken_over, deleveraged, "
+                                 "bankruptcy_price FROM liquidations").fetchall()
+            transfers = conn.execute("SELECT kind, from_account, to_account, qty, price "
+                                     "FROM position_transfers").fetchall()
+            stored = conn.execute("SELECT asset, balance FROM insurance_fund").fetchall()
+            causes = conn.execute("SELECT cause FROM insurance_fund_ledger "
+                                  "ORDER BY seq DESC, entry DESC").fetchall()
+        assert steps == [("A1", "SELL", Decimal("0.700"), Decimal("0.000"), Decimal("0.700"),
+                          Decimal("0.000"), Decimal("58571.5"))]
+        assert transfers == [("TAKEOVER", "A1", INSURANCE, Decimal("0.700"),
+                              Decimal("58571.5"))]
+        assert stored == [("USDT", Decimal(usdt["balance"]))]
+        assert [c for (c,) in causes] == [e["cause"] for e in ledger]
     finally:
         yield server.stop()
