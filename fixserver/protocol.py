@@ -330,11 +330,25 @@ class FixProtocol(Protocol):
         if self._paused:
             self._written_while_paused += len(data)
             limit = self._output_limit()
-            if self._written_while_paused > limit:
-                self._drop_slow_reader(limit, self._written_while_paused)
+            queued = self._queued() + len(data)
+            if queued > limit:
+                self._drop_slow_reader(limit, queued)
                 return
         self.host.before_write()
         self._transport.write(data)
+
+    def _queued(self) -> int:
+        """Bytes the transport holds unsent. Twisted resumes a producer only once its buffer
+        is empty, so under steady load a peer that reads may stay "paused" for long while
+        its buffer goes up and down: what it has not read yet is the measure of a slow
+        reader, not what was written since the pause. A TCP transport exposes its buffer
+        (``twisted.internet.abstract.FileDescriptor``); for any other (TLS), the bytes
+        written since the pause are the bound."""
+        t = self._transport
+        try:
+            return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            return self._written_while_paused
 
     def _output_limit(self) -> int:
         session = self.connection.session if self.connection is not None else None

@@ -300,3 +300,26 @@ def test_before_write_runs_before_bytes_reach_the_socket(clock):
     peer = Peer(host, clock)
     peer.send("A", [(98, 0), (108, 30)])
     assert seen == [b""] and peer.transport.value()
+
+
+def test_paused_reader_that_keeps_reading_is_not_disconnected(clock):
+    """Twisted resumes a producer only once the send buffer is empty: under steady output a
+    peer that reads stays "paused" while far more than the limit passes through. What the
+    transport still holds unsent decides (a TCP transport's dataBuffer), not the total."""
+    host = _host(clock, max_output_buffer=1000)
+    peer = Peer(host, clock)
+    peer.logon()
+    session = _session(host)
+    transport = peer.transport
+    # the TCP transport's buffer, as twisted.internet.abstract.FileDescriptor keeps it
+    transport.dataBuffer, transport.offset, transport._tempDataLen = b"", 0, 0
+    peer.protocol.pauseProducing()
+    for _ in range(20):  # 20 x ~150 bytes: three times the limit while paused
+        session.send("j", [(45, 1), (372, "D"), (380, 3), (58, "x" * 100)], peer.now_ns())
+        host.flush()
+        transport._tempDataLen = 300  # the peer reads: never more than 300 bytes queued
+    assert not transport.aborted
+    transport._tempDataLen = 990  # now it stops reading
+    session.send("j", [(45, 1), (372, "D"), (380, 3), (58, "x" * 100)], peer.now_ns())
+    host.flush()
+    assert transport.aborted
