@@ -346,7 +346,7 @@ class FixProtocol(Protocol):
         written since the pause are the bound."""
         t = self._transport
         try:
-            return len(t.dataBuffer) - t.offset + t._tempDataLen  # type: ignore[attr-defined]
+            return len(t.dataBuffer) - t.offset + t._tempDataLen
         except (AttributeError, TypeError):
             return self._written_while_paused
 
