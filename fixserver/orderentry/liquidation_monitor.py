@@ -144,7 +144,10 @@ class LiquidationMonitor:
     def _instrument(self, inst: Instrument) -> None:
         self._lots[inst.symbol] = float(Decimal(inst.lot_size))
         if inst.margined:
-            self.assets.setdefault(inst.settlement_asset, inst.settlement_decimals)
+            asset = inst.settlement_asset
+            self.assets.setdefault(asset, inst.settlement_decimals)
+            if asset not in self.fund_balance:  # an empty fund is 0, not a missing series
+                self._set_fund(asset, 0)
 
     # -- released events --------------------------------------------------------------------
 

@@ -162,3 +162,11 @@ def test_seeded_from_the_recovered_engine_and_the_replayed_tail() -> None:
     (entry,) = m.ledger_entries("USDT", 20)
     assert (entry["cause"], entry["amount"], entry["ref"]) == ("DEPOSIT", "250.000000", "seed")
     assert sample("liquidations_total", symbol=BTC) == liquidations
+
+
+def test_an_empty_fund_is_zero() -> None:
+    """Before any deposit the fund's gauge is 0 for each settlement asset, not missing."""
+    d = RiskDriver()
+    m = LiquidationMonitor(d.eng)
+    assert m.fund_balance == {"USDT": 0}
+    assert REGISTRY.get_sample_value("insurance_fund_balance", {"asset": "USDT"}) == 0
