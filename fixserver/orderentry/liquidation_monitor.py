@@ -12,7 +12,7 @@ released (durable) ticks, never the live engine. It keeps the Prometheus metrics
   ``liquidation_takeovers_total`` and ``liquidation_adl_total`` (``PositionTransferred``
   TAKEOVER by the fund, ADL against one counterparty each), and
   ``liquidation_closed_qty_total{symbol,via}`` (contracts closed: via book, takeover, adl);
-  ``margin_calls_total{level}`` (the warning level as a fraction of the equity, "0.8");
+  ``margin_calls_total{level}`` (the level crossed: maintenance margin over equity, "0.8");
 - gauges: ``insurance_fund_balance{asset}`` (asset units), ``funding_rate{symbol}`` (the last
   applied rate, a fraction: 0.0001 = 0.01%), ``predicted_funding_rate{symbol}`` (the rate if
   funding were now, from MarkPriceUpdated) and ``next_funding_timestamp_seconds{symbol}``.
