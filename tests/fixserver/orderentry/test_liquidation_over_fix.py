@@ -170,9 +170,16 @@ def test_liquidation_reports_takeover_and_position_after():
     # the other session of the firm gets the liquidation's (the stop was ACME1's own order);
     # the drop copy one copy of each
     assert [e[17] for e in liq(x.acme2.take())] == [e[17] for e in ers[1:]]
-    copies = liq(x.dc.take())
+    got_dc = x.dc.take()
+    copies = liq(got_dc)
     assert [e[17] for e in copies] == [e[17] for e in ers]
     assert all(c[797] == "Y" for c in copies)
+    # and the drop copy's position and collateral pushes after the liquidation
+    dc_ap = [a for a in only(got_dc, "AP") if a[1] == "A1"][-1]
+    assert (dc_ap[704], dc_ap[705], dc_ap[797]) == ("0.000", "0.000", "Y")
+    dc_ba = [b for b in only(got_dc, "BA") if b[1] == "A1"][-1]
+    balance = x.app.risk.accounts[("A1", "USDT")][0]
+    assert dc_ba[7937] == f"{balance / USDT:.6f}" and dc_ba[7936] == "0.000000"
     # B1's bid was the maker: an ordinary fill, not marked
     (maker,) = only(x.beta.take(), "8")
     assert maker[11] == "BID" and maker[150] == "F" and 7945 not in maker
