@@ -25,7 +25,7 @@ from fixserver.timeutil import format_utc_timestamp
 
 from .conftest import wait_until
 from .test_order_entry import TS, clean, clients, er, is_type, order, send
-from .test_risk_over_fix import CONFIG
+from .test_risk_over_fix import CONFIG, TOKEN
 
 pytestmark = pytest.mark.integration
 USDT = 1_000_000
@@ -33,8 +33,8 @@ USDT = 1_000_000
 
 @pytest_twisted.async_yield_fixture
 async def exchange(tmp_path):
-    server = FixServer(parse_config(CONFIG.format(tmp=tmp_path), base_dir=str(tmp_path)),
-                       reactor)
+    server = FixServer(parse_config(CONFIG.format(tmp=tmp_path, token=TOKEN),
+                                    base_dir=str(tmp_path)), reactor)
     server.start()
     yield server
     await server.stop()

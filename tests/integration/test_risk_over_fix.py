@@ -8,11 +8,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
-from engine.commands import Deposit, SetIndexPrice
+from engine.commands import SetIndexPrice
 from fixserver.config import parse_config
 from fixserver.dictionary import spec_path
 from fixserver.orderentry.ownership import origin
 from fixserver.server import FixServer
+from tests.feeds.wsclient import FeedClientFactory
+from tests.fixserver.admin.exchange import api
 
 from .conftest import wait_until
 from .test_order_entry import TS, clean, clients, er, is_type, order, send
@@ -30,6 +32,11 @@ FileStorePath={tmp}/store
 JournalPath={tmp}/journal
 ShutdownTimeout=2
 LogonTimeout=5
+HttpAddress=127.0.0.1
+HttpPort=0
+AdminToken=ops:{token}
+WebSocketAddress=127.0.0.1
+WebSocketPort=0
 [INSTRUMENT]
 Symbol=BTC-PERP
 TickSize=0.1
@@ -67,10 +74,14 @@ SessionRole=drop-copy
 """
 
 
+TOKEN = "ops-admin-token-0123456789"
+WS_TIMEOUT = 30.0
+
+
 @pytest_twisted.async_yield_fixture
 async def exchange(tmp_path):
-    server = FixServer(parse_config(CONFIG.format(tmp=tmp_path), base_dir=str(tmp_path)),
-                       reactor)
+    server = FixServer(parse_config(CONFIG.format(tmp=tmp_path, token=TOKEN),
+                                    base_dir=str(tmp_path)), reactor)
     server.start()
     yield server
     await server.stop()
@@ -79,6 +90,24 @@ async def exchange(tmp_path):
 def submit(server, command) -> None:
     """A command through the exchange's sequencer (journaled like any request)."""
     server.application.pipeline.submit(origin("", "A", "test"), command)
+
+
+def ws_subscribe(server, channels: list[str]):
+    """A WebSocket client of the exchange's feed subscribed to ``channels`` (a Deferred
+    firing with its factory once every subscription is acknowledged)."""
+    port = server.feeds.websocket_port.getHost().port
+    factory = FeedClientFactory(f"ws://127.0.0.1:{port}/")
+    reactor.connectTCP("127.0.0.1", port, factory, timeout=WS_TIMEOUT)
+    factory.opened.addTimeout(WS_TIMEOUT, reactor)
+
+    def subscribe(client):
+        client.send_json({"op": "subscribe", "channels": channels, "id": 1})
+        return wait_until(lambda: sum(m.get("event") == "subscribed" for m in client.messages)
+                          == len(channels), "the WebSocket subscriptions", WS_TIMEOUT)
+
+    factory.opened.addCallback(subscribe)
+    factory.opened.addCallback(lambda _: factory)
+    return factory.opened
 
 
 def has(msg_type: str, **tags):
@@ -102,9 +131,18 @@ def test_margin_positions_collateral_and_drop_copy_over_quickfix(exchange, quick
     rej = yield wait_until(lambda: acme.find("from_app", er(t11="M1", t150="8")), "M1 refused")
     assert rej.fields[58].startswith("insufficient margin: short by ")
     assert rej.fields[58].endswith(" USDT")
-    submit(server, Deposit(0, 0, "A1", "USDT", 10_000 * USDT))
-    submit(server, Deposit(0, 0, "B1", "USDT", 10_000 * USDT))
+    # deposits through the authenticated admin API (journaled; answered once durable)
+    url = f"http://127.0.0.1:{server.http_port.getHost().port}"
+    for account in ("A1", "B1"):
+        status, answer, _ = yield api(url, "POST", "/admin/accounts/deposit", TOKEN,
+                                      {"account": account, "asset": "USDT",
+                                       "amount": "10000", "ref": "wire-1"})
+        assert status == 200 and answer["balance"] == "10000.000000", answer
+    status, answer, _ = yield api(url, "POST", "/admin/accounts/deposit", None,
+                                  {"account": "A1", "asset": "USDT", "amount": "1"})
+    assert status == 401, answer
     yield wait_until(lambda: ("B1", "USDT") in app.risk.accounts, "the deposits released")
+    feed = yield ws_subscribe(server, ["markPrice@BTC-PERP"])
 
     # leverage over FIX
     send(acme, "AL", (710, "LEV1"), (709, "4"), (712, "1"), (715, "20240101"), (1, "A1"),
@@ -163,6 +201,12 @@ def test_margin_positions_collateral_and_drop_copy_over_quickfix(exchange, quick
     moved = yield wait_until(lambda: acme.find(
         "from_app", has("AP", t710="SUB1", t730="61000.0")), "AP at the new mark")
     assert moved.fields[708] == "10.000000"
+    # the same mark on the public WebSocket feed
+    marks = yield wait_until(lambda: [m for m in feed.client.messages
+                                      if m.get("type") == "markPrice"
+                                      and m.get("mark") == "61000.0"], "the mark on the feed")
+    assert marks[0]["index"] == "61000.0"
+    feed.client.dropConnection(abort=True)
 
     clean(acme, beta, dc)
     for c in (acme, beta, dc):
