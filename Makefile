@@ -14,11 +14,13 @@ install: $(PY)
 
 # The exchange, and beside it the demo index feeder (a random walk of each margined
 # instrument's index price, posted to the admin API every second; stopped with the server).
+# INDEX_FEEDER_ARGS adds feeder options, e.g. a crash: make run INDEX_FEEDER_ARGS="--shock BTC-PERP:-8%@120"
+INDEX_FEEDER_ARGS ?=
 run: install
 	bash ops/local-services.sh fixexchange
 	$(VENV)/bin/fixserver migrate --config ops/fixserver.cfg --seed
 	FIXSERVER_ADMIN_TOKEN=$${FIXSERVER_ADMIN_TOKEN:-demo-admin-token-change-me} \
-		$(PY) -m fixserver.index_feeder --config ops/fixserver.cfg & feeder=$$!; \
+		$(PY) -m fixserver.index_feeder --config ops/fixserver.cfg $(INDEX_FEEDER_ARGS) & feeder=$$!; \
 	trap 'kill $$feeder 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/fixserver serve --config ops/fixserver.cfg
 
