@@ -128,6 +128,7 @@ class CancelReason(IntEnum):
     OPERATOR = 14  # canceled by the exchange's operator
     INSUFFICIENT_MARGIN = 15  # a triggered stop the account's available balance cannot cover
     LIQUIDATION = 16  # the account is being liquidated (its orders are canceled first)
+    INSTRUMENT_HALTED = 17  # a liquidation order in a halted or cancel-only instrument
 
 
 class RequestKind(IntEnum):

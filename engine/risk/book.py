@@ -477,16 +477,17 @@ class RiskBook:
 
     def credit(self, a: RiskAccount, amount: int, cause: LedgerCause, symbol: str, ref: str,
                seq: int, ts: int, ev: list) -> None:
-        """One ledger entry: change ``a``'s balance by ``amount`` (negative: debit). A credit
-        only adds headroom, so the account's thresholds stay valid (conservative) and it is
-        not re-armed; a debit re-arms it."""
+        """One ledger entry: change ``a``'s balance by ``amount`` (negative: debit). The
+        account is re-armed at the end of the command even for a credit: its thresholds
+        would stay conservative, but a warning level it recovers below must be noticed now,
+        so that the crossed levels are always a function of the state (replay from a
+        snapshot re-arms everything and must reach the same levels)."""
         a.balance += amount
         a.gen = -1
         ev.append(BalanceChanged(seq, ts, a.account, a.asset, amount, a.balance, cause, symbol,
                                  ref))
         self._touched_accounts[a.key] = a
-        if amount < 0:
-            self._rearm[a.key] = a
+        self._rearm[a.key] = a
 
     def _move_iso(self, p: RiskPosition, a: RiskAccount, amount: int) -> None:
         p.iso += amount

@@ -31,7 +31,14 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from engine.enums import CancelReason, LedgerCause, MarginMode, Side, TransferKind
+from engine.enums import (
+    CancelReason,
+    InstrumentStatus,
+    LedgerCause,
+    MarginMode,
+    Side,
+    TransferKind,
+)
 from engine.events import Liquidated, OrderAccepted, PositionTransferred
 from engine.order import Order
 from engine.risk import margin as mg
@@ -158,7 +165,11 @@ def _step(book: Any, eng: Any, owner: tuple, a: Any, p: Any, equity: int, seq: i
               eng.liquidation_spec)
     eng.orders[oid] = o
     ev.append(eng._oev(OrderAccepted, seq, ts, o))
-    eng._execute(eng.markets[sym], o, seq, ts, ev, True)
+    m = eng.markets[sym]
+    if m.status is InstrumentStatus.TRADING or m.status is InstrumentStatus.POST_ONLY:
+        eng._execute(m, o, seq, ts, ev, True)
+    else:  # a halted or cancel-only book is frozen: the fund or ADL take it all
+        eng._cancel(m, o, CancelReason.INSTRUMENT_HALTED, seq, ts, ev)
     eng.orders.pop(oid, None)
     book.sync(ev)
     filled, notional = o.filled, o.notional

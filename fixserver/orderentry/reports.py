@@ -141,6 +141,8 @@ CANCEL_TEXT: dict[CancelReason, str] = {
                                        "it"),
     CancelReason.LIQUIDATION: ("canceled: the account is being liquidated (its equity fell "
                                "below the maintenance margin)"),
+    CancelReason.INSTRUMENT_HALTED: ("liquidation order canceled: the instrument is halted; "
+                                     "the position went to the insurance fund or ADL"),
 }
 
 #: Text (58) of an OrderCancelReject for an engine-refused replace, where the replace's own

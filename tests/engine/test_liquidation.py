@@ -220,3 +220,23 @@ def test_margin_call_pushed_once_per_crossing(d):
     d.index(589_500)  # crossing 80% again warns again
     (c,) = of(d.tick(), MarginCall)
     assert c.level_ppm == 800_000
+
+
+def test_a_halted_book_is_not_traded_by_a_liquidation(d):
+    from engine.commands import SetInstrumentStatus
+    from engine.enums import InstrumentStatus
+
+    d.run_deposit(INSURANCE, 1_000)
+    d.deposit("A", 1_000)
+    d.leverage("A", 100)
+    open_long(d, "A", 700)
+    d.deposit("C", 1_000_000)
+    d.order("C", BUY, 700, 586_500)  # a bid above the bankruptcy price, but frozen
+    d.run(SetInstrumentStatus, BTC, InstrumentStatus.HALTED)
+    d.index(580_000)
+    ev = d.tick()
+    (step,) = of(ev, Liquidated)
+    assert (step.filled, step.taken_over) == (0, 700)
+    (c,) = [x for x in of(ev, OrderCanceled) if x.order_id == step.order_id]
+    assert c.reason is CancelReason.INSTRUMENT_HALTED
+    assert not of(ev, Trade)
