@@ -15,8 +15,8 @@ The hub owns a :class:`~feeds.core.FeedCore`. Engine events go in through :meth:
 Subscribers are anything with a ``wire_format`` and a ``deliver(frame)``; a subscriber must
 never block (the WebSocket glue queues, and closes a slow consumer instead). A new
 subscriber first gets the channel's snapshot (order book, ticker, current candle, trading
-status), taken from the state the last flush published, so the next update on the channel
-chains onto it.
+status, mark price, latest liquidations), taken from the state the last flush published,
+so the next update on the channel chains onto it.
 
 The hub reads a wall clock (``wall_ns``, injectable) only for the latency metric.
 """
@@ -47,7 +47,8 @@ class FeedSink(Protocol):
     """A consumer of whole batches (Redis, FIX market data)."""
 
     def on_batch(self, messages: list[FeedMessage]) -> None:
-        """Take one batch: at most one message per channel, every channel with news."""
+        """Take one batch: every channel with news, one message per channel (a
+        liquidations channel: one per liquidation step, see feeds.liquidations)."""
 
 
 def raw_frame(data: bytes, is_binary: bool) -> bytes:
