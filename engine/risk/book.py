@@ -572,19 +572,29 @@ class RiskBook:
                 fu.sample(fs, self.eng.markets[sym].book, ms.index, ir.v,
                           inst.impact_notional, ts)
             mark = self._compute_mark(sym, inst, ms)
-            if mark and mark != ms.mark:
-                ms.mark = mark
-                self.eng.markets[sym].mark_price = mark
-                self.gen += 1
-                rate = fu.rate_e8(fs, inst) if fs is not None else 0
-                ev.append(MarkPriceUpdated(seq, ts, sym, ms.index, mark, rate,
-                                           fs.next_ts if fs is not None else 0))
-                if ir is not None:
+            rate = fu.rate_e8(fs, inst) if fs is not None else 0
+            next_ts = fs.next_ts if fs is not None else 0
+            moved = bool(mark) and mark != ms.mark
+            if moved or (ms.mark and (rate != ms.rate or next_ts != ms.next_ts)):
+                # a new mark, or a new funding prediction at the same mark
+                if moved:
+                    ms.mark = mark
+                    self.eng.markets[sym].mark_price = mark
+                    self.gen += 1
+                ms.rate, ms.next_ts = rate, next_ts
+                ev.append(MarkPriceUpdated(seq, ts, sym, ms.index, ms.mark, rate, next_ts))
+                if moved and ir is not None:
                     self.monitor.fire(self, sym, mark, seq, ts, ev)
         for sym, fs in self.funding.items():
             if fs.next_ts and ts >= fs.next_ts:
                 fu.apply_funding(self, sym, fs, ts, seq, ev)
                 self._rearm_now(seq, ts, ev)
+                ms = self.marks[sym]
+                if ms.mark:  # publish the new interval's prediction and instant at once
+                    ms.rate = fu.rate_e8(fs, self.instruments[sym].instrument)
+                    ms.next_ts = fs.next_ts
+                    ev.append(MarkPriceUpdated(seq, ts, sym, ms.index, ms.mark, ms.rate,
+                                               ms.next_ts))
         if self.monitor.pending:
             lq.liquidate_pending(self, self.eng, seq, ts, ev)
 
@@ -818,9 +828,12 @@ class RiskBook:
             if size:
                 self.holders[symbol][account] = p
             self.accounts[(account, asset)].iso_total += iso
-        for sym, index, index_ts, ema, mark, last_ts in st["marks"]:
+        for row in st["marks"]:
+            sym, index, index_ts, ema, mark, last_ts = row[:6]
             ms = self.marks.setdefault(sym, MarkState())
             ms.index, ms.index_ts, ms.ema, ms.mark, ms.last_ts = index, index_ts, ema, mark, last_ts
+            if len(row) > 6:
+                ms.rate, ms.next_ts = row[6], row[7]
             if mark:
                 self.eng.markets[sym].mark_price = mark
         self.monitor.load_state(st["monitor"])

@@ -88,7 +88,7 @@ class MarkState:
     """Index and mark of one instrument. ``ema`` is the smoothed basis (mark - index) in
     ticks; ``last_ts`` when the mark was last recomputed."""
 
-    __slots__ = ("ema", "index", "index_ts", "last_ts", "mark")
+    __slots__ = ("ema", "index", "index_ts", "last_ts", "mark", "next_ts", "rate")
 
     def __init__(self) -> None:
         self.index = 0
@@ -96,7 +96,10 @@ class MarkState:
         self.ema = 0
         self.mark = 0
         self.last_ts = 0
+        self.rate = 0  # the predicted funding rate last published (1e-8)
+        self.next_ts = 0  # the next funding instant last published
 
     def as_row(self) -> list:
         """Fields for snapshots."""
-        return [self.index, self.index_ts, self.ema, self.mark, self.last_ts]
+        return [self.index, self.index_ts, self.ema, self.mark, self.last_ts, self.rate,
+                self.next_ts]

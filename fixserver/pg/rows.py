@@ -529,7 +529,7 @@ def seed_risk_model(model: RiskReadModel, state: dict[str, Any]) -> None:
                                    0))
     for p in positions:
         model.apply(p)
-    for symbol, index, _index_ts, _ema, mark, _last_ts in state.get("marks", ()):
+    for symbol, index, _index_ts, _ema, mark, _last_ts, *_funding in state.get("marks", ()):
         if mark:  # no mark yet: the model keeps the instrument's reference price
             model.apply(MarkPriceUpdated(0, 0, symbol, index, mark))
 

@@ -67,7 +67,8 @@ def test_funding_applied_publishes_the_rate_applied_and_the_next_instant():
 
 def test_engine_funding_reaches_the_mark_channel():
     """The engine's funding scenario (tests/engine/test_liquidation.py): the mark carries the
-    predicted rate and 08:00 UTC; the funding tick publishes the 0.01% applied, next 16:00."""
+    predicted rate and 08:00 UTC; the funding tick publishes the 0.01% applied, next 16:00,
+    and at once the new interval's prediction (no samples yet: the interest rate)."""
     d = RiskDriver(price_band_ppm=200_000)
     core = FeedCore(INSTRUMENTS)
     core.apply(d.index(600_000))
@@ -87,7 +88,7 @@ def test_engine_funding_reaches_the_mark_channel():
     (fa,) = [e for e in events if type(e) is FundingApplied and e.symbol == BTC]
     core.apply(events)
     (published,) = [p for p in marks_of(core.flush()) if p["symbol"] == BTC]
-    assert funding_of(published) == (None, 2 * EIGHT_HOURS, "0.00010000", fa.ts)
+    assert funding_of(published) == ("0.00010000", 2 * EIGHT_HOURS, "0.00010000", fa.ts)
     assert published["u"] == fa.seq
 
 
