@@ -25,7 +25,7 @@ from fixserver.timeutil import format_utc_timestamp
 
 from .conftest import wait_until
 from .test_order_entry import TS, clean, clients, er, is_type, order, send
-from .test_risk_over_fix import CONFIG, TOKEN
+from .test_risk_over_fix import CONFIG, TOKEN, ws_subscribe
 
 pytestmark = pytest.mark.integration
 USDT = 1_000_000
@@ -76,7 +76,8 @@ def test_margin_call_then_liquidation_and_adl_over_quickfix(exchange, quickfix_c
     """One margin call (BA 7944) on ACME1 and its drop copy; then the liquidation: New, fill,
     remainder cancel of LIQ-0 and the ADL report (7945=1/3) on ACME1 and the drop copy, the
     counterparty's ADL report (7945=3, ExecID <exec id>-C) on BETA1, subscribed APs showing
-    both flat after; everything from one engine command; QuickFIX rejects nothing."""
+    both flat after; the public liquidations@BTC-PERP message with the same engine seq;
+    everything from one engine command; QuickFIX rejects nothing."""
     server = exchange
     app = server.application.app
     released: list = []
@@ -86,6 +87,7 @@ def test_margin_call_then_liquidation_and_adl_over_quickfix(exchange, quickfix_c
                              dictionary=spec_path())
     for c in (acme, beta, dc):
         yield wait_until(lambda c=c: c.find("logon"), f"the logon of {c}")
+    feed = yield ws_subscribe(server, ["liquidations@BTC-PERP"])
 
     submit(server, Deposit(0, 0, "A1", "USDT", 1_000 * USDT))
     submit(server, Deposit(0, 0, "B1", "USDT", 100_000 * USDT))
@@ -155,6 +157,14 @@ def test_margin_call_then_liquidation_and_adl_over_quickfix(exchange, quickfix_c
     assert all(e.fields[797] == "Y" for e in copies)
     # the margin call came once (the liquidation crossed no warning level on its way)
     assert len(margin_calls(acme)) == 1 and len(margin_calls(dc)) == 1
+    # the public feed: the same step, labelled with the same engine seq, no account in it
+    (public,) = yield wait_until(lambda: [m for m in feed.client.messages
+                                          if m.get("channel") == "liquidations@BTC-PERP"
+                                          and m.get("u")], "the WebSocket liquidation")
+    assert public["u"] == command.seq and str(public["id"]) == new.fields[37]
+    assert (public["side"], public["qty"]) == ("sell", "0.700")
+    assert "A1" not in str(public)
+    feed.client.dropConnection(abort=True)
 
     clean(acme, beta, dc)
     for c in (acme, beta, dc):
