@@ -40,6 +40,21 @@ class MarginMonitor:
         """Track a margined instrument."""
         self.thresholds.setdefault(symbol, Thresholds())
 
+    def has_crossed(self, a: Any) -> bool:
+        """True if any owner of account record ``a`` is past a warning level or breached."""
+        crossed, breached = self.levels_crossed, self.breached
+        if not crossed and not breached:
+            return False
+        owner = (a.account, a.asset, "")
+        if owner in crossed or owner in breached:
+            return True
+        for sym, p in a.positions.items():
+            if p.mode is MarginMode.ISOLATED:
+                owner = (a.account, a.asset, sym)
+                if owner in crossed or owner in breached:
+                    return True
+        return False
+
     def disarm(self, owner: tuple) -> None:
         """Remove an owner's entries."""
         for sym, in_longs, entry in self.armed.pop(owner, ()):
