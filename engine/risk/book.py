@@ -478,16 +478,19 @@ class RiskBook:
     def credit(self, a: RiskAccount, amount: int, cause: LedgerCause, symbol: str, ref: str,
                seq: int, ts: int, ev: list) -> None:
         """One ledger entry: change ``a``'s balance by ``amount`` (negative: debit). A debit
-        re-arms the account at the end of the command; so does a credit to an account past a
-        warning level (the level it may recover below must be noticed now, so that crossed
-        levels stay a function of the state: a replay from a snapshot re-arms everything and
-        must reach the same levels)."""
+        the account's armed reserve does not cover re-arms it at the end of the command; so
+        does a credit to an account past a warning level (the level it may recover below must
+        be noticed now, so that crossed levels stay a function of the state: a replay from a
+        snapshot re-arms everything and must reach the same levels)."""
         a.balance += amount
         a.gen = -1
         ev.append(BalanceChanged(seq, ts, a.account, a.asset, amount, a.balance, cause, symbol,
                                  ref))
         self._touched_accounts[a.key] = a
-        if amount < 0 or self.monitor.has_crossed(a):
+        if amount < 0:
+            if not self.monitor.absorb(a, -amount):
+                self._rearm[a.key] = a
+        elif self.monitor.has_crossed(a):
             self._rearm[a.key] = a
         # else: a credit to an account past no warning level changes no level and leaves
         # its armed prices conservative (funding credits half the holders at once)

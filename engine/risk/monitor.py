@@ -35,6 +35,9 @@ class MarginMonitor:
         self.levels_crossed: dict[tuple, int] = {}  # owner -> warning levels crossed
         self.breached: set = set()  # owners under maintenance margin (reported once)
         self.pending: dict[tuple, None] = {}  # breached owners waiting for liquidation
+        # headroom held back when an owner was armed: a later small debit (a funding payment)
+        # that fits in it keeps the armed prices conservative without re-arming
+        self.reserve: dict[tuple, int] = {}
 
     def add_symbol(self, symbol: str) -> None:
         """Track a margined instrument."""
@@ -55,8 +58,20 @@ class MarginMonitor:
                     return True
         return False
 
+    def absorb(self, a: Any, amount: int) -> bool:
+        """A debit of ``amount`` from account record ``a``'s balance: True if its cross
+        owner's reserve covers it (the armed prices stay conservative, nothing crossed), so
+        it need not be re-armed."""
+        owner = (a.account, a.asset, "")
+        left = self.reserve.get(owner)
+        if left is None or left < amount or owner not in self.armed:
+            return False
+        self.reserve[owner] = left - amount
+        return True
+
     def disarm(self, owner: tuple) -> None:
         """Remove an owner's entries."""
+        self.reserve.pop(owner, None)
         for sym, in_longs, entry in self.armed.pop(owner, ()):
             th = self.thresholds[sym]
             (th.longs if in_longs else th.shorts).discard(entry)
@@ -117,13 +132,15 @@ class MarginMonitor:
             self.levels_crossed.pop(owner, None)
         toward = levels[crossed] if crossed < len(levels) else PPM
         headroom = equity - mg.ceil_div(mm * PPM, toward)
-        entries = self._place(book, owner, positions, headroom, toward, adverse=True)
+        reserve = headroom // 4
+        entries = self._place(book, owner, positions, headroom - reserve, toward, adverse=True)
         if crossed:
             back = levels[crossed - 1]
             deficit = mg.ceil_div(mm * PPM, back) - equity
             entries += self._place(book, owner, positions, max(deficit, 0), back,
                                    adverse=False)
         self.armed[owner] = entries
+        self.reserve[owner] = reserve
 
     def _place(self, book: Any, owner: tuple, positions: list, amount: int, level: int,
                adverse: bool) -> list:
