@@ -72,7 +72,9 @@ def an_op(draw: Any) -> tuple:
         return ("leverage", acct, draw(st.sampled_from([1, 5, 20, 50, 75, 100])))
     if k < 97:
         return ("mode", acct, draw(st.sampled_from([MarginMode.CROSS, MarginMode.ISOLATED])))
-    return ("iso", acct, draw(st.integers(-50, 50)) * USDT)
+    if k < 99:
+        return ("iso", acct, draw(st.integers(-50, 50)) * USDT)
+    return ("fund", draw(st.integers(1, 2_000)) * USDT)
 
 
 ops = st.lists(an_op(), min_size=20, max_size=90)
@@ -120,6 +122,8 @@ def build(op_list: list) -> list:
             cmds.append(SetLeverage(seq, ts, op[1], BTC, op[2]))
         elif kind == "mode":
             cmds.append(SetMarginMode(seq, ts, op[1], BTC, op[2]))
+        elif kind == "fund":  # an operator tops the insurance fund up
+            cmds.append(Deposit(seq, ts, INSURANCE, "USDT", op[1]))
         elif kind == "iso":
             if op[2]:
                 cmds.append(AdjustIsolatedMargin(seq, ts, op[1], BTC, op[2]))
@@ -173,6 +177,34 @@ def test_collateral_is_conserved_and_the_ledger_sums_to_the_balance(op_list):
                 assert acct == INSURANCE or a.balance >= 0 or acct in covered, (acct, a.balance)
     for (acct, _asset), a in eng.risk.accounts.items():
         assert ledger.get(acct, 0) == a.balance
+
+
+@PROPS
+@given(ops)
+def test_adl_only_when_the_fund_cannot_cover(op_list):
+    """Every auto-deleveraging happens with the insurance fund unable to take the position
+    over: its equity plus the takeover's gain at mark would be negative (checked on the
+    engine's own state at the moment ADL starts, over random streams)."""
+    from engine.risk import liquidation as lq
+
+    calls: list = []
+    original = lq.deleverage
+
+    def checked(book, eng, sym, account, side, qty, price, seq, ts, ev):
+        fund = book.value(book.account(INSURANCE, "USDT"))
+        mark, v = book.mark_of(sym), book.instruments[sym].v
+        gain = (mark - price) * qty * v if side is Side.SELL else (price - mark) * qty * v
+        calls.append(fund.balance - fund.iso_total + fund.upnl + gain)
+        return original(book, eng, sym, account, side, qty, price, seq, ts, ev)
+
+    lq.deleverage = checked
+    try:
+        eng = MatchingEngine(margined_instruments())
+        for cmd in build(op_list):
+            eng.process(cmd)
+    finally:
+        lq.deleverage = original
+    assert all(after < 0 for after in calls), calls
 
 
 @PROPS
