@@ -84,26 +84,38 @@ def cpu_per_command(eng: MatchingEngine, cmds: list) -> float:
     return (time.process_time() - c0) / len(cmds) * 1e6
 
 
+class Runner:
+    """Feeds commands with increasing seq (one ts) to a margined engine whose market maker
+    "mm" is funded and whose BTC-PERP index and mark are at REF."""
+
+    def __init__(self) -> None:
+        self.eng = MatchingEngine(margined())
+        self.seq = 0
+        self.ts = 1_700_000_000_000_000_000
+        self.run(Deposit, "mm", "USDT", 10**9 * USDT)
+        self.run(SetIndexPrice, SYMBOL, REF)
+        self.run(Tick)
+
+    def run(self, cmd_cls: Any, *args: Any, **kw: Any) -> list:
+        self.seq += 1
+        return self.eng.process(cmd_cls(self.seq, self.ts, *args, **kw))
+
+    def longs(self, n: int, lots: int, usdt: int, leverage: int = 0) -> None:
+        """``n`` accounts h0.. funded with ``usdt``, each buying ``lots`` from mm."""
+        for i in range(n):
+            self.run(Deposit, f"h{i}", "USDT", usdt * USDT)
+            if leverage:
+                self.run(SetLeverage, f"h{i}", SYMBOL, leverage)
+        self.run(NewOrder, "mm", SYMBOL, Side.SELL, lots * n, REF)
+        for i in range(n):
+            self.run(NewOrder, f"h{i}", SYMBOL, Side.BUY, lots, REF)
+
+
 def holders_engine(n: int) -> tuple[MatchingEngine, int, int]:
     """An engine where ``n`` accounts are long 1 lot each against one market maker."""
-    eng = MatchingEngine(margined())
-    seq = 0
-    ts = 1_700_000_000_000_000_000
-
-    def run(cmd_cls: Any, *args: Any, **kw: Any) -> list:
-        nonlocal seq
-        seq += 1
-        return eng.process(cmd_cls(seq, ts, *args, **kw))
-
-    run(Deposit, "mm", "USDT", 10**9 * USDT)
-    run(SetIndexPrice, SYMBOL, REF)
-    run(Tick)
-    for i in range(n):
-        run(Deposit, f"h{i}", "USDT", 1_000 * USDT)
-    run(NewOrder, "mm", SYMBOL, Side.SELL, n, REF)
-    for i in range(n):
-        run(NewOrder, f"h{i}", SYMBOL, Side.BUY, 1, REF)
-    return eng, seq, ts
+    r = Runner()
+    r.longs(n, 1, 1_000)
+    return r.eng, r.seq, r.ts
 
 
 def mark_move_ms(eng: MatchingEngine, seq: int, ts: int, moves: int) -> tuple[float, int]:
@@ -124,32 +136,16 @@ def mark_move_ms(eng: MatchingEngine, seq: int, ts: int, moves: int) -> tuple[fl
 
 def liquidation_tick_ms(n: int) -> tuple[float, int]:
     """CPU ms of the tick that liquidates ``n`` accounts; also how many were liquidated."""
-    eng = MatchingEngine(margined())
-    seq = 0
-    ts = 1_700_000_000_000_000_000
-
-    def run(cmd_cls: Any, *args: Any, **kw: Any) -> list:
-        nonlocal seq
-        seq += 1
-        return eng.process(cmd_cls(seq, ts, *args, **kw))
-
-    run(Deposit, "mm", "USDT", 10**9 * USDT)
-    run(SetIndexPrice, SYMBOL, REF)
-    run(Tick)
+    r = Runner()
     # 10 lots at 60,000 = 600 USDT of notional each; 100x: 6 USDT margin, 0.3 fee
-    for i in range(n):
-        run(Deposit, f"h{i}", "USDT", 7 * USDT)
-        run(SetLeverage, f"h{i}", SYMBOL, 100)
-    run(NewOrder, "mm", SYMBOL, Side.SELL, 10 * n, REF)
-    for i in range(n):
-        run(NewOrder, f"h{i}", SYMBOL, Side.BUY, 10, REF)
+    r.longs(n, 10, 7, leverage=100)
+    run = r.run
     for k in range(20):  # the market maker's bids, 1-1.5% below: the liquidations hit them
         run(NewOrder, "mm", SYMBOL, Side.BUY, n, REF - 6_000 - 150 * k)
-    ts += 2_000_000_000
+    r.ts += 2_000_000_000
     run(SetIndexPrice, SYMBOL, REF - 9_000)
-    seq += 1
     c0 = time.process_time_ns()
-    events = eng.process(Tick(seq, ts))
+    events = run(Tick)
     ms = (time.process_time_ns() - c0) / 1e6
     return ms, sum(1 for e in events if type(e) is Liquidated)
 
