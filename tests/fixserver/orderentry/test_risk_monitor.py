@@ -19,6 +19,7 @@ from fixserver.http import HealthResource
 from fixserver.orderentry.risk_monitor import RiskMonitor
 from tests.fixserver.admin.exchange import TOKEN, api, base_url
 from tests.fixserver.admin.risk_exchange import start_margined
+from tests.integration.conftest import wait_until
 
 TIERS = ((50_000_000_000, 5_000, 100), (250_000_000_000, 10_000, 50))
 
@@ -98,10 +99,11 @@ def test_health_over_http_names_stale_symbols_of_the_running_exchange(tmp_path):
         url = base_url(server)
         # the start-up ConfigureInstrument ticks must be released first: their release marks
         # each index as seen "now", which would undo the clock shift below
-        yield server.application.pipeline.when_idle()
+        monitor = server.application.risk
+        yield wait_until(lambda: set(monitor.index_seen) == {"BTC-PERP", "ETH-PERP"},
+                         "the start-up listings released")
         status, body, _ = yield api(url, "GET", "/health", None)
         assert status == 200 and body["status"] == "ok", body
-        monitor = server.application.risk
         real_now = monitor.now
         monitor.now = lambda: real_now() + 31.0
         status, body, _ = yield api(url, "GET", "/health", None)
