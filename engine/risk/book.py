@@ -60,7 +60,13 @@ from engine.risk import margin as mg
 from engine.risk.monitor import MarginMonitor
 from engine.risk.state import MarkState, RiskAccount, RiskPosition
 from engine.risk.thresholds import PPM
-from engine.risk.views import AccountView, InstrumentParams, PositionView, value_positions
+from engine.risk.views import (
+    AccountView,
+    InstrumentParams,
+    PositionView,
+    shown,
+    value_positions,
+)
 
 R = RejectReason
 BUY = Side.BUY
@@ -242,8 +248,10 @@ class RiskBook:
         params = {s: InstrumentParams(ir.v, ir.tiers, ir.asset)
                   for s, ir in self.instruments.items()}
         marks = {s: self.mark_of(s) for s in a.positions}
-        return value_positions(account, asset, a.balance, a.iso_total, a.om_total,
-                               [a.positions[s] for s in sorted(a.positions)], params, marks)
+        rows = [a.positions[s] for s in sorted(a.positions)
+                if shown(a.positions[s], self.instruments[s].instrument.leverage_default())]
+        return value_positions(account, asset, a.balance, a.iso_total, a.om_total, rows,
+                               params, marks)
 
     # -- the pre-trade check ----------------------------------------------------------------
 

@@ -21,7 +21,13 @@ from engine.events import (
     RiskSettingsChanged,
 )
 from engine.instruments import Instrument
-from engine.risk.views import AccountView, InstrumentParams, PositionView, value_positions
+from engine.risk.views import (
+    AccountView,
+    InstrumentParams,
+    PositionView,
+    shown,
+    value_positions,
+)
 
 
 class _Position:
@@ -104,12 +110,15 @@ class RiskReadModel:
         """Settlement assets the account holds collateral in, sorted."""
         return sorted(asset for (acct, asset) in self.accounts if acct == account)
 
-    def view(self, account: str, asset: str) -> tuple[AccountView, list[PositionView]]:
+    def view(self, account: str, asset: str, include: str = ""
+             ) -> tuple[AccountView, list[PositionView]]:
         """The account's collateral view and its positions in instruments settling in
-        ``asset`` (sorted by symbol; flat positions included once they ever existed)."""
+        ``asset`` (sorted by symbol; those :func:`~engine.risk.views.shown` accepts, and
+        ``include`` whatever it is)."""
         balance, iso, om = self.accounts.get((account, asset), (0, 0, 0))
         mine = self.by_account.get(account, {})
-        positions = [mine[s] for s in sorted(mine) if self.params[s].asset == asset]
+        positions = [mine[s] for s in sorted(mine) if self.params[s].asset == asset
+                     and (s == include or shown(mine[s], self.defaults.get(s, 1)))]
         return value_positions(account, asset, balance, iso, om, positions, self.params,
                                self.marks)
 
@@ -119,7 +128,7 @@ class RiskReadModel:
         if prm is None:
             return None
         self._position(account, symbol)
-        _acct, views = self.view(account, prm.asset)
+        _acct, views = self.view(account, prm.asset, include=symbol)
         for v in views:
             if v.symbol == symbol:
                 return v

@@ -29,6 +29,13 @@ class PositionState(Protocol):
     iso: int
 
 
+def shown(p: PositionState, default_leverage: int) -> bool:
+    """True if a position is worth a view row: open, or ever traded, or with settings of its
+    own (a record created only by resting orders, at the defaults, is not shown)."""
+    return bool(p.size or p.realised or p.fees or p.iso or p.mode is not MarginMode.CROSS
+                or p.leverage != default_leverage)
+
+
 class PositionView(NamedTuple):
     """A position valued at the mark."""
 

@@ -254,3 +254,20 @@ def test_replay_from_a_snapshot_gives_the_same_state(op_list, cut):
     for cmd in cmds[cut:]:
         assert resumed.process(cmd) == whole.process(cmd), cmd
     assert resumed.state_hash() == whole.state_hash()
+
+
+@PROPS
+@given(ops)
+def test_read_model_from_events_equals_the_engine(op_list):
+    """What servers show (RiskReadModel fed only with the engine's events) equals the
+    engine's own views after every command: balances, margins, PnL, liquidation prices."""
+    from engine.risk.readmodel import RiskReadModel
+
+    eng = MatchingEngine(margined_instruments())
+    model = RiskReadModel()
+    model.seed(eng)
+    for cmd in build(op_list):
+        for e in eng.process(cmd):
+            model.apply(e)
+        for (acct, asset) in eng.risk.accounts:
+            assert model.view(acct, asset) == eng.risk.view(acct, asset), (cmd, acct)
