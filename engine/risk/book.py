@@ -79,7 +79,8 @@ _tn = tuple.__new__
 class InstrumentRisk:
     """What the risk book needs of one margined instrument, precomputed."""
 
-    __slots__ = ("asset", "cums", "instrument", "mmr_max", "taker_ppm", "tiers", "unit", "v")
+    __slots__ = ("asset", "caps", "cums", "instrument", "mmr_max", "taker_ppm", "tiers", "unit",
+                 "v")
 
     def __init__(self, inst: Instrument) -> None:
         self.instrument = inst
@@ -90,6 +91,8 @@ class InstrumentRisk:
         self.mmr_max = max(t[1] for t in self.tiers)
         self.taker_ppm = inst.taker_fee_ppm
         self.cums = mg.cumulative_deductions(self.tiers)
+        self.caps = {lev: mg.max_notional(self.tiers, lev)
+                     for lev in range(1, inst.max_leverage + 1)}  # leverage -> notional cap
 
     def maintenance(self, notional: int) -> int:
         """Maintenance margin of a position notional (as margin.maintenance_margin)."""
@@ -293,7 +296,9 @@ class RiskBook:
         worst = (size * mark + long_cost if is_buy and size >= 0 else
                  -size * mark + short_cost if not is_buy and size <= 0 else
                  (long_cost if is_buy else short_cost)) * v
-        cap = mg.max_notional(ir.tiers, lev)
+        cap = ir.caps.get(lev)
+        if cap is None:
+            cap = mg.max_notional(ir.tiers, lev)
         if worst > cap:
             return R.RISK_LIMIT_EXCEEDED, 0
         # resting: the order margin it adds, plus the loss it is born with (Binance)
@@ -378,8 +383,8 @@ class RiskBook:
             return  # an untriggered stop holds no margin until it triggers
         if not e.leaves:
             return
-        p = self.position(e.account, e.symbol)
-        price = self.margin_price(e.symbol, e.side, e.price)
+        p = self.positions.get((e.account, e.symbol)) or self.position(e.account, e.symbol)
+        price = e.price or self.margin_price(e.symbol, e.side, 0)
         is_buy = e.side is BUY
         self.held[e.order_id] = [e.leaves, price, p, is_buy]
         if is_buy:
