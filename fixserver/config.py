@@ -125,6 +125,9 @@ class ServerConfig:
     #: whichever comes first (recovery replays at most that much journal)
     snapshot_every_commands: int = 250_000
     snapshot_every_seconds: float = 300.0
+    #: order entry: serialise engine snapshots in a forked child (copy-on-write) rather
+    #: than on the reactor thread (fixserver.snapshot_fork)
+    snapshot_in_child: bool = True
     #: Postgres: at most one mark_prices row per symbol this often (by event time)
     mark_history_every_seconds: float = 10.0
     #: order entry: trading days an ended order stays known to status requests (1 = the rest
@@ -358,6 +361,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "OrderRetentionDays": ("order_retention_days", _parse_positive_int),
     "MaxEndedOrdersInMemory": ("max_ended_orders_in_memory", _parse_non_negative_int),
     "SnapshotEveryCommands": ("snapshot_every_commands", _parse_positive_int),
+    "SnapshotInChild": ("snapshot_in_child", _parse_bool),
     "SnapshotEverySeconds": ("snapshot_every_seconds", _parse_positive_float),
     "MarkHistoryEverySeconds": ("mark_history_every_seconds", _parse_positive_float),
     "Application": ("application", _parse_application),

@@ -67,6 +67,7 @@ from engine.journal import TICK_ENTRY, encode_entry, encode_packed_record
 from engine.recovery import ProcessedCommand, SnapshotState
 from engine.sequencer import Sequencer, SequencingPolicy
 from fixserver.journal_file import CommitItem, JournalDirectory, JournalWriter, Rotate
+from fixserver.snapshot_fork import ForkedDump, can_fork, fork_dump, remove_stale_dumps
 
 log = Logger()
 
@@ -145,6 +146,7 @@ class OrderPipeline:
         keep_snapshots: int = 2,
         snapshot_on_shutdown: bool = True,
         snapshot_extra: Callable[[], Any] | None = None,
+        snapshot_in_child: bool = False,
         retain_from_seq: Callable[[], int | None] | None = None,
         on_failure: Callable[[Failure], None] | None = None,
     ) -> None:
@@ -164,6 +166,8 @@ class OrderPipeline:
         self.keep_snapshots = keep_snapshots
         self.snapshot_on_shutdown = snapshot_on_shutdown
         self.snapshot_extra = snapshot_extra
+        #: serialise the engine in a forked child (fixserver.snapshot_fork), not in-line
+        self.snapshot_in_child = snapshot_in_child and can_fork()
         self.retain_from_seq = retain_from_seq
         self.on_failure = on_failure
         self.failure: Failure | None = None
@@ -418,11 +422,18 @@ class OrderPipeline:
         thread."""
         t0 = time.perf_counter()
         next_seq, last_ts, last_tick_ts = self.sequencer.position()
-        state = SnapshotState(next_seq, last_ts, last_tick_ts, None, self.engine.snapshot())
+        engine: Any
+        if self.snapshot_in_child:
+            engine = fork_dump(self.engine, self.directory.path)  # fixserver.snapshot_fork
+            size = 0
+        else:
+            engine = self.engine.snapshot()
+            size = len(engine)
+        state = SnapshotState(next_seq, last_ts, last_tick_ts, None, engine)
         stall_ms = (time.perf_counter() - t0) * 1000.0
         SNAPSHOT_STALL_MS.observe(stall_ms)
         log.info("snapshot.taken next_seq={seq} bytes={size} stall_ms={stall:.1f}",
-                 seq=next_seq, size=len(state.engine), stall=stall_ms)
+                 seq=next_seq, size=size, stall=stall_ms)
         self._pending.append(Rotate(next_seq))
         self._snapshot_due.append((self.ticks, state))
         self._since_snapshot = 0
@@ -443,9 +454,15 @@ class OrderPipeline:
         self._snapshot_due.popleft()
         self._snapshot_busy = True
         retain = self.retain_from_seq() if self.retain_from_seq is not None else None
-        d = self.snapshot_runner.run(self.directory.write_snapshot, state, self.keep_snapshots,
-                                     retain)
+        d = self.snapshot_runner.run(self._write_snapshot, state, self.keep_snapshots, retain)
         d.addCallbacks(self._snapshot_written, self._snapshot_failed)
+
+    def _write_snapshot(self, state: SnapshotState, keep: int, retain: int | None) -> str:
+        """On the snapshot thread: the engine's bytes (waiting for the forked child, if one
+        serialises them), then the file."""
+        if isinstance(state.engine, ForkedDump):
+            state = attr.evolve(state, engine=state.engine.result())
+        return self.directory.write_snapshot(state, keep, retain)
 
     def _snapshot_written(self, path: str) -> None:
         self._snapshot_busy = False
@@ -489,6 +506,7 @@ def open_pipeline(
     :class:`OrderPipeline`.
     """
     directory = JournalDirectory(path, fsync=fsync)
+    remove_stale_dumps(path)  # a child's dump left by a process killed while it ran
     recovery = directory.recover(new_engine, restore)
     recovered_from_seq = recovery.next_seq
     for processed in recovery.replay(directory.read_records(recovery.next_seq)):

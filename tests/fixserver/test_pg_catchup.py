@@ -63,10 +63,15 @@ class Exchange:
         price = "60000" if n % 2 else "59000"
         self.service.on_message(self.acme, new_order(f"S{n}", "A1", "2", "0.003", price), now)
         self.service.on_message(self.beta, new_order(f"B{n}", "B1", "1", "0.002", price), now)
-        self.service.pipeline.tick()
         if snapshot:
-            self.service.pipeline.take_snapshot()
-        return self.service.pipeline.when_idle()
+            # as the server does it: the tick takes the snapshot, and the FIX layer's state
+            # (positions included) joins it when that tick is released
+            self.service.pipeline.request_snapshot()
+        self.service.pipeline.tick()
+        d = self.service.pipeline.when_idle()
+        if snapshot:
+            d.addCallback(lambda _: self.service.pipeline.when_snapshots_written())
+        return d
 
     def expected_positions(self) -> list[tuple[Any, ...]]:
         """(account, symbol, size_lots, realised_pnl, fees, last_exec_id) of the live book."""

@@ -228,8 +228,10 @@ def drive(h: Harness, rng: random.Random, ticks: int) -> list[str]:
     return hashes
 
 
-def test_snapshots_rotate_prune_and_restart_identically(tmp_path: Any) -> None:
-    """Periodic snapshots rotate segments, prune old ones, and a restart resumes identically."""
+@pytest.mark.parametrize("in_child", [False, True])
+def test_snapshots_rotate_prune_and_restart_identically(tmp_path: Any, in_child: bool) -> None:
+    """Periodic snapshots rotate segments, prune old ones, and a restart resumes identically
+    (the engine serialised in-line, or by a forked child: fixserver.snapshot_fork)."""
     path = str(tmp_path)
     seen = [0]  # a subscriber's own state: commands it has been given
 
@@ -237,7 +239,7 @@ def test_snapshots_rotate_prune_and_restart_identically(tmp_path: Any) -> None:
         seen[0] += len(processed)
 
     h = Harness(path, snapshot_every_commands=40, hash_every_ticks=3,
-                snapshot_extra=lambda: seen[0])
+                snapshot_extra=lambda: seen[0], snapshot_in_child=in_child)
     h.pipeline.subscribe(count)
     drive(h, random.Random(11), 60)
     h.pipeline.snapshot_every_commands = 10**9
