@@ -32,6 +32,7 @@ import msgpack
 from engine.commands import Tick
 from engine.journal import JournalCorruptError, JournalRecord, frame, scan
 from engine.sequencer import Sequencer, SequencingPolicy
+from engine.snapshot import VERSION, version_of
 
 SNAPSHOT_MAGIC = b"FXSNAP01"
 _SNAPSHOT_VERSION = 1
@@ -125,9 +126,20 @@ class Recovery:
     def from_snapshot(
         cls, snap: SnapshotState, restore: Callable[[bytes], Any], *, verify: bool = True
     ) -> Recovery:
-        """Restore the engine from ``snap`` (``restore``: e.g. ``MatchingEngine.restore``)."""
-        engine = restore(snap.engine)
+        """Restore the engine from ``snap`` (``restore``: e.g. ``MatchingEngine.restore``).
+
+        Verified twice: the stored bytes must hash to the stored state hash (integrity), and
+        the restored engine must serialise to them again (the restore is exact). The second
+        check is skipped for a snapshot of an older state format (an upgrade: the same state
+        now serialises differently), which is logged by the caller's ``on_old_format``."""
         if verify and snap.state_hash is not None:
+            stored = hashlib.sha256(snap.engine).hexdigest()
+            if stored != snap.state_hash:
+                raise StateHashMismatch(
+                    f"snapshot at seq {snap.next_seq}: its engine bytes hash to {stored!r}, "
+                    f"the snapshot says {snap.state_hash!r} (damaged)")
+        engine = restore(snap.engine)
+        if verify and snap.state_hash is not None and version_of(snap.engine) == VERSION:
             got = engine.state_hash()
             if got != snap.state_hash:
                 raise StateHashMismatch(

@@ -29,7 +29,11 @@ from engine.enums import InstrumentStatus, OrdType, Side, StpMode, TimeInForce
 from engine.instruments import Instrument
 from engine.order import Order, OrderSpec
 
-VERSION = 1
+#: the canonical state's format. 2: the risk engine's state (collateral, positions, marks,
+#: funding, the margin monitor) and mark-triggered stop specs. A snapshot of an older format
+#: still restores (what it lacks takes its defaults); see :func:`version_of`.
+VERSION = 2
+_READABLE = (1, 2)
 
 
 def canonical_state(eng: Any) -> dict[str, Any]:
@@ -95,6 +99,12 @@ def _order_rows(orders: dict) -> list[tuple]:
     return rows
 
 
+def version_of(data: bytes) -> int:
+    """The canonical-state format a snapshot's engine bytes were written in."""
+    st = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    return int(st["v"])
+
+
 def dump(eng: Any) -> bytes:
     """Snapshot bytes."""
     return msgpack.packb(canonical_state(eng), use_bin_type=True)
@@ -117,7 +127,7 @@ def _spec(t: list) -> OrderSpec:
 def load(cls: Any, data: bytes, book_factory: Callable[[str], Any]) -> Any:
     """Rebuild an engine of class ``cls`` from snapshot bytes."""
     st = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    if st["v"] != VERSION:
+    if st["v"] not in _READABLE:
         raise ValueError(f"unsupported snapshot version {st['v']}")
     eng = cls(
         [Instrument.from_dict(d) for d in st["instruments"]],
