@@ -78,6 +78,13 @@ def remove_stale_dumps(directory: str) -> int:
     return removed
 
 
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 65536
+
+
 def can_fork() -> bool:
     """True where the server can serialise snapshots in a child."""
     return hasattr(os, "fork")
@@ -90,6 +97,10 @@ def fork_dump(engine: Any, directory: str) -> ForkedDump:
     if pid == 0:  # the child: serialise, write, leave without running anything else
         status = 1
         try:
+            # Hold no socket or file of the parent's: a connection the parent closes must
+            # close now, not when this child exits.
+            os.closerange(3, fd)
+            os.closerange(fd + 1, _max_fd())
             gc.disable()  # a collection would only touch (and copy) more pages
             data = memoryview(engine.snapshot())
             while data:

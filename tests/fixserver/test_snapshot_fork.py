@@ -53,3 +53,23 @@ def test_stale_dumps_of_a_killed_process_are_removed(tmp_path):
     assert remove_stale_dumps(str(tmp_path)) == 1
     assert os.listdir(tmp_path) == ["snapshot-00000000000000000001.snap"]
     assert remove_stale_dumps(str(tmp_path / "missing")) == 0
+
+
+def test_the_child_holds_no_descriptor_of_the_parent(tmp_path):
+    """A socket the parent closes while the child serialises is closed at once: the child
+    closed its copies first (here: the peer sees EOF before the child is reaped)."""
+    import socket
+
+    class Slow:
+        def snapshot(self) -> bytes:
+            import time
+            time.sleep(0.5)
+            return b"x"
+
+    a, b = socket.socketpair()
+    dump = fork_dump(Slow(), str(tmp_path))
+    a.close()
+    b.settimeout(0.3)
+    assert b.recv(1) == b""  # EOF while the child still runs
+    assert dump.result() == b"x"
+    b.close()
