@@ -36,6 +36,9 @@ from engine.snapshot import VERSION, version_of
 
 SNAPSHOT_MAGIC = b"FXSNAP01"
 _SNAPSHOT_VERSION = 1
+#: msgpack ExtType code of an ``extra`` stored already packed (by a forked child): the
+#: decoder unpacks it, so readers see the same structure as an extra packed in-line
+EXTRA_PACKED = 1
 
 
 class RecoveryError(Exception):
@@ -104,6 +107,12 @@ def decode_snapshot(data: bytes) -> SnapshotState:
         raise SnapshotCorruptError(f"undecodable snapshot: {exc!r}") from exc
     if version != _SNAPSHOT_VERSION:
         raise SnapshotCorruptError(f"unknown snapshot version {version}")
+    if isinstance(extra, msgpack.ExtType) and extra.code == EXTRA_PACKED:
+        try:
+            extra = msgpack.unpackb(extra.data, use_list=False, raw=False,
+                                    strict_map_key=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise SnapshotCorruptError(f"snapshot extra does not decode: {exc}") from exc
     return SnapshotState(next_seq, last_ts, last_tick_ts, state_hash, engine, extra)
 
 

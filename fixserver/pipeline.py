@@ -53,6 +53,7 @@ from collections import deque
 from typing import Any, Callable
 
 import attr
+import msgpack
 from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
@@ -64,10 +65,16 @@ from twisted.python.threadpool import ThreadPool
 from engine.commands import Tick
 from engine.events import Trade
 from engine.journal import TICK_ENTRY, encode_entry, encode_packed_record
-from engine.recovery import ProcessedCommand, SnapshotState
+from engine.recovery import EXTRA_PACKED, ProcessedCommand, SnapshotState
 from engine.sequencer import Sequencer, SequencingPolicy
 from fixserver.journal_file import CommitItem, JournalDirectory, JournalWriter, Rotate
-from fixserver.snapshot_fork import ForkedDump, can_fork, fork_dump, remove_stale_dumps
+from fixserver.snapshot_fork import (
+    ForkedDump,
+    can_fork,
+    fork_dump,
+    fork_packed,
+    remove_stale_dumps,
+)
 
 log = Logger()
 
@@ -82,6 +89,12 @@ TRADES_EXECUTED = Counter("trades_executed", "Trades executed by the engine")
 SNAPSHOT_STALL_MS = Histogram(
     "snapshot_stall_ms",
     "Reactor time to serialise the engine for a snapshot (matching waits), in milliseconds",
+    buckets=(1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0),
+)
+SNAPSHOT_EXTRA_MS = Histogram(
+    "snapshot_extra_ms",
+    "Reactor time to gather the subscribers' (FIX layer's) state for a snapshot when its "
+    "tick is released, in milliseconds",
     buckets=(1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0),
 )
 SEGMENTS_RETAINED = Gauge(
@@ -147,6 +160,7 @@ class OrderPipeline:
         snapshot_on_shutdown: bool = True,
         snapshot_extra: Callable[[], Any] | None = None,
         snapshot_in_child: bool = False,
+        snapshot_extra_flush: Callable[[], None] | None = None,
         retain_from_seq: Callable[[], int | None] | None = None,
         on_failure: Callable[[Failure], None] | None = None,
     ) -> None:
@@ -168,6 +182,8 @@ class OrderPipeline:
         self.snapshot_extra = snapshot_extra
         #: serialise the engine in a forked child (fixserver.snapshot_fork), not in-line
         self.snapshot_in_child = snapshot_in_child and can_fork()
+        #: runs on the reactor just before ``snapshot_extra`` is gathered (in either mode)
+        self.snapshot_extra_flush = snapshot_extra_flush
         self.retain_from_seq = retain_from_seq
         self.on_failure = on_failure
         self.failure: Failure | None = None
@@ -245,7 +261,7 @@ class OrderPipeline:
                 if self.snapshot_extra is not None:  # every tick is released: in step
                     tick, state = self._snapshot_due[-1]
                     self._snapshot_due[-1] = (tick, attr.evolve(state,
-                                                                extra=self.snapshot_extra()))
+                                                                extra=self._gather_extra()))
                 self._maybe_commit()  # the segment rotation; the write follows its commit
             return self._wait_snapshots(None)
 
@@ -373,7 +389,12 @@ class OrderPipeline:
             if due and due[0][0] == self.durable_ticks and self.snapshot_extra is not None:
                 # Subscribers have now seen exactly the ticks the snapshot holds: their state
                 # (snapshot_extra) matches the engine's, and replay resumes right after both.
-                due[0] = (due[0][0], attr.evolve(due[0][1], extra=self.snapshot_extra()))
+                t0 = time.perf_counter()
+                due[0] = (due[0][0], attr.evolve(due[0][1], extra=self._gather_extra()))
+                extra_ms = (time.perf_counter() - t0) * 1000.0
+                SNAPSHOT_EXTRA_MS.observe(extra_ms)
+                log.info("snapshot.extra next_seq={seq} ms={ms:.1f}",
+                         seq=due[0][1].next_seq, ms=extra_ms)
         self._start_due_snapshot()
         if self.sequencer.pending and not self._stopping:
             self.tick()  # requests that arrived during the fsync: match them now
@@ -457,11 +478,25 @@ class OrderPipeline:
         d = self.snapshot_runner.run(self._write_snapshot, state, self.keep_snapshots, retain)
         d.addCallbacks(self._snapshot_written, self._snapshot_failed)
 
+    def _gather_extra(self) -> Any:
+        """The subscribers' snapshot state, now that they have seen exactly the snapshot's
+        ticks: ``snapshot_extra_flush`` runs here (e.g. the FIX layer's reports into the
+        kernel), then ``snapshot_extra`` runs here or, in child mode, in a forked child that
+        packs it (the reactor pays for the fork only)."""
+        assert self.snapshot_extra is not None
+        if self.snapshot_extra_flush is not None:
+            self.snapshot_extra_flush()
+        if self.snapshot_in_child:
+            return fork_packed(self.snapshot_extra, self.directory.path)
+        return self.snapshot_extra()
+
     def _write_snapshot(self, state: SnapshotState, keep: int, retain: int | None) -> str:
-        """On the snapshot thread: the engine's bytes (waiting for the forked child, if one
-        serialises them), then the file."""
+        """On the snapshot thread: the engine's bytes and the subscribers' state (waiting
+        for the forked children, if they serialise them), then the file."""
         if isinstance(state.engine, ForkedDump):
             state = attr.evolve(state, engine=state.engine.result())
+        if isinstance(state.extra, ForkedDump):
+            state = attr.evolve(state, extra=msgpack.ExtType(EXTRA_PACKED, state.extra.result()))
         return self.directory.write_snapshot(state, keep, retain)
 
     def _snapshot_written(self, path: str) -> None:

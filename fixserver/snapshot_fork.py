@@ -23,8 +23,9 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
+import msgpack
 from twisted.logger import Logger
 
 log = Logger()
@@ -92,6 +93,17 @@ def can_fork() -> bool:
 
 def fork_dump(engine: Any, directory: str) -> ForkedDump:
     """Fork a child that writes ``engine.snapshot()`` to a temporary file in ``directory``."""
+    return fork_call(engine.snapshot, directory)
+
+
+def fork_packed(gather: Callable[[], Any], directory: str) -> ForkedDump:
+    """Fork a child that writes ``msgpack.packb(gather())`` (e.g. the FIX layer's snapshot
+    state, gathered from the memory it inherited) to a temporary file."""
+    return fork_call(lambda: msgpack.packb(gather(), use_bin_type=True), directory)
+
+
+def fork_call(produce: Callable[[], bytes], directory: str) -> ForkedDump:
+    """Fork a child that writes ``produce()`` to a temporary file in ``directory``."""
     fd, path = tempfile.mkstemp(dir=directory, prefix=_PREFIX, suffix=_SUFFIX)
     pid = os.fork()
     if pid == 0:  # the child: serialise, write, leave without running anything else
@@ -102,7 +114,7 @@ def fork_dump(engine: Any, directory: str) -> ForkedDump:
             os.closerange(3, fd)
             os.closerange(fd + 1, _max_fd())
             gc.disable()  # a collection would only touch (and copy) more pages
-            data = memoryview(engine.snapshot())
+            data = memoryview(produce())
             while data:
                 data = data[os.write(fd, data):]
             status = 0

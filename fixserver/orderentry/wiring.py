@@ -122,6 +122,7 @@ class OrderEntryService:
         self.pipeline = open_pipeline(
             config.journal_path, self.reactor, new_engine, restore,
             on_replayed=replayed.append, snapshot_extra=self._snapshot_extra,
+            snapshot_extra_flush=self._flush_for_snapshot,
             **pipeline_options,
         )
         engine = self.pipeline.engine
@@ -259,13 +260,17 @@ class OrderEntryService:
                      "delay_s={delay}", sessions=resumed,
                      delay=self.server.config.cancel_on_disconnect_delay)
 
-    def _snapshot_extra(self) -> Any:
+    def _flush_for_snapshot(self) -> None:
         # Called right after the snapshot's tick is released and before its file is written:
         # the reports of the ticks it holds must be in the kernel (not in the server's write
         # batch) before the snapshot can exist, as the next start-up will not redeliver them.
         write_batch = getattr(self.server, "write_batch", None)
         if write_batch is not None:
             write_batch.flush()
+
+    def _snapshot_extra(self) -> Any:
+        # The FIX layer's state for the snapshot (the pipeline may gather it in a forked
+        # child: it reads memory only)
         live = self.pipeline.engine.orders
         extra = self.recorder.snapshot(live)
         extra["details"] = self.app.ledger.details(live)
