@@ -73,3 +73,17 @@ def test_the_child_holds_no_descriptor_of_the_parent(tmp_path):
     assert b.recv(1) == b""  # EOF while the child still runs
     assert dump.result() == b"x"
     b.close()
+
+
+def test_an_extra_packed_by_a_child_decodes_like_one_packed_in_line(tmp_path):
+    import msgpack
+
+    from engine.recovery import EXTRA_PACKED, SnapshotState, decode_snapshot, encode_snapshot
+    from fixserver.snapshot_fork import fork_packed
+
+    extra = {"ended": [[1, "a", 2]], "positions": {"BTC-PERP": [1, 2]}}
+    inline = decode_snapshot(encode_snapshot(SnapshotState(5, 1, 1, None, b"\x80", extra)))
+    packed = fork_packed(lambda: extra, str(tmp_path)).result()
+    forked = decode_snapshot(encode_snapshot(
+        SnapshotState(5, 1, 1, None, b"\x80", msgpack.ExtType(EXTRA_PACKED, packed))))
+    assert forked.extra == inline.extra
