@@ -54,6 +54,10 @@ class RiskDriver:
     def deposit(self, acct: str, usdt: int) -> list:
         return self.run(Deposit, acct, "USDT", usdt * USDT)
 
+    def run_deposit(self, acct: str, usdt: int) -> list:
+        """Deposit to any account, the insurance fund included."""
+        return self.run(Deposit, acct, "USDT", usdt * USDT)
+
     def withdraw(self, acct: str, amount: int) -> list:
         return self.run(Withdraw, acct, "USDT", amount)
 
@@ -89,11 +93,3 @@ class RiskDriver:
 def of(events: list, cls: type) -> list:
     """The events of one class."""
     return [e for e in events if type(e) is cls]
-
-
-def _run_deposit(self: RiskDriver, acct: str, usdt: int) -> list:
-    """Deposit to any account, the insurance fund included."""
-    return self.run(Deposit, acct, "USDT", usdt * USDT)
-
-
-RiskDriver.run_deposit = _run_deposit  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from engine import MatchingEngine
+from engine.commands import Deposit
 from engine.enums import CancelReason, LedgerCause, MarginMode, OrdType, RejectReason, TriggerBy
 from engine.events import (
     AccountChanged,
@@ -46,16 +47,10 @@ def test_deposit_and_withdraw_follow_the_ledger(d):
     ev = d.withdraw("A", 601 * USDT)
     (rej,) = of(ev, RequestRejected)
     assert (rej.reason, rej.shortfall) == (R.INSUFFICIENT_MARGIN, 1 * USDT)
-    assert of(d.run_deposit_asset("A", "BTC", 1), RequestRejected)[0].reason == R.UNKNOWN_ASSET
+    assert of(d.run(Deposit, "A", "BTC", 1), RequestRejected)[0].reason == R.UNKNOWN_ASSET
     assert of(d.withdraw("A", 0), RequestRejected)[0].reason == R.INVALID_AMOUNT
 
 
-def _run_deposit_asset(self: RiskDriver, acct: str, asset: str, amount: int) -> list:
-    from engine.commands import Deposit
-    return self.run(Deposit, acct, asset, amount)
-
-
-RiskDriver.run_deposit_asset = _run_deposit_asset  # type: ignore[attr-defined]
 
 
 def test_order_rejected_for_margin_then_accepted_after_a_deposit(d):
