@@ -186,7 +186,7 @@ def test_engine_takeover_shows_the_bankruptcy_price():
     """A bankrupt long with no bids at all is taken over by the insurance fund: the step's
     price is the bankruptcy price (58601.5), the whole position (0.700) on the sell side."""
     d = driver()
-    d.run_deposit(INSURANCE, 1_000)  # type: ignore[attr-defined]
+    d.run_deposit(INSURANCE, 1_000)
     d.deposit("A", 1_000)
     d.leverage("A", 100)
     open_long(d, "A", 700)
