@@ -51,8 +51,34 @@ def serve(config: ServerConfig) -> int:
         print(f"fixserver: cannot start: {exc}", file=sys.stderr)
         return 1
     _tune_gc(reactor)
+    reactor.callWhenRunning(_stop_once_on_signals, reactor)
     reactor.run()
     return 0
+
+
+def _stop_once_on_signals(reactor: Any) -> None:
+    """SIGTERM/SIGINT stop the server once; a repeated signal while it shuts down (a
+    supervisor and a terminal both sending one) is logged, not a second ``reactor.stop``
+    (Twisted's own handler would log a critical ReactorNotRunning traceback)."""
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="fixserver")
+    stopping = [False]
+
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if stopping[0]:
+            reactor.callFromThread(log.info, "shutdown.in_progress signal={signal}",
+                                   signal=name)
+            return
+        stopping[0] = True
+        reactor.callFromThread(log.info, "shutdown.signal signal={signal}", signal=name)
+        reactor.callFromThread(reactor.stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 #: seconds between the server's own young-object collections (see engine.gc_tuning)
