@@ -17,6 +17,9 @@ def test_a_repeated_sigterm_during_shutdown_is_harmless(tmp_path):
                           http_port=http_port)
     server = ServerProcess(config, fix_port, http_port, str(tmp_path / "server.log"))
     server.start()
+    # an answer from the HTTP side means the reactor runs: its signal handlers are set
+    status, _ = server.http_get("/health")
+    assert status == 200
     proc = server.proc
     assert proc is not None
     proc.send_signal(signal.SIGTERM)
