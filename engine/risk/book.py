@@ -819,12 +819,11 @@ class RiskBook:
         return {
             "accounts": sorted([a.account, a.asset, a.balance]
                                for a in self.accounts.values()),
+            # a record with working orders, or one a view would show; the rest is defaults
             "positions": sorted(p.as_row() for p in self.positions.values()
-                                if not (p.idle() and p.leverage
-                                        == self.instruments[p.symbol].instrument
-                                        .leverage_default()
-                                        and p.mode is MarginMode.CROSS and not p.iso
-                                        and not p.realised and not p.fees)),
+                                if not p.idle() or shown(
+                                    p, self.instruments[p.symbol].instrument
+                                    .leverage_default())),
             "marks": sorted([s, *ms.as_row()] for s, ms in self.marks.items()),
             "monitor": self.monitor.to_state(),
             "funding": sorted([sym, *fs.as_row()] for sym, fs in self.funding.items()),
