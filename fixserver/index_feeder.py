@@ -16,9 +16,10 @@ The admin address comes from the config (``AdminPort``, else ``HttpPort``) or ``
 
 To show what a crash does (margin calls, liquidations), ``--shock BTC-PERP:-8%@60`` makes
 one jump: the first price posted at least 60 s after the feeder started is the walk's price
-moved by -8% (rounded down to the tick, at least one tick), and the walk goes on from there,
-its band moved by the same amount (:meth:`IndexWalk.shock`), so the index stays down rather
-than being reflected back. Several ``--shock`` options may name other symbols or times.
+moved by -8% (rounded down to the tick; the price never below one tick), and the walk goes
+on from there, its band moved by the same amount (:meth:`IndexWalk.shock`), so the index
+stays down rather than being reflected back. Several ``--shock`` options may name other
+symbols or times.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class IndexWalk:
         return self.price
 
     def shock(self, move_ppm: int) -> int:
-        """Jump by ``move_ppm`` of the current price (rounded down to the tick, at least
-        one tick); the band moves with it, so later steps walk around the new level.
+        """Jump by ``move_ppm`` of the current price (rounded down to the tick; the price
+        never below one tick); the band moves with it, so later steps walk around the new level.
         Returns the new price."""
         new = max(1, self.price * (PPM + move_ppm) // PPM)
         delta = new - self.price

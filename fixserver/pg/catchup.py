@@ -21,8 +21,9 @@ rows again:
   its RowBuilder's risk read model starts from the base engine's risk state, so margined
   positions' liquidation prices come out as they did live;
 - it returns the rows of each tick after the mark, with the tick's next seq, to be enqueued
-  before the tail's rows. All writes are idempotent: positions and orders are guarded by
-  ``last_exec_id``, executions are ``DO NOTHING``, so ticks Postgres already holds (those
+  before the tail's rows. All writes are idempotent: orders are guarded by ``last_exec_id``,
+  positions by ``(last_exec_id, last_seq)``, balances by ``last_seq``, executions, ledger,
+  funding, liquidation and transfer rows are ``DO NOTHING``, so ticks Postgres already holds (those
   between the base and the mark) are harmless if repeated; they are skipped anyway.
 
 When the mark is older than every retained base (pruned before this code, or by an operator),
