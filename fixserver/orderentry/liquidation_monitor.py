@@ -50,6 +50,7 @@ from engine.events import (
 )
 from engine.instruments import Instrument
 from engine.risk.accounts import INSURANCE
+from fixserver.orderentry.reports import money
 from fixserver.pg.units import ns_to_datetime
 
 LIQUIDATIONS = Counter("liquidations", "Liquidation steps (one engine liquidation order each)",
@@ -223,8 +224,9 @@ class LiquidationMonitor:
     # -- reads ------------------------------------------------------------------------------
 
     def money(self, asset: str, minor: int) -> str:
-        """Minor units of ``asset`` as a decimal string of asset units."""
-        return str(Decimal(minor).scaleb(-self.assets.get(asset, 0)))
+        """Minor units of ``asset`` as a decimal string of asset units (plain notation:
+        ``0.00000001``, never ``1E-8``)."""
+        return money(minor, self.assets.get(asset, 0))
 
     def ledger_entries(self, asset: str, limit: int) -> list[dict[str, Any]]:
         """The fund's last ``limit`` ledger entries in ``asset``, newest first (JSON-able)."""

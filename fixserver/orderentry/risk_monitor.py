@@ -30,6 +30,7 @@ from engine.events import (
 )
 from engine.instruments import Instrument
 from engine.risk.readmodel import RiskReadModel
+from fixserver.orderentry.reports import money
 
 INDEX_AGE = Gauge("index_price_age_seconds",
                   "Seconds since the last index price of each margined instrument (server "
@@ -116,8 +117,9 @@ class RiskMonitor:
     # -- rendering (decimal strings at the edge) --------------------------------------------
 
     def money(self, asset: str, minor: int) -> str:
-        """Minor units of ``asset`` as a decimal string of asset units."""
-        return str(Decimal(minor).scaleb(-self.assets.get(asset, 0)))
+        """Minor units of ``asset`` as a decimal string of asset units (plain notation:
+        ``0.00000001``, never ``1E-8``)."""
+        return money(minor, self.assets.get(asset, 0))
 
     def account(self, account: str) -> dict[str, Any]:
         """The account's collateral per asset and its positions, as JSON-able decimals."""
@@ -136,7 +138,7 @@ class RiskMonitor:
                 "maintenance_margin": m(asset, view.maintenance_margin),
                 "order_margin": m(asset, view.order_margin),
                 "isolated_margin": m(asset, view.isolated_margin),
-                "margin_ratio": str(Decimal(view.margin_ratio_ppm).scaleb(-6)),
+                "margin_ratio": format(Decimal(view.margin_ratio_ppm).scaleb(-6), "f"),
             })
             for v in rows:
                 inst = self.instruments[v.symbol]
