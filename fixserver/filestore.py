@@ -29,9 +29,14 @@ cannot take away), at a fraction of the system calls.
 
 ``reset`` starts a new file (written beside the old one, then renamed over it: the rename is
 atomic, so a crash leaves either the old state or the new one). Sent messages are not kept in
-memory; the store remembers where each one lies in the file (and their sequence numbers in
-order) and reads them back on a resend, a chunk at a time (``read_sent``): messages lying close
-together in the file, the usual case, with one ``pread`` per chunk.
+memory, nor is a dense index of them: a session keeps every message of its trading day, so a
+per-message index grows with the day. Sent messages are almost always saved with increasing
+sequence numbers (the *stream*); the store remembers where every ``ANCHOR_EVERY``-th of them
+lies in the file (16 bytes per 64 messages) and a resend reads forward from the anchor at or
+before its first number, parsing record heads, a chunk at a time (``read_sent``), usually
+with one ``pread`` per chunk. A message saved with a number not above the stream's
+highest (the sender sequence number was set back without a reset: rare, an operator's act) is
+indexed exactly, in a dict, and wins over the stream's older copy of that number.
 
 Spent nonces of signed logons live beside it in ``<session>.nonces`` (``NonceFile``), in the
 same record format (kind ``NONCE``: u64 time accepted, then the nonce), written at once and
@@ -49,10 +54,8 @@ import threading
 import time
 import zlib
 from array import array
-from bisect import bisect_left
+from bisect import bisect_right
 from typing import Callable
-
-from fixserver.store import first_seqs, seqs_in_range
 
 _HEADER = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
@@ -63,6 +66,14 @@ _KIND_SENT = 4
 _KIND_NONCE = 5
 # The largest record the loader believes; a larger length field is garbage.
 _MAX_RECORD = 64 * 1024 * 1024
+#: one anchor (seq, file offset) per this many stream messages
+ANCHOR_EVERY = 64
+# bytes of file read per pread while a resend scans forward: about twice a chunk's byte
+# limit (the scan starts up to ANCHOR_EVERY - 1 messages early), within these bounds
+_MIN_READ_SPAN = 16 * 1024
+_MAX_READ_SPAN = 1024 * 1024
+# header + kind + u64 seq: where a SENT record's raw message starts
+_SENT_PREFIX = _HEADER.size + 1 + _U64.size
 
 
 class StoreCorruptError(Exception):
@@ -123,13 +134,13 @@ class FileMessageStore:
         self._next_sender = 1
         self._next_target = 1
         self._created = 0
-        #: seq -> (offset of the raw message in the file, its length)
-        # Where each kept message lies in the file, in three parallel arrays sorted by seq
-        # (24 bytes a message, not a dict entry and a tuple of ints: ~180 bytes; a session
-        # keeps every ExecutionReport of its trading day)
-        self._seqs = array("q")
-        self._offsets = array("q")
-        self._lengths = array("q")
+        # The stream's anchors: every ANCHOR_EVERY-th message's seq and its record's offset
+        self._anchor_seqs = array("q")
+        self._anchor_offsets = array("q")
+        self._since_anchor = 0
+        self._last_seq = 0  # the stream's highest seq (0: none kept)
+        #: seq -> (offset of the raw message, its length): messages saved out of order
+        self._set_back: dict[int, tuple[int, int]] = {}
         self.dropped_tail_bytes = 0
         self._nonces = NonceFile(path_dir, session_id)
         if os.path.exists(self.path):
@@ -166,33 +177,39 @@ class FileMessageStore:
         self._keep(seq, offset, len(raw))
 
     def get_sent(self, begin: int, end: int) -> list[tuple[int, bytes]]:
-        return self._read(seqs_in_range(self._seqs, begin, end))
+        return self.read_sent(begin, end, 1 << 62, 1 << 62)
 
     def read_sent(
         self, begin: int, end: int, max_messages: int, max_bytes: int
     ) -> list[tuple[int, bytes]]:
-        return self._read(
-            first_seqs(self._seqs, self._length_of, begin, end, max_messages, max_bytes)
-        )
+        if end < begin:
+            return []
+        if self._buffer:
+            self.flush()  # the messages are read back from the file
+        set_back = self._set_back
+        if set_back and any(begin <= seq <= end for seq in set_back):
+            # Rare: merge the exact entries in, then apply the limits.
+            merged = dict(self._scan_stream(begin, end, 1 << 62, 1 << 62))
+            for seq, (offset, length) in set_back.items():
+                if begin <= seq <= end:
+                    merged[seq] = os.pread(self._fd, length, offset)
+            return _first_within(sorted(merged.items()), max_messages, max_bytes)
+        return self._scan_stream(begin, end, max_messages, max_bytes)
 
-    def _index_of(self, seq: int) -> int:
-        i = bisect_left(self._seqs, seq)
-        if i == len(self._seqs) or self._seqs[i] != seq:
-            raise KeyError(seq)
-        return i
-
-    def _length_of(self, seq: int) -> int:
-        return self._lengths[self._index_of(seq)]
-
-    def _where(self, seq: int) -> tuple[int, int]:
-        i = self._index_of(seq)
-        return self._offsets[i], self._lengths[i]
+    @property
+    def kept_index_entries(self) -> int:
+        """Index entries held in memory (anchors + out-of-order messages): what a trading
+        day's messages cost here, for the memory-bound tests."""
+        return len(self._anchor_seqs) + len(self._set_back)
 
     def reset(self, now_ns: int) -> None:
         self._buffer.clear()  # records of the old file, superseded by the reset
         self._next_sender = 1
         self._next_target = 1
-        del self._seqs[:], self._offsets[:], self._lengths[:]
+        del self._anchor_seqs[:], self._anchor_offsets[:]
+        self._since_anchor = 0
+        self._last_seq = 0
+        self._set_back.clear()
         self._start_new_file(now_ns)
 
     def creation_time_ns(self) -> int:
@@ -251,48 +268,71 @@ class FileMessageStore:
     # --- internals ---
 
     def _keep(self, seq: int, offset: int, length: int) -> None:
-        seqs = self._seqs
-        if not seqs or seq > seqs[-1]:  # the usual case: the next message
-            seqs.append(seq)
-            self._offsets.append(offset)
-            self._lengths.append(length)
-        else:  # the sender sequence number was set back
-            i = bisect_left(seqs, seq)
-            if i < len(seqs) and seqs[i] == seq:
-                self._offsets[i] = offset
-                self._lengths[i] = length
-            else:
-                seqs.insert(i, seq)
-                self._offsets.insert(i, offset)
-                self._lengths.insert(i, length)
+        """Index a SENT record whose raw message lies at ``offset`` (``length`` bytes)."""
+        if seq > self._last_seq:  # the usual case: the stream's next message
+            self._last_seq = seq
+            if self._since_anchor == 0:
+                self._anchor_seqs.append(seq)
+                self._anchor_offsets.append(offset - _SENT_PREFIX)
+            self._since_anchor = (self._since_anchor + 1) % ANCHOR_EVERY
+        else:  # the sender sequence number was set back: this copy wins over the stream's
+            self._set_back[seq] = (offset, length)
         if seq >= self._next_sender:
             self._next_sender = seq + 1
 
-    def _read(self, seqs: list[int]) -> list[tuple[int, bytes]]:
-        """The kept messages ``seqs`` (in order) read back from the file: with one pread
-        when they lie close together (the usual case: only small sequence number records
-        between them), else one each."""
-        if not seqs:
+    def _scan_stream(
+        self, begin: int, end: int, max_messages: int, max_bytes: int
+    ) -> list[tuple[int, bytes]]:
+        """The stream's messages in ``begin..end`` within the limits of ``read_sent``, read
+        forward from the anchor at or before ``begin``. A SENT record whose seq is not above
+        the highest seen so far was saved out of order (it is in ``_set_back``): skipped."""
+        anchors = self._anchor_seqs
+        if not anchors or begin > self._last_seq:
             return []
-        if self._buffer:
-            self.flush()  # the messages are read back from the file
-        where = self._where
-        sent = {s: where(s) for s in seqs}
-        fd = self._fd
-        first, last = sent[seqs[0]], sent[seqs[-1]]
-        span_start, span_end = first[0], last[0] + last[1]
-        total = sum(sent[s][1] for s in seqs)
-        if 0 <= span_end - span_start <= 2 * total + 65536:
-            span = os.pread(fd, span_end - span_start, span_start)
-            result = []
-            for seq in seqs:
-                offset, length = sent[seq]
-                at = offset - span_start
-                if not 0 <= at <= len(span) - length:  # out of order in the file
-                    return [(s, os.pread(fd, sent[s][1], sent[s][0])) for s in seqs]
-                result.append((seq, span[at : at + length]))
-            return result
-        return [(s, os.pread(fd, sent[s][1], sent[s][0])) for s in seqs]
+        i = bisect_right(anchors, begin) - 1
+        if i < 0:
+            i = 0
+        position = self._anchor_offsets[i]
+        highest = anchors[i] - 1
+        max_messages = max(max_messages, 1)
+        fd, size = self._fd, self._size
+        span = min(max(2 * max_bytes, _MIN_READ_SPAN), _MAX_READ_SPAN)
+        out: list[tuple[int, bytes]] = []
+        total = 0
+        data = b""
+        at = 0  # index in data of the record at ``position``
+        while position < size:
+            if len(data) - at < _SENT_PREFIX:
+                data = os.pread(fd, min(span, size - position), position)
+                at = 0
+                if len(data) < _HEADER.size:
+                    break
+            (length, _crc) = _HEADER.unpack_from(data, at)
+            record_end = at + _HEADER.size + length
+            if record_end > len(data):  # a record longer than what is in hand
+                data = os.pread(fd, min(max(span, _HEADER.size + length), size - position),
+                                position)
+                at = 0
+                record_end = _HEADER.size + length
+                if record_end > len(data):
+                    break  # cut short: never written completely (a torn tail is dropped at load)
+            if data[at + _HEADER.size] == _KIND_SENT:
+                (seq,) = _U64.unpack_from(data, at + _HEADER.size + 1)
+                if seq > highest:
+                    highest = seq
+                    if seq > end:
+                        break
+                    if seq >= begin:
+                        if out and total >= max_bytes:
+                            break
+                        raw = data[at + _SENT_PREFIX : record_end]
+                        out.append((seq, raw))
+                        total += len(raw)
+                        if len(out) >= max_messages:
+                            break
+            position += record_end - at
+            at = record_end
+        return out
 
     def _append(self, head: bytes, raw: bytes = b"") -> None:
         # the logical size, buffered bytes included: offsets of SENT records count on it
@@ -498,3 +538,17 @@ class NonceFile:
         self.nonces[body[1 + _U64.size :]] = accepted
         self._records += 1
         return True
+
+
+def _first_within(
+    messages: list[tuple[int, bytes]], max_messages: int, max_bytes: int
+) -> list[tuple[int, bytes]]:
+    """The first of ``messages`` within ``read_sent``'s limits (at least one)."""
+    out: list[tuple[int, bytes]] = []
+    total = 0
+    for seq, raw in messages[: max(max_messages, 1)]:
+        if out and total >= max_bytes:
+            break
+        out.append((seq, raw))
+        total += len(raw)
+    return out

@@ -317,21 +317,24 @@ def _nonce_file() -> str:
     return store_file_name(SID, ".nonces")
 
 
-def test_kept_messages_cost_the_index_24_bytes_each(tmp_path):
-    """100,000 sent messages: the in-memory index is three arrays of 8-byte items (where each
-    message lies), nothing per message besides; a seq set back overwrites in place; the
-    messages read back as written, also after a reopen."""
+def test_kept_messages_cost_one_index_entry_per_anchor(tmp_path):
+    """100,000 sent messages: the in-memory index holds one anchor per ANCHOR_EVERY messages
+    (two 8-byte items each), nothing per message besides; a seq set back is indexed exactly
+    and wins over the older copy; the messages read back as written, also after a reopen."""
+    from fixserver.filestore import ANCHOR_EVERY
+
     store = FileMessageStore(str(tmp_path), SID)
     for seq in range(1, 100_001):
         store.save_sent(seq, b"8=FIX.4.4\x019=5\x0135=8\x01%d" % seq)
-    index = (store._seqs, store._offsets, store._lengths)
-    assert [len(a) for a in index] == [100_000] * 3
-    assert all(a.itemsize == 8 for a in index)
+    assert store.kept_index_entries == 100_000 // ANCHOR_EVERY + 1
+    assert store._anchor_seqs.itemsize == store._anchor_offsets.itemsize == 8
     store.save_sent(5, b"again")  # the sender sequence number was set back
-    assert len(store._seqs) == 100_000 and store.get_sent(5, 5) == [(5, b"again")]
+    assert store.kept_index_entries == 100_000 // ANCHOR_EVERY + 2
+    assert store.get_sent(5, 5) == [(5, b"again")]
     assert store.get_sent(99_999, 100_000)[1] == (100_000, b"8=FIX.4.4\x019=5\x0135=8\x01100000")
     store.close()
     again = FileMessageStore(str(tmp_path), SID)
     assert again.get_sent(4, 6) == [(4, b"8=FIX.4.4\x019=5\x0135=8\x014"), (5, b"again"),
                                     (6, b"8=FIX.4.4\x019=5\x0135=8\x016")]
+    assert again.kept_index_entries == store.kept_index_entries
     again.close()
