@@ -132,6 +132,27 @@ def test_eager_tick_runs_on_the_next_reactor_turn(tmp_path: Any) -> None:
     assert [p.origin for p in h.flat()] == [None, "A", "A"]
 
 
+def test_no_tick_while_a_commit_runs_then_one_for_all_that_arrived(tmp_path: Any) -> None:
+    """Eager and timer ticks wait while a commit runs; its end matches everything that came
+    meanwhile as one tick and starts the next commit before releasing the covered tick."""
+    h = Harness(str(tmp_path), eager=True, tick_interval=0.001)
+    h.pipeline.start()
+    h.order("A", Side.SELL, 1, 600_000)
+    h.clock.advance(0)
+    assert h.pipeline.ticks == 1 and len(h.journal.jobs) == 1
+    for i in range(5):  # five reactor turns and timer periods during the fsync
+        h.order(f"o{i}", Side.BUY, 1, 599_000 + i)
+        h.clock.advance(0.001)
+    assert h.pipeline.ticks == 1 and h.pipeline.sequencer.pending == 5
+    seen_at_release: list[int] = []
+    h.pipeline.subscribe(lambda _p: seen_at_release.append(len(h.journal.jobs)))
+    h.journal.complete()
+    assert h.pipeline.ticks == 2 and h.pipeline.sequencer.pending == 0
+    assert seen_at_release == [1], "the next commit was already running at the release"
+    h.journal.complete()
+    assert [p.origin for p in h.flat()] == [None, "A", None, "o0", "o1", "o2", "o3", "o4"]
+
+
 def test_requests_arriving_during_a_commit_are_matched_when_it_completes(h: Harness) -> None:
     """Completing a commit ticks at once if requests queued meanwhile (no timer wait)."""
     h.order("A", Side.BUY, 1, 599_000)
