@@ -1,7 +1,10 @@
 """WebSocket feed benchmark: trade-to-subscriber latency and messages delivered per second.
 
 The server (engine + FeedHub + Autobahn, 10 ms batching) runs in one process and the
-Autobahn clients in another, over loopback (2 cores: one each). The server stamps every
+Autobahn clients in ``--client-processes`` others (default 4; the subscribers are spread
+evenly over them), over loopback, so that one client process decoding every subscriber's
+messages is not what is measured. Each client process writes its latencies to a file; the
+percentiles are over all of them together. The server stamps every
 command with ``time.time_ns()`` when it generates it (the sequencer's ts), so a trade's event
 ts is its generation time; a client takes ``time.time_ns()`` when its ``onMessage`` runs for
 the trades message, on the same machine clock. Each client subscribes to ``trades@BTC-PERP``.
@@ -14,7 +17,7 @@ Two loads:
 
 Each scenario runs for the baseline (1 subscriber) and for N subscribers (1,000), in JSON and
 msgpack, ``--repeats`` times; the medians are printed. Usage:
-    python bench/bench_ws.py [--subscribers 1000] [--seconds 5] [--repeats 3]
+    python bench/bench_ws.py [--subscribers 1000] [--seconds 5] [--repeats 3] [--client-processes 4]
 """
 
 from __future__ import annotations
@@ -91,8 +94,11 @@ def run_server(mode: str, subscribers: int) -> None:
 
 # -- client process ------------------------------------------------------------------------
 
-def run_clients(port: int, n: int, fmt: str, seconds: float) -> None:
-    """Connect ``n`` clients, measure for ``seconds``, print one JSON line of results."""
+def run_clients(port: int, n: int, fmt: str, seconds: float, out_path: str) -> None:
+    """Connect ``n`` clients, measure for ``seconds``, write every latency (ns, int64) to
+    ``out_path`` and print one JSON line of counts."""
+    from array import array
+
     import msgpack
     from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
     from twisted.internet import defer, reactor, task
@@ -144,14 +150,10 @@ def run_clients(port: int, n: int, fmt: str, seconds: float) -> None:
         yield task.deferLater(reactor, seconds, lambda: None)
         state["measuring"] = False
         elapsed = time.perf_counter() - started
-        lat = sorted(latencies)
-        result = {
-            "subscribers": n, "format": fmt, "trades": len(lat),
-            "p50_ms": lat[len(lat) // 2] / 1e6 if lat else None,
-            "p99_ms": lat[int(len(lat) * 0.99)] / 1e6 if lat else None,
-            "max_ms": lat[-1] / 1e6 if lat else None,
-            "msgs_per_s": state["messages"] / elapsed, "closed": state["closed"],
-        }
+        with open(out_path, "wb") as f:
+            f.write(array("q", latencies).tobytes())
+        result = {"subscribers": n, "messages": state["messages"], "elapsed": elapsed,
+                  "closed": state["closed"]}
         print(json.dumps(result), flush=True)
         reactor.stop()
 
@@ -170,24 +172,52 @@ def run_clients(port: int, n: int, fmt: str, seconds: float) -> None:
 
 # -- orchestration -------------------------------------------------------------------------
 
-def one_run(mode: str, n: int, fmt: str, seconds: float) -> dict:
-    """Start a server and a client process, return the client's result."""
+def one_run(mode: str, n: int, fmt: str, seconds: float, processes: int) -> dict:
+    """Start a server and ``processes`` client processes (at most one per subscriber),
+    return the merged result."""
+    import tempfile
+    from array import array
+
     me = os.path.abspath(__file__)
     server = subprocess.Popen([sys.executable, me, "server", mode, str(n)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
+    tmp = tempfile.mkdtemp(prefix="bench_ws_")
     try:
         line = server.stdout.readline() if server.stdout else ""
         if not line.startswith("PORT "):
             raise RuntimeError(f"server did not start: {line!r}")
         port = int(line.split()[1])
-        out = subprocess.run(
-            [sys.executable, me, "clients", str(port), str(n), fmt, str(seconds)],
-            capture_output=True, text=True, timeout=seconds + 180,
-        )
-        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-        if not lines:
-            return {"error": f"client printed nothing: {out.stderr[-300:]}"}
-        return json.loads(lines[-1])
+        processes = max(1, min(processes, n))
+        shares = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
+        clients = [
+            subprocess.Popen(
+                [sys.executable, me, "clients", str(port), str(share), fmt, str(seconds),
+                 os.path.join(tmp, f"lat{i}")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i, share in enumerate(shares)]
+        results = []
+        for i, client in enumerate(clients):
+            out, err = client.communicate(timeout=seconds + 180)
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            if not lines:
+                return {"error": f"client {i} printed nothing: {err[-300:]}"}
+            result = json.loads(lines[-1])
+            if "error" in result:
+                return result
+            results.append(result)
+        lat = array("q")
+        for i in range(len(clients)):
+            with open(os.path.join(tmp, f"lat{i}"), "rb") as f:
+                lat.frombytes(f.read())
+        ordered = sorted(lat)
+        return {
+            "subscribers": n, "format": fmt, "trades": len(ordered),
+            "p50_ms": ordered[len(ordered) // 2] / 1e6 if ordered else None,
+            "p99_ms": ordered[int(len(ordered) * 0.99)] / 1e6 if ordered else None,
+            "max_ms": ordered[-1] / 1e6 if ordered else None,
+            "msgs_per_s": sum(r["messages"] / r["elapsed"] for r in results),
+            "closed": sum(r["closed"] for r in results),
+        }
     finally:
         if server.stdin:
             server.stdin.close()
@@ -195,6 +225,8 @@ def one_run(mode: str, n: int, fmt: str, seconds: float) -> dict:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -203,23 +235,29 @@ def main() -> None:
         run_server(sys.argv[2], int(sys.argv[3]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "clients":
-        run_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
+        run_clients(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]),
+                    sys.argv[6])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subscribers", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formats", default="json,msgpack")
+    ap.add_argument("--client-processes", type=int, default=4,
+                    help="processes the subscribers are spread over")
+    ap.add_argument("--modes", default="latency,throughput")
     args = ap.parse_args()
     print(f"WebSocket feed: batching {BATCH_S * 1000:.0f} ms, {args.seconds:.0f} s per run, "
-          f"medians of {args.repeats} runs; latency = trade event ts -> client onMessage")
+          f"medians of {args.repeats} runs; latency = trade event ts -> client onMessage; "
+          f"subscribers spread over up to {args.client_processes} client processes")
     header = (f"{'load':<10} {'format':<8} {'subs':>5} {'trades':>7} {'p50 ms':>7} "
               f"{'p99 ms':>7} {'max ms':>7} {'msgs/s':>9} {'closed':>6}")
     print(header)
-    for mode in ("latency", "throughput"):
+    for mode in args.modes.split(","):
         for fmt in args.formats.split(","):
             for n in (1, args.subscribers):
-                runs = [one_run(mode, n, fmt, args.seconds) for _ in range(args.repeats)]
+                runs = [one_run(mode, n, fmt, args.seconds, args.client_processes)
+                        for _ in range(args.repeats)]
                 bad = [r for r in runs if "error" in r or r.get("p50_ms") is None]
                 if bad:
                     print(f"{mode:<10} {fmt:<8} {n:>5} failed: {bad[0]}")
