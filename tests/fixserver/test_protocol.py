@@ -142,6 +142,28 @@ def test_heartbeat_timer_is_rearmed_after_each_event(clock):
     assert not peer.transport.disconnecting
 
 
+def test_traffic_does_not_rearm_the_timer_and_an_early_fire_sends_nothing(clock):
+    """Messages move the heartbeat deadline later: the armed timer is kept (one delayed call,
+    the same object) instead of a cancel and a callLater per message; when it fires before
+    the real deadline it sends nothing and arms the real one; the heartbeat still goes out
+    HeartBtInt after our last message."""
+    host = _host(clock)
+    peer = Peer(host, clock)
+    peer.logon(heartbeat=2)
+    (armed,) = clock.getDelayedCalls()
+    for _ in range(3):
+        clock.advance(0.5)
+        peer.send("1", [(112, "probe")])  # a TestRequest: answered with a Heartbeat
+        assert [m.msg_type for m in peer.received()] == [b"0"]
+        assert clock.getDelayedCalls() == [armed]  # not re-armed
+    clock.advance(0.5)  # the first deadline: 2 s after the Logon
+    assert peer.received() == [] and not armed.active()
+    (real,) = clock.getDelayedCalls()
+    assert real.getTime() == pytest.approx(clock.seconds() + 1.5)  # 2 s after our last reply
+    clock.advance(1.5)
+    assert [m.msg_type for m in peer.received()] == [b"0"]
+
+
 def test_silent_peer_gets_a_test_request_then_is_disconnected(clock):
     """A silent client gets a TestRequest and, still silent, is disconnected."""
     host = _host(clock)
