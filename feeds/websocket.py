@@ -47,7 +47,6 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -55,6 +54,7 @@ from feeds import metrics
 from feeds.encoding import WireFormat, encode
 from feeds.hub import FeedHub
 from feeds.protocol import ClientSession, Reply, Subscribe, parse_format
+from feeds.tcp_write import direct_socket, write_now
 
 SLOW_CONSUMER_CODE = 4008
 SLOW_CONSUMER_REASON = "slow consumer"
@@ -131,8 +131,7 @@ class FeedServerProtocol(WebSocketServerProtocol):
         self._live = True
         transport: Any = self.transport
         transport.registerProducer(self, True)
-        if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
-            self._sock = transport.socket
+        self._sock = direct_socket(transport)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         self._leave()
@@ -183,25 +182,9 @@ class FeedServerProtocol(WebSocketServerProtocol):
         self._write(frame.payloadHybi)
 
     def _write(self, data: bytes) -> None:
-        """Write frame bytes: straight to the socket when nothing is buffered (see top)."""
-        t: Any = self.transport
-        sock = self._sock
-        if (
-            sock is not None
-            and not t._tempDataLen
-            and len(t.dataBuffer) == t.offset
-            and not self.send_queue
-            and t.connected
-            and not t.disconnecting
-        ):
-            try:
-                sent = sock.send(data)
-            except OSError:
-                sent = 0  # EAGAIN, or an error Twisted will meet and report on its own write
-            if sent == len(data):
-                return
-            data = data[sent:]
-        t.write(data)
+        """Write frame bytes: straight to the socket when nothing is buffered (see top), and
+        nothing is in Autobahn's own send queue either."""
+        write_now(self.transport, None if self.send_queue else self._sock, data)
 
     def pauseProducing(self) -> None:
         self._paused = True

@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from feeds.tcp_write import direct_socket, write_now
 from fixserver import connection_log, metrics
 from fixserver.connection_log import ConnectionLog
 from fixserver.logon_guard import LogonGuard
@@ -109,6 +110,7 @@ class FixProtocol(Protocol):
         #: a failed Logon's connection is closed this long after the failure (logon throttle)
         self._close_delay_ns = 0
         self._timer: Any = None  # IDelayedCall
+        self._sock: Any = None  # the socket, for writes that need not wait (feeds.tcp_write)
         self._timer_deadline: int | None = None
         self._paused = False
         self._written_while_paused = 0
@@ -131,6 +133,7 @@ class FixProtocol(Protocol):
             if set_nodelay is not None:
                 set_nodelay(True)
         self._transport.registerProducer(self, True)
+        self._sock = direct_socket(self.transport)
         now = self.host.now_ns()
         self.host.protocols.add(self)
         metrics.CONNECTIONS_OPEN.inc()
@@ -335,7 +338,8 @@ class FixProtocol(Protocol):
                 self._drop_slow_reader(limit, queued)
                 return
         self.host.before_write()
-        self._transport.write(data)
+        # straight to the socket when Twisted holds nothing unsent for it (feeds.tcp_write)
+        write_now(self._transport, self._sock, data)
 
     def _queued(self) -> int:
         """Bytes the transport holds unsent. Twisted resumes a producer only once its buffer
