@@ -38,7 +38,7 @@ through the ledger event by event as the live path applies released ticks (see
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.enums import OrdType, RequestKind, Side, TimeInForce
@@ -143,6 +143,11 @@ class OrderView:
 DAY_NS = 86_400 * 1_000_000_000
 
 
+def _ignore(_order_id: int) -> None:
+    """The default :attr:`OrderLedger.order_gone`: a ledger without a recorder."""
+    return None
+
+
 class OwnerRecorder:
     """Wraps the pipeline's sequencer: records each stamped NewOrder's owning session and every
     ClOrdID a session used, at the moment the tick is matched, so that a snapshot taken at that
@@ -202,12 +207,18 @@ class OwnerRecorder:
         out.merge(self.used)
         return out
 
+    def forget(self, order_id: int) -> None:
+        """The order ended (or was rejected) in a released tick: its owner is needed no more
+        (:attr:`OrderLedger.order_gone`). Owners are dropped as orders end, not at snapshots:
+        a snapshot's state may be gathered in a forked child, which cannot prune the parent."""
+        self.owners.pop(order_id, None)
+
     def snapshot(self, live_order_ids: Iterable[int]) -> dict[str, Any]:
         """msgpack-able: owners of the live orders, and every session's used ClOrdIDs of the
-        current and the previous trading day (bounded by the day, not by history)."""
+        current and the previous trading day (bounded by the day, not by history). Reads
+        memory only (it may run in a forked child)."""
         owners = self.owners
         live = {oid: owners[oid] for oid in live_order_ids if oid in owners}
-        self.owners = dict(live)  # ended orders need no owner any more
         return {"owners": live, "used": self.used.to_bytes(),
                 "used_prev": self.used_prev.to_bytes(), "used_day": self.day}
 
@@ -226,6 +237,8 @@ class OrderLedger:
         self.in_flight: dict[str, int] = {}
         #: ids of ended orders still in ``orders``, in the order they ended (retention)
         self.ended: deque[int] = deque()
+        #: called with an order id once the order ended or was rejected (OwnerRecorder.forget)
+        self.order_gone: Callable[[int], None] = _ignore
 
     # -- ClOrdIDs ---------------------------------------------------------------------------
 
@@ -357,7 +370,7 @@ class OrderLedger:
             if sid is not None and e.request is RequestKind.REPLACE and e.cl_ord_id:
                 self.unname(sid, e.cl_ord_id)
         elif kind is OrderRejected:
-            pass  # nothing lived; the ClOrdID stays used
+            self.order_gone(e.order_id)  # nothing lived; the ClOrdID stays used
 
     def _update(self, view: OrderView, e: Any) -> None:
         view.qty = e.qty
@@ -386,6 +399,7 @@ class OrderLedger:
             view.ended_ts = ts or 1
             view.ended_seq = seq
             self.ended.append(view.order_id)
+            self.order_gone(view.order_id)
 
     # -- retention of ended orders ------------------------------------------------------------
 

@@ -170,6 +170,7 @@ class OrderEntryService:
             retention_days=config.order_retention_days,
             max_ended_orders=config.max_ended_orders_in_memory,
         )
+        self.app.ledger.order_gone = self.recorder.forget  # owners leave as orders end
         self.app.ledger.adopt(
             at_snapshot, owners_at_snapshot, self.recorder.all_used(),
             {int(k): v for k, v in dict(extra.get("details", {})).items()},
@@ -271,10 +272,15 @@ class OrderEntryService:
     def _snapshot_extra(self) -> Any:
         # The FIX layer's state for the snapshot (the pipeline may gather it in a forked
         # child: it reads memory only)
-        live = self.pipeline.engine.orders
+        # The live orders as of the snapshot's tick: the ledger's, which has seen exactly the
+        # ticks the snapshot holds. Not the engine's: it may have matched later ticks already
+        # (requests that came during the commit), and an order live at the snapshot's tick
+        # that ended in one of those would lose its owner and be left out after a restart.
+        ledger = self.app.ledger
+        live = [oid for ids in ledger.live_by_session.values() for oid in ids]
         extra = self.recorder.snapshot(live)
-        extra["details"] = self.app.ledger.details(live)
-        extra["ended"] = self.app.ledger.ended_rows()
+        extra["details"] = ledger.details(live)
+        extra["ended"] = ledger.ended_rows()
         extra["positions"] = self.positions.to_dict()
         return extra
 

@@ -131,6 +131,7 @@ class Exchange:
             disconnect=lambda s, text: self.disconnected.append((s, text)), **overrides,
         )
         self.pipeline.subscribers.append(self.app.on_released)
+        self.app.ledger.order_gone = self.pipeline.sequencer.forget  # as the wiring does
         #: a ShadowStore answering status reads, completed by settle()
         self.shadow: Any = None
 
