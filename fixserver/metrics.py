@@ -12,7 +12,31 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+# Message counts are kept in plain dicts on the reactor thread and added to the counters
+# only when /metrics is read (or :func:`fold_counts` is called): a counter's ``inc`` takes a
+# lock, and at a few thousand orders/s each write and read is one message, so counting there
+# was a per-message metrics call on the hot path. The folding collector is registered before
+# the counters, so a scrape folds first and then reads them (the registry collects in
+# registration order); it yields no metrics of its own.
+_PENDING_SENT: dict[tuple[str, bytes], int] = {}
+_PENDING_RECEIVED: dict[tuple[str, bytes], int] = {}
+# Keys are raw MsgTypes (clipped to labels only when folded): a client sending junk types
+# could grow the dicts between scrapes, so past this many keys they are folded at once.
+_MAX_PENDING_KEYS = 1_024
+
+
+class _FoldPendingCounts:
+    def describe(self) -> Iterator[Any]:
+        return iter(())  # no metrics of its own (and register() need not collect)
+
+    def collect(self) -> Iterator[Any]:
+        fold_counts()
+        return iter(())
+
+
+REGISTRY.register(_FoldPendingCounts())
 
 SESSIONS_LOGGED_ON = Gauge("fix_sessions_logged_on", "FIX sessions currently logged on")
 CONNECTIONS_OPEN = Gauge("fix_connections_open", "TCP connections open on the FIX ports")
@@ -121,27 +145,41 @@ def scan_msg_types(data: bytes) -> Iterator[tuple[bytes, int]]:
 
 def count_sent(session: str, data: bytes) -> None:
     """Count outbound messages (``data`` is whole messages) and the rejects among them."""
-    counts: dict[bytes, int] = {}
+    pending = _PENDING_SENT
+    for msg_type in _MSG_TYPE.findall(data):
+        key = (session, msg_type)
+        pending[key] = pending.get(key, 0) + 1
+    if len(pending) > _MAX_PENDING_KEYS:
+        fold_counts()
+    if b"\x0135=3\x01" in data or b"\x0135=j\x01" in data:
+        _count_rejects(data)
+
+
+def _count_rejects(data: bytes) -> None:
     for msg_type, end in scan_msg_types(data):
-        counts[msg_type] = counts.get(msg_type, 0) + 1
         reject = _REJECT_REASON.get(msg_type)
-        if reject is not None:
-            tag, kind = reject
-            stop = data.find(b"\x0110=", end)
-            start = data.find(tag, end - 1, stop if stop >= 0 else len(data))
-            reason = "none"
-            if start >= 0:
-                value_start = start + len(tag)
-                reason = _label(data[value_start : data.find(b"\x01", value_start)])
-            REJECTS_SENT.labels(kind, reason).inc()
-    _add_counts(MESSAGES_SENT, "sent", session, counts)
+        if reject is None:
+            continue
+        tag, kind = reject
+        stop = data.find(b"\x0110=", end)
+        start = data.find(tag, end - 1, stop if stop >= 0 else len(data))
+        reason = "none"
+        if start >= 0:
+            value_start = start + len(tag)
+            reason = _label(data[value_start : data.find(b"\x01", value_start)])
+        REJECTS_SENT.labels(kind, reason).inc()
 
 
-def _add_counts(metric: Any, name: str, session: str, counts: dict[bytes, int]) -> None:
-    # One inc() per MsgType per write or read, not per message: each inc() takes the
-    # value's lock, and a released tick writes dozens of ExecutionReports in one chunk.
-    for msg_type, n in counts.items():
-        _message_counter(metric, name, session, msg_type).inc(n)
+def fold_counts() -> None:
+    """Add the message counts gathered since the last fold to the counters."""
+    for pending, metric, name in ((_PENDING_SENT, MESSAGES_SENT, "sent"),
+                                  (_PENDING_RECEIVED, MESSAGES_RECEIVED, "received")):
+        if not pending:
+            continue
+        counts = list(pending.items())
+        pending.clear()
+        for (session, msg_type), n in counts:
+            _message_counter(metric, name, session, msg_type).inc(n)
 
 
 class InboundCounter:
@@ -163,8 +201,10 @@ class InboundCounter:
             # No SOH, so no ``35=`` field can start here (its leading SOH would be in it).
             self._carry = b""
             return
-        counts: dict[bytes, int] = {}
-        for msg_type, _ in scan_msg_types(buffer):
-            counts[msg_type] = counts.get(msg_type, 0) + 1
-        _add_counts(MESSAGES_RECEIVED, "received", session, counts)
+        pending = _PENDING_RECEIVED
+        for msg_type in _MSG_TYPE.findall(buffer):
+            key = (session, msg_type)
+            pending[key] = pending.get(key, 0) + 1
+        if len(pending) > _MAX_PENDING_KEYS:
+            fold_counts()
         self._carry = buffer[last_soh:][:16]

@@ -296,6 +296,7 @@ def test_messages_are_counted_by_session_and_type(clock):
     host = _host(clock)
     peer = Peer(host, clock)
     sid = "FIX.4.4:EXCH->CLIENT1"
+    metrics.fold_counts()
     received = metrics.MESSAGES_RECEIVED.labels(sid, "0")._value.get()
     sent = metrics.MESSAGES_SENT.labels(sid, "A")._value.get()
     peer.logon()
@@ -310,6 +311,7 @@ def test_messages_are_counted_by_session_and_type(clock):
     )
     for i in range(len(data)):  # one byte at a time: fields split across reads
         peer.protocol.dataReceived(data[i : i + 1])
+    metrics.fold_counts()  # counts reach the counters when /metrics is read
     assert metrics.MESSAGES_RECEIVED.labels(sid, "0")._value.get() == received + 1
     assert metrics.MESSAGES_SENT.labels(sid, "A")._value.get() == sent + 1
 
@@ -345,3 +347,16 @@ def test_paused_reader_that_keeps_reading_is_not_disconnected(clock):
     session.send("j", [(45, 1), (372, "D"), (380, 3), (58, "x" * 100)], peer.now_ns())
     host.flush()
     assert transport.aborted
+
+
+def test_junk_message_types_fold_into_the_other_label_without_growing_memory(clock):
+    """Thousands of distinct junk MsgTypes between two scrapes: the pending counts stay
+    bounded (folded early) and all of them land in the clipped label "other"."""
+    sid = "FIX.4.4:EXCH->JUNK"
+    metrics.fold_counts()
+    before = metrics.MESSAGES_SENT.labels(sid, "other")._value.get()
+    for i in range(5_000):
+        metrics.count_sent(sid, b"8=FIX.4.4\x019=9\x0135=X%dY\x0110=000\x01" % i)
+        assert len(metrics._PENDING_SENT) <= metrics._MAX_PENDING_KEYS + 1
+    metrics.fold_counts()
+    assert metrics.MESSAGES_SENT.labels(sid, "other")._value.get() == before + 5_000
