@@ -260,7 +260,7 @@ def kept_ended_orders(path: str) -> tuple[int, int | None]:
     last_tick_ts, state_hash, engine, extra]): only the ``ended`` array's header is read."""
     import msgpack
 
-    from engine.recovery import SNAPSHOT_MAGIC
+    from engine.recovery import EXTRA_PACKED, SNAPSHOT_MAGIC
 
     with open(path, "rb") as f:  # an open file survives the server's pruning of it
         if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
@@ -276,13 +276,24 @@ def kept_ended_orders(path: str) -> tuple[int, int | None]:
             unpacker.skip()
         try:
             keys = unpacker.read_map_header()
-        except Exception:  # no order-entry extra (None)
+        except Exception:  # no map: None, or the extra packed by a forked child (an ExtType)
+            extra = unpacker.unpack()
+            if isinstance(extra, msgpack.ExtType) and extra.code == EXTRA_PACKED:
+                inner = msgpack.Unpacker(raw=False, strict_map_key=False,
+                                         max_buffer_size=len(extra.data) + 1)
+                inner.feed(extra.data)
+                return next_seq, _ended_count(inner, inner.read_map_header())
             return next_seq, None
-        for _ in range(keys):
-            if unpacker.unpack() == "ended":
-                return next_seq, int(unpacker.read_array_header())
-            unpacker.skip()
-    return next_seq, None
+        return next_seq, _ended_count(unpacker, keys)
+
+
+def _ended_count(unpacker: Any, keys: int) -> int | None:
+    """The length of the ``ended`` array in a map of ``keys`` entries being unpacked."""
+    for _ in range(keys):
+        if unpacker.unpack() == "ended":
+            return int(unpacker.read_array_header())
+        unpacker.skip()
+    return None
 
 
 def git_state() -> str:
