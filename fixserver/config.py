@@ -128,6 +128,10 @@ class ServerConfig:
     #: order entry: serialise engine snapshots in a forked child (copy-on-write) rather
     #: than on the reactor thread (fixserver.snapshot_fork)
     snapshot_in_child: bool = True
+    #: seconds between the order pipeline's timer ticks (idle time ticks, due snapshots);
+    #: requests never wait for it: they are matched on the next reactor turn or when the
+    #: journal commit in flight ends
+    tick_interval: float = 0.01
     #: Postgres: at most one mark_prices row per symbol this often (by event time)
     mark_history_every_seconds: float = 10.0
     #: order entry: trading days an ended order stays known to status requests (1 = the rest
@@ -362,6 +366,7 @@ _SERVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "MaxEndedOrdersInMemory": ("max_ended_orders_in_memory", _parse_non_negative_int),
     "SnapshotEveryCommands": ("snapshot_every_commands", _parse_positive_int),
     "SnapshotInChild": ("snapshot_in_child", _parse_bool),
+    "TickInterval": ("tick_interval", _parse_positive_float),
     "SnapshotEverySeconds": ("snapshot_every_seconds", _parse_positive_float),
     "MarkHistoryEverySeconds": ("mark_history_every_seconds", _parse_positive_float),
     "Application": ("application", _parse_application),

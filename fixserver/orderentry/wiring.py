@@ -118,6 +118,7 @@ class OrderEntryService:
         pipeline_options.setdefault("snapshot_every_commands", config.snapshot_every_commands)
         pipeline_options.setdefault("snapshot_every_s", config.snapshot_every_seconds)
         pipeline_options.setdefault("snapshot_in_child", config.snapshot_in_child)
+        pipeline_options.setdefault("tick_interval", config.tick_interval)
         self._firm_of_session = {s.session_id: s.firm or s.session_id for s in config.sessions}
         self.pipeline = open_pipeline(
             config.journal_path, self.reactor, new_engine, restore,
