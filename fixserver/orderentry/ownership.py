@@ -18,7 +18,13 @@ Origins with an empty session id belong to no session. See :func:`origin`.
 - live orders per account (MaxOpenOrders) and per session (cancel-on-disconnect).
 
 ClOrdIDs are claimed when a request is *submitted* (:meth:`OrderLedger.claim`), not when it is
-released, so two messages with the same ClOrdID in one tick are told apart.
+released, so two messages with the same ClOrdID in one tick are told apart. The day's ClOrdIDs
+are kept once, as fingerprints (:mod:`fixserver.orderentry.used_ids`), in the recorder's sets
+(:class:`OwnerRecorder`, what snapshots carry: those of journaled requests); the ledger checks
+a claim against them and against its own small sets of claims the recorder has not seen yet
+(requests still on their way to a tick, and those refused before they were submitted), kept
+for two trading days like the recorder's (:meth:`OrderLedger.follow_journal`). A ledger not
+following a recorder (tests, tools) keeps the fingerprints itself.
 
 Ended orders (filled, canceled, expired) stay in ``orders`` for status requests, oldest end
 first in ``ended``, until the trading-day retention is over (:meth:`OrderLedger.prune_ended`)
@@ -169,6 +175,8 @@ class OwnerRecorder:
                           else UsedIds.load(used_prev))
         self.day = day
         self.day_offset = day_offset if day_offset is not None else (lambda: 0)
+        #: called with the fingerprint of every ClOrdID recorded (OrderLedger.follow_journal)
+        self.recorded: Callable[[int], None] = _ignore
 
     def __getattr__(self, name: str) -> Any:  # submit, pending, position, ...
         return getattr(self._sequencer, name)
@@ -196,16 +204,11 @@ class OwnerRecorder:
             return
         cl_ord_id = getattr(command, "cl_ord_id", "")
         if cl_ord_id:
-            self.used.add(sid, cl_ord_id)
+            fp = fingerprint(sid, cl_ord_id)
+            self.used.add_fingerprint(fp)
+            self.recorded(fp)
         if o[1] == "D":
             self.owners[command.seq] = sid
-
-    def all_used(self) -> UsedIds:
-        """The ClOrdIDs of both days kept."""
-        out = UsedIds()
-        out.merge(self.used_prev)
-        out.merge(self.used)
-        return out
 
     def forget(self, order_id: int) -> None:
         """The order ended (or was rejected) in a released tick: its owner is needed no more
@@ -228,8 +231,14 @@ class OrderLedger:
 
     def __init__(self) -> None:
         self.orders: dict[int, OrderView] = {}
-        self.used = UsedIds()  # this trading day's (session, ClOrdID) pairs
+        #: where the day's ClOrdIDs are kept (``used``, ``used_prev``): the ledger itself, or
+        #: once :meth:`follow_journal` is called, the recorder
+        self.ids: Any = self
+        self.used = UsedIds()  # this trading day's (session, ClOrdID) pairs (own sets)
         self.used_prev = UsedIds()  # the previous trading day's
+        #: following a recorder: fingerprints claimed that it has not recorded (yet)
+        self.claimed: set[int] = set()
+        self.claimed_prev: set[int] = set()
         self.by_cl_ord_id: dict[str, dict[str, int]] = {}
         self.live_by_account: dict[str, set[int]] = {}
         self.live_by_session: dict[str, set[int]] = {}
@@ -242,28 +251,52 @@ class OrderLedger:
 
     # -- ClOrdIDs ---------------------------------------------------------------------------
 
+    def follow_journal(self, recorder: OwnerRecorder) -> None:
+        """Keep the day's ClOrdIDs only in ``recorder``'s sets (the journaled ones, which
+        snapshots carry), plus the claims it has not recorded yet: one copy of each
+        fingerprint instead of two."""
+        recorder.used.merge(self.used)  # anything claimed before (nothing, at start-up)
+        recorder.used_prev.merge(self.used_prev)
+        self.used, self.used_prev = UsedIds(), UsedIds()
+        self.ids = recorder
+        recorder.recorded = self._recorded
+
+    def _recorded(self, fp: int) -> None:
+        self.claimed.discard(fp)
+        self.claimed_prev.discard(fp)
+
+    def _taken(self, fp: int) -> bool:
+        ids = self.ids
+        return (ids.used.has_fingerprint(fp) or ids.used_prev.has_fingerprint(fp)
+                or fp in self.claimed or fp in self.claimed_prev)
+
     def is_used(self, session_id: str, cl_ord_id: str) -> bool:
-        return (self.used.has(session_id, cl_ord_id)
-                or self.used_prev.has(session_id, cl_ord_id))
+        return self._taken(fingerprint(session_id, cl_ord_id))
 
     def claim(self, session_id: str, cl_ord_id: str) -> bool:
         """Mark ``cl_ord_id`` used by the session; False if it already was (this trading day
         or the previous one), or if it still names one of the session's live orders."""
         fp = fingerprint(session_id, cl_ord_id)  # once: it is the costly part
-        if self.used.has_fingerprint(fp) or self.used_prev.has_fingerprint(fp):
+        if self._taken(fp):
             return False
         named = self.by_cl_ord_id.get(session_id, {}).get(cl_ord_id)
         if named is not None:
             view = self.orders.get(named)
             if view is not None and view.live:
                 return False
-        self.used.add_fingerprint(fp)
+        if self.ids is self:
+            self.used.add_fingerprint(fp)
+        else:
+            self.claimed.add(fp)
         return True
 
     def roll_day(self, days: int = 1) -> None:
-        """``days`` new trading days: ClOrdIDs of the day before last may be used again."""
+        """``days`` new trading days: ClOrdIDs of the day before last may be used again (a
+        recorder followed rolls its own sets by the commands' timestamps)."""
         self.used_prev = self.used if days == 1 else UsedIds()
         self.used = UsedIds()
+        self.claimed_prev = self.claimed if days == 1 else set()
+        self.claimed = set()
 
     def find(self, session_id: str, cl_ord_id: str) -> OrderView | None:
         """The order a session's ClOrdID (current or earlier) names."""
@@ -516,14 +549,15 @@ class OrderLedger:
         return out
 
     def adopt(self, views: Iterable[OrderView], owners: dict[int, str],
-              used: UsedIds | dict[str, set[str]],
+              used: UsedIds | dict[str, set[str]] | None,
               details: dict[int, Any] | None = None) -> None:
         """Take the live orders' views (:meth:`views_of`) with their owners and
-        :meth:`details`, and the used ClOrdIDs; orders with no known owner are left out."""
+        :meth:`details`, and the used ClOrdIDs (None: a recorder followed has them already);
+        orders with no known owner are left out."""
         if isinstance(used, UsedIds):
-            self.used.merge(used)
-        else:
-            self.used.add_all(used)
+            self.ids.used.merge(used)
+        elif used:
+            self.ids.used.add_all(used)
         details = details or {}
         for view in views:
             oid = view.order_id

@@ -172,8 +172,9 @@ class OrderEntryService:
             max_ended_orders=config.max_ended_orders_in_memory,
         )
         self.app.ledger.order_gone = self.recorder.forget  # owners leave as orders end
+        self.app.ledger.follow_journal(self.recorder)  # one copy of the day's ClOrdIDs
         self.app.ledger.adopt(
-            at_snapshot, owners_at_snapshot, self.recorder.all_used(),
+            at_snapshot, owners_at_snapshot, None,
             {int(k): v for k, v in dict(extra.get("details", {})).items()},
         )
         self.app.ledger.adopt_ended(extra.get("ended", ()))

@@ -132,6 +132,7 @@ class Exchange:
         )
         self.pipeline.subscribers.append(self.app.on_released)
         self.app.ledger.order_gone = self.pipeline.sequencer.forget  # as the wiring does
+        self.app.ledger.follow_journal(self.pipeline.sequencer)
         #: a ShadowStore answering status reads, completed by settle()
         self.shadow: Any = None
 

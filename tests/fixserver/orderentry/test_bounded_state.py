@@ -20,21 +20,23 @@ def _day_of_trading(x: Exchange, day: int, orders: int) -> None:
 
 def test_kept_objects_do_not_grow_with_days_of_trading() -> None:
     """Ten trading days of 50 filled order pairs each: the ledger holds only the last day's
-    ended orders, ClOrdIDs of two days, and the recorder's snapshot the same two days."""
+    ended orders; the ClOrdIDs of two days are kept once, in the recorder (what snapshots
+    carry), and the ledger keeps no copy of its own (no claim left unrecorded)."""
     x = Exchange()
     sizes = []
     for day in range(20_000, 20_010):
         _day_of_trading(x, day, 50)
         ledger = x.app.ledger
         recorder = x.pipeline.sequencer
-        used = len(ledger.used) + len(ledger.used_prev)
+        used = (len(ledger.used) + len(ledger.used_prev) + len(ledger.claimed)
+                + len(ledger.claimed_prev))
         snap = recorder.snapshot(x.engine.orders)
         snap_ids = (len(snap["used"]) + len(snap["used_prev"])) // 8  # 8 bytes per ClOrdID
         sizes.append((len(ledger.orders), len(ledger.ended), used, snap_ids,
                       len(recorder.owners)))
     # day 1: 100 orders ended that day; from day 2 on: still one day's orders, two days' ids
-    assert sizes[0] == (100, 100, 100, 100, 0)
-    assert all(s == (100, 100, 200, 200, 0) for s in sizes[1:]), sizes
+    assert sizes[0] == (100, 100, 0, 100, 0)
+    assert all(s == (100, 100, 0, 200, 0) for s in sizes[1:]), sizes
 
 
 def test_cl_ord_id_may_be_reused_two_trading_days_later_not_before() -> None:
@@ -91,7 +93,7 @@ def test_ended_orders_in_memory_are_bounded_by_count() -> None:
     assert len(ledger.orders) == 50
     kept = sorted(v.cl_ord_id for v in ledger.orders.values())
     assert kept == sorted([f"S{i}" for i in range(275, 300)] + [f"B{i}" for i in range(275, 300)])
-    used = len(ledger.used)
+    used = len(ledger.ids.used)  # the recorder's set: the one copy
     assert used == 600, "ClOrdIDs stay taken for the trading day whatever memory keeps"
     (dup,) = x.run(x.acme, new_order("B0", qty="0.001"))
     assert dup[1][103] == "6"
@@ -143,3 +145,28 @@ def test_used_ids_cost_eight_bytes_each_and_survive_a_snapshot() -> None:
     assert not back.has("S3", "ord-0") and not back.has("S1", "ord-50000")
     legacy = UsedIds.load({"S1": ["a", "b"]})  # an older snapshot's form
     assert legacy.has("S1", "a") and legacy.has("S1", "b") and len(legacy) == 2
+
+
+def test_a_claim_is_held_by_the_ledger_until_recorded_and_a_refused_one_stays_taken() -> None:
+    """The ledger keeps a claim only until the recorder has it (then there is one copy); a
+    ClOrdID refused before it reached a tick stays taken for the day, and after two trading
+    days both are free again."""
+    x = Exchange()
+    x.pipeline.now = 20_000 * DAY
+    ledger, recorder = x.app.ledger, x.pipeline.sequencer
+    sid = x.acme.settings.session_id
+    x.send(x.acme, new_order("P1", price="59000"))  # claimed, not yet matched
+    assert ledger.is_used(sid, "P1") and len(ledger.claimed) == 1
+    assert not recorder.used.has(sid, "P1")
+    x.settle()
+    x.acme.take()
+    assert recorder.used.has(sid, "P1") and ledger.claimed == set(), "moved, not copied"
+    (refused,) = x.run(x.acme, new_order("R1", price="59000", account="NOPE"))
+    assert refused[1][150] == "8", refused  # refused before submission: never recorded
+    assert len(ledger.claimed) == 1 and ledger.is_used(sid, "R1")
+    (dup,) = x.run(x.acme, new_order("R1", price="59000"))
+    assert dup[1][103] == "6", "a refused ClOrdID is taken for the day too"
+    x.pipeline.now = 20_002 * DAY
+    x.run(x.acme, new_order("TICK", price="59000"))  # rolls the recorder and the ledger
+    (again,) = x.run(x.acme, new_order("R1", price="59000"))
+    assert again[1][150] == "0", again

@@ -50,3 +50,49 @@ def test_an_order_live_at_the_snapshot_keeps_its_owner_when_it_ends_before_the_r
         assert restarted.application.recorder.owners == {}
     finally:
         yield restarted.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_cl_ord_ids_from_the_snapshot_and_the_replayed_tail_stay_taken_after_a_restart(
+        tmp_path):
+    """One copy of the day's ClOrdIDs (the recorder's) is what snapshots carry and replay
+    extends: after a crash, a ClOrdID used before the snapshot and one used in the replayed
+    tail are both refused as duplicates; a new one is accepted."""
+    server = start_exchange(tmp_path)
+    service = server.application
+    acme = session_of(server, "ACME1")
+    now = server.now_ns()
+    service.on_message(acme, new_order("BEFORE", "A1", "1", "0.001", "59900"), now)
+    service.pipeline.tick()
+    service.pipeline.take_snapshot()
+    yield service.pipeline.when_idle()
+    yield service.pipeline.when_snapshots_written()
+    service.on_message(acme, new_order("TAIL", "A1", "1", "0.001", "59900"), now)
+    service.pipeline.tick()
+    yield service.pipeline.when_idle()
+    service.pipeline.snapshot_on_shutdown = False  # as a crash: TAIL is replayed
+    yield server.stop()
+
+    restarted = start_exchange(tmp_path)
+    try:
+        assert restarted.application.pipeline.recovered_commands >= 1
+        acme = session_of(restarted, "ACME1")
+        answers: list = []
+
+        def send(msg_type, fields, now_ns, **kw):
+            answers.append((msg_type, dict(fields)))
+            return 0
+
+        acme.send = send
+        now = restarted.now_ns()
+        for cl in ("BEFORE", "TAIL", "FRESH"):
+            restarted.application.on_message(
+                acme, new_order(cl, "A1", "1", "0.001", "59900"), now)
+        refusals = [f for t, f in answers if t == "8" and f.get(150) in ("8", b"8")]
+        assert [(f[11], f[103]) for f in refusals] == [("BEFORE", 6), ("TAIL", 6)], answers
+        restarted.application.pipeline.tick()
+        yield restarted.application.pipeline.when_idle()
+        fresh = [f for t, f in answers if t == "8" and f.get(11) == "FRESH"]
+        assert fresh and str(fresh[0][150]) == "0", fresh[0].get(58)  # accepted
+    finally:
+        yield restarted.stop()
