@@ -401,14 +401,21 @@ class OrderEntryApplication:
         self._handle_again(again, now_ns)
 
     def _handle_again(self, again: list, now_ns: int) -> None:
-        """Handle the entries that waited in a lane, in order, as if they had just arrived."""
-        for entry in again:
+        """Handle the entries that waited in a lane, in order, as if they had just arrived;
+        once one has to wait again, the rest go back as they are (they would all wait)."""
+        for index, entry in enumerate(again):
             if entry.kind == REPLY:
                 session, msg_type, fields, reply_to = entry.item
                 self.reply(session, msg_type, fields, now_ns, reply_to)
             else:
                 session, msg = entry.item
                 self._arrive(session, msg, now_ns)
+                sid = session.settings.session_id
+                if self.lanes.waits(sid):
+                    rest = again[index + 1:]
+                    if rest:
+                        self.lanes.wait_all(sid, rest)
+                    return
 
     def _business_reject(self, session: Any, msg: FixMessage, reason: int, text: str | None,
                          now_ns: int) -> None:

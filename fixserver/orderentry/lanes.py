@@ -116,6 +116,21 @@ class SessionLanes:
         lane.entries.append(Entry(MSG, item))
         lane.waiting += 1
 
+    def waits(self, session_id: str) -> bool:
+        """Whether the session's lane holds a waiting entry (a MSG or READ): then everything
+        after it waits too."""
+        lane = self._lanes.get(session_id)
+        return lane is not None and bool(lane.waiting)
+
+    def wait_all(self, session_id: str, entries: list[Entry]) -> None:
+        """Put entries taken out by :meth:`released` back, unchanged and in order, behind
+        what the lane holds: what a caller does once one of them had to wait again (all
+        after it would wait too), instead of handling each again (which made a burst of n
+        waiting messages cost n^2 re-queues)."""
+        lane = self._lane(session_id)
+        lane.entries.extend(entries)
+        lane.waiting += sum(1 for e in entries if e.kind == MSG or e.kind == READ)
+
     def submitted(self, session_id: str, count: int = 1) -> None:
         """``count`` requests of the session went to the sequencer."""
         entries = self._lane(session_id).entries
