@@ -410,6 +410,10 @@ class OrderPipeline:
                 log.info("snapshot.extra next_seq={seq} ms={ms:.1f}",
                          seq=due[0][1].next_seq, ms=extra_ms)
         self._start_due_snapshot()
+        if self.sequencer.pending and not self._stopping and not self._committing:
+            # requests the release itself submitted (those that waited in a session's lane
+            # for it): matched and committed now, not a reactor turn later
+            self.tick()
         if not self._held and not self._committing and not self._pending:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:

@@ -153,6 +153,29 @@ def test_no_tick_while_a_commit_runs_then_one_for_all_that_arrived(tmp_path: Any
     assert [p.origin for p in h.flat()] == [None, "A", None, "o0", "o1", "o2", "o3", "o4"]
 
 
+def test_requests_submitted_by_the_release_are_matched_before_idle(h: Harness) -> None:
+    """A subscriber that submits while a tick is released (a session's lane letting a
+    waiting cancel go) gets it matched and committed at once: when_idle waits for it."""
+    submitted: list[int] = []
+
+    def follow_up(processed: list) -> None:
+        if not submitted:
+            submitted.append(1)
+            h.order("B", Side.BUY, 1, 599_000)
+
+    h.pipeline.subscribe(follow_up)
+    h.order("A", Side.BUY, 1, 599_000)
+    h.pipeline.tick()
+    idle = h.pipeline.when_idle()
+    fired: list[object] = []
+    idle.addCallback(fired.append)
+    h.journal.complete()
+    assert h.pipeline.sequencer.pending == 0 and len(h.journal.jobs) == 1, "B committed"
+    assert not fired, "not idle while B is being committed"
+    h.journal.complete()
+    assert fired and [p.origin for p in h.flat()] == [None, "A", "B"]
+
+
 def test_requests_arriving_during_a_commit_are_matched_when_it_completes(h: Harness) -> None:
     """Completing a commit ticks at once if requests queued meanwhile (no timer wait)."""
     h.order("A", Side.BUY, 1, 599_000)
