@@ -145,14 +145,19 @@ def scan_msg_types(data: bytes) -> Iterator[tuple[bytes, int]]:
 
 def count_sent(session: str, data: bytes) -> None:
     """Count outbound messages (``data`` is whole messages) and the rejects among them."""
-    pending = _PENDING_SENT
+    _gather(_PENDING_SENT, session, data)
+    if b"\x0135=3\x01" in data or b"\x0135=j\x01" in data:
+        _count_rejects(data)
+
+
+def _gather(pending: dict[tuple[str, bytes], int], session: str, data: bytes) -> None:
+    """Add the MsgTypes of ``data``'s ``35=`` fields to ``pending`` (folded early if it
+    holds too many keys)."""
     for msg_type in _MSG_TYPE.findall(data):
         key = (session, msg_type)
         pending[key] = pending.get(key, 0) + 1
     if len(pending) > _MAX_PENDING_KEYS:
         fold_counts()
-    if b"\x0135=3\x01" in data or b"\x0135=j\x01" in data:
-        _count_rejects(data)
 
 
 def _count_rejects(data: bytes) -> None:
@@ -201,10 +206,5 @@ class InboundCounter:
             # No SOH, so no ``35=`` field can start here (its leading SOH would be in it).
             self._carry = b""
             return
-        pending = _PENDING_RECEIVED
-        for msg_type in _MSG_TYPE.findall(buffer):
-            key = (session, msg_type)
-            pending[key] = pending.get(key, 0) + 1
-        if len(pending) > _MAX_PENDING_KEYS:
-            fold_counts()
+        _gather(_PENDING_RECEIVED, session, buffer)
         self._carry = buffer[last_soh:][:16]
