@@ -95,13 +95,13 @@ def msgpack_too_deep(data: bytes, max_depth: int) -> bool:
         b = data[pos]
         pos += 1
         items = -1  # for a container that starts here: how many items it holds
-        if b <= 0x7F or b >= 0xE0:
-            pass  # positive / negative fixint
-        elif b <= 0x8F:
+        # positive (0x00-0x7F) and negative (0xE0-0xFF) fixints match no branch: a whole
+        # item in their one byte
+        if 0x80 <= b <= 0x8F:
             items = 2 * (b & 0x0F)  # fixmap
-        elif b <= 0x9F:
+        elif 0x90 <= b <= 0x9F:
             items = b & 0x0F  # fixarray
-        elif b <= 0xBF:
+        elif 0xA0 <= b <= 0xBF:
             pos += b & 0x1F  # fixstr
         elif b in _FIXED:
             pos += _FIXED[b]
@@ -116,8 +116,8 @@ def msgpack_too_deep(data: bytes, max_depth: int) -> bool:
                 return False
             items = per_entry * _UINT[width].unpack_from(data, pos)[0]
             pos += width
-        else:
-            return False  # 0xC1 is never used
+        elif b == 0xC1:
+            return False  # never used
         if items >= 0:
             if len(pending) >= max_depth:
                 return True  # this container is one level deeper than the limit
