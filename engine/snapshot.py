@@ -100,9 +100,16 @@ def _order_rows(orders: dict) -> list[tuple]:
 
 
 def version_of(data: bytes) -> int:
-    """The canonical-state format a snapshot's engine bytes were written in."""
-    st = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    return int(st["v"])
+    """The canonical-state format a snapshot's engine bytes were written in. Read without
+    decoding the rest (the restore decodes it once): ``v`` is the map's first key."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(data)
+    keys = unpacker.read_map_header()
+    for _ in range(keys):
+        if unpacker.unpack() == "v":
+            return int(unpacker.unpack())
+        unpacker.skip()
+    raise ValueError("snapshot bytes without a version")
 
 
 def dump(eng: Any) -> bytes:
