@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from engine.enums import OrdType, RequestKind, Side, TimeInForce
 from engine.events import (
@@ -149,6 +149,13 @@ class OrderView:
 DAY_NS = 86_400 * 1_000_000_000
 
 
+class DayIds(Protocol):
+    """Where the day's ClOrdID fingerprints are kept: the current and previous trading day."""
+
+    used: UsedIds
+    used_prev: UsedIds
+
+
 def _ignore(_order_id: int) -> None:
     """The default :attr:`OrderLedger.order_gone`: a ledger without a recorder."""
     return None
@@ -233,7 +240,7 @@ class OrderLedger:
         self.orders: dict[int, OrderView] = {}
         #: where the day's ClOrdIDs are kept (``used``, ``used_prev``): the ledger itself, or
         #: once :meth:`follow_journal` is called, the recorder
-        self.ids: Any = self
+        self.ids: DayIds = self
         self.used = UsedIds()  # this trading day's (session, ClOrdID) pairs (own sets)
         self.used_prev = UsedIds()  # the previous trading day's
         #: following a recorder: fingerprints claimed that it has not recorded (yet)
